@@ -1,0 +1,9 @@
+import type { Projection } from '../src/projection/projection.js';
+import { mailboxes } from './mailboxes.js';
+import { mails } from './mails.js';
+import { users } from './users.js';
+
+export { mailboxes, mails, users };
+
+/** Every read model the server keeps; `npm run replay` rebuilds them from the log. */
+export const allProjections: Projection[] = [users, mailboxes, mails];

@@ -1,0 +1,49 @@
+import { defineProjection } from '../src/projection/projection.js';
+
+export type MailboxCounts = { inbox: number; unread: number; sent: number; drafts: number };
+
+export type MailboxDoc = {
+  id: string;
+  userId: string;
+  /** As the user registered it. */
+  address: string;
+  /** Lower case: recipients are matched case-insensitively. */
+  addressKey: string;
+  counts: MailboxCounts;
+};
+
+const count = (doc: MailboxDoc | null, change: Partial<MailboxCounts>): MailboxDoc | null => {
+  if (!doc) return null;
+  const counts = { ...doc.counts };
+  for (const [k, v] of Object.entries(change) as [keyof MailboxCounts, number][]) counts[k] = Math.max(0, counts[k] + v);
+  return { ...doc, counts };
+};
+
+/** One document per mailbox (an address), with folder counts. */
+export const mailboxes = defineProjection<MailboxDoc>({
+  spec: { name: 'mailboxes', indexed: ['userId', 'addressKey'], indexes: [['userId'], ['addressKey']] },
+  version: 1,
+  keys: (e) => ('mailboxId' in e.data ? [e.data.mailboxId] : []),
+  evolve(doc, e) {
+    switch (e.type) {
+      case 'MailboxCreated':
+        return {
+          id: e.data.mailboxId,
+          userId: e.data.userId,
+          address: e.data.address,
+          addressKey: e.data.address.toLowerCase(),
+          counts: { inbox: 0, unread: 0, sent: 0, drafts: 0 },
+        };
+      case 'MailReceived':
+        return count(doc, { inbox: 1, unread: 1 });
+      case 'DraftCreated':
+        return count(doc, { drafts: 1 });
+      case 'DraftDeleted':
+        return count(doc, { drafts: -1 });
+      case 'MailSent':
+        return count(doc, e.data.wasDraft ? { sent: 1, drafts: -1 } : { sent: 1 });
+      default:
+        return doc;
+    }
+  },
+});

@@ -1,0 +1,137 @@
+import { z } from 'zod';
+
+/**
+ * Every event mailtrail records, as zod schemas. Events are facts: they carry what happened,
+ * never bodies or attachments (those are blobs referenced by sha256).
+ */
+
+export const BlobRef = z.object({
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  size: z.number().int().nonnegative(),
+});
+export type BlobRef = z.infer<typeof BlobRef>;
+
+export const Address = z.object({ name: z.string(), address: z.string() });
+export type Address = z.infer<typeof Address>;
+
+export const Attachment = BlobRef.extend({
+  id: z.string().min(1),
+  filename: z.string().nullable(),
+  contentType: z.string(),
+  contentId: z.string().nullable().optional(),
+});
+export type Attachment = z.infer<typeof Attachment>;
+
+/** What a message looks like, derived once when it enters the system so views never re-parse MIME. */
+export const MessageSummary = z.object({
+  messageId: z.string().nullable(),
+  subject: z.string(),
+  from: z.array(Address),
+  to: z.array(Address),
+  cc: z.array(Address),
+  date: z.string().datetime({ offset: true }).nullable(),
+  inReplyTo: z.string().nullable(),
+  references: z.array(z.string()),
+  snippet: z.string(),
+  text: BlobRef.nullable(),
+  html: BlobRef.nullable(),
+  attachments: z.array(Attachment),
+});
+export type MessageSummary = z.infer<typeof MessageSummary>;
+
+export const Draft = z.object({
+  to: z.array(Address),
+  cc: z.array(Address),
+  bcc: z.array(Address),
+  subject: z.string(),
+  text: BlobRef.nullable(),
+  html: BlobRef.nullable(),
+  attachments: z.array(Attachment),
+  inReplyTo: z.string().nullable(),
+  references: z.array(z.string()),
+});
+export type Draft = z.infer<typeof Draft>;
+
+export const Envelope = z.object({
+  mailFrom: z.string(),
+  rcptTo: z.array(z.string()),
+});
+
+export const AuthResults = z.object({
+  spf: z.string(),
+  dkim: z.string(),
+  dmarc: z.string(),
+  arc: z.string(),
+  header: z.string(),
+});
+
+const id = z.string().min(1);
+
+export const eventSchemas = {
+  UserRegistered: z.object({
+    userId: id,
+    email: z.string(),
+    name: z.string(),
+    /** bcrypt hash, never the password. Kept in the log so the users view can be replayed. */
+    passwordHash: z.string(),
+    role: z.enum(['user', 'admin']),
+  }),
+  UserPasswordChanged: z.object({ userId: id, passwordHash: z.string() }),
+  UserDisabled: z.object({ userId: id }),
+  MailboxCreated: z.object({ mailboxId: id, userId: id, address: z.string() }),
+  DraftCreated: z.object({ mailId: id, mailboxId: id, userId: id, draft: Draft }),
+  DraftUpdated: z.object({ mailId: id, draft: Draft }),
+  DraftDeleted: z.object({ mailId: id, mailboxId: id }),
+  MailReceived: z.object({
+    mailId: id,
+    mailboxId: id,
+    userId: id,
+    raw: BlobRef,
+    envelope: Envelope.extend({
+      remoteAddress: z.string(),
+      helo: z.string(),
+      tls: z.boolean(),
+      authUser: z.string().nullable(),
+    }),
+    message: MessageSummary,
+    authResults: AuthResults.nullable(),
+  }),
+  /** The user asked to send: the final MIME is fixed, the relay takes it from here. */
+  MailSent: z.object({
+    mailId: id,
+    mailboxId: id,
+    userId: id,
+    messageId: z.string(),
+    raw: BlobRef,
+    /** Recipients the relay delivers to; local recipients got their own copy as MailReceived. */
+    envelope: Envelope,
+    message: MessageSummary,
+    bcc: z.array(Address),
+    /** The mail left the drafts folder (false for SMTP submissions, which never were drafts). */
+    wasDraft: z.boolean(),
+  }),
+  MailDelivered: z.object({
+    mailId: id,
+    messageId: z.string(),
+    recipients: z.array(z.string()),
+    response: z.string(),
+    attempt: z.number().int().positive(),
+  }),
+  MailDeliveryFailed: z.object({
+    mailId: id,
+    messageId: z.string(),
+    recipients: z.array(z.string()),
+    response: z.string(),
+    attempt: z.number().int().positive(),
+    /** A 5xx or the retry deadline passed: no more attempts. */
+    permanent: z.boolean(),
+    nextAttemptAt: z.string().datetime().nullable(),
+  }),
+} as const;
+
+export type EventType = keyof typeof eventSchemas;
+export type EventData<T extends EventType> = z.infer<(typeof eventSchemas)[T]>;
+export const eventTypes = Object.keys(eventSchemas) as EventType[];
+
+/** Current schema version per type; bump it (and add an upcaster) when a schema changes shape. */
+export const SCHEMA_VERSION = 1;

@@ -1,0 +1,167 @@
+import { EventEmitter } from 'node:events';
+import type Database from 'better-sqlite3';
+import { decodeStored, newEventId, validateData, type Meta, type NewEvent, type StoredEvent } from '../../events/envelope.js';
+import { SCHEMA_VERSION } from '../../events/types.js';
+import { WrongExpectedVersionError, type AppendResult, type EventStore, type ExpectedVersion } from '../port.js';
+import { waitForWakeUp } from '../wait.js';
+
+type Row = {
+  position: number;
+  event_id: string;
+  stream_id: string;
+  version: number;
+  type: string;
+  schema_version: number;
+  data: string;
+  meta: string;
+  recorded_at: string;
+};
+
+type PendingAppend = {
+  streamId: string;
+  events: NewEvent[];
+  expectedVersion: ExpectedVersion;
+  meta: Meta;
+  resolve: (r: AppendResult) => void;
+  reject: (e: unknown) => void;
+};
+
+export const EVENTS_SCHEMA = `
+  CREATE TABLE IF NOT EXISTS events (
+    position       INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id       TEXT NOT NULL UNIQUE,
+    stream_id      TEXT NOT NULL,
+    version        INTEGER NOT NULL,
+    type           TEXT NOT NULL,
+    schema_version INTEGER NOT NULL,
+    data           TEXT NOT NULL,
+    meta           TEXT NOT NULL,
+    recorded_at    TEXT NOT NULL,
+    UNIQUE (stream_id, version)
+  );`;
+
+function toStored(row: Row): StoredEvent {
+  return decodeStored({
+    eventId: row.event_id,
+    streamId: row.stream_id,
+    version: row.version,
+    position: row.position,
+    type: row.type,
+    schemaVersion: row.schema_version,
+    data: JSON.parse(row.data),
+    meta: JSON.parse(row.meta),
+    recordedAt: row.recorded_at,
+  });
+}
+
+/**
+ * The log in one SQLite table. SQLite serialises writers, so the rowid order is the commit order
+ * and every reader sees the same gap-free sequence. Appends that arrive in the same tick are
+ * written in one transaction (one fsync for all of them, each append in its own savepoint so a
+ * conflict fails only that append): throughput grows with the number of concurrent writers.
+ */
+export class SqliteEventStore implements EventStore {
+  private readonly appended = new EventEmitter();
+  private pending: PendingAppend[] = [];
+  private flushScheduled = false;
+  private readonly stmt;
+
+  constructor(
+    private readonly db: Database.Database,
+    private readonly pollIntervalMs: number,
+  ) {
+    this.appended.setMaxListeners(0);
+    this.stmt = {
+      streamVersion: db.prepare<[string], { version: number }>(
+        'SELECT version FROM events WHERE stream_id = ? ORDER BY version DESC LIMIT 1',
+      ),
+      insert: db.prepare(
+        `INSERT INTO events (event_id, stream_id, version, type, schema_version, data, meta, recorded_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+      ),
+      readStream: db.prepare<[string], Row>('SELECT * FROM events WHERE stream_id = ? ORDER BY version'),
+      readAll: db.prepare<[number, number], Row>('SELECT * FROM events WHERE position > ? ORDER BY position LIMIT ?'),
+      head: db.prepare<[], { head: number | null }>('SELECT max(position) AS head FROM events'),
+    };
+  }
+
+  async append(streamId: string, events: NewEvent[], opts: { expectedVersion: ExpectedVersion; meta: Meta }): Promise<AppendResult> {
+    if (events.length === 0) throw new Error('append needs at least one event');
+    // Validate before queueing: a bad event must fail its own caller, not the batch it would join.
+    const valid = events.map((e) => validateData(e.type, e.data));
+    return new Promise((resolve, reject) => {
+      this.pending.push({ streamId, events: valid, expectedVersion: opts.expectedVersion, meta: opts.meta, resolve, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  private appendOne(p: PendingAppend): AppendResult {
+    const actual = this.stmt.streamVersion.get(p.streamId)?.version ?? 0;
+    const ok =
+      p.expectedVersion === 'any' ||
+      (p.expectedVersion === 'no_stream' ? actual === 0 : p.expectedVersion === actual);
+    if (!ok) throw new WrongExpectedVersionError(p.streamId, p.expectedVersion, actual);
+    const recordedAt = new Date().toISOString();
+    const meta = JSON.stringify(p.meta);
+    let firstPosition = 0;
+    let lastPosition = 0;
+    p.events.forEach((e, i) => {
+      const info = this.stmt.insert.run(newEventId(), p.streamId, actual + i + 1, e.type, SCHEMA_VERSION, JSON.stringify(e.data), meta, recordedAt);
+      lastPosition = Number(info.lastInsertRowid);
+      if (i === 0) firstPosition = lastPosition;
+    });
+    return { version: actual + p.events.length, firstPosition, lastPosition };
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    const batch = this.pending;
+    this.pending = [];
+    const outcomes: ({ ok: true; result: AppendResult } | { ok: false; error: unknown })[] = [];
+    const appendInSavepoint = this.db.transaction((p: PendingAppend) => this.appendOne(p));
+    try {
+      this.db
+        .transaction(() => {
+          for (const p of batch) {
+            try {
+              outcomes.push({ ok: true, result: appendInSavepoint(p) });
+            } catch (error) {
+              outcomes.push({ ok: false, error });
+            }
+          }
+        })
+        .immediate();
+    } catch (error) {
+      // The commit itself failed (disk full, I/O error): nothing of the batch is durable.
+      for (const p of batch) p.reject(error);
+      return;
+    }
+    batch.forEach((p, i) => {
+      const o = outcomes[i]!;
+      if (o.ok) p.resolve(o.result);
+      else p.reject(o.error);
+    });
+    this.appended.emit('append');
+  }
+
+  async readStream(streamId: string): Promise<StoredEvent[]> {
+    return this.stmt.readStream.all(streamId).map(toStored);
+  }
+
+  async readAll(opts: { after: number; limit: number }): Promise<StoredEvent[]> {
+    return this.stmt.readAll.all(opts.after, opts.limit).map(toStored);
+  }
+
+  async head(): Promise<number> {
+    return this.stmt.head.get()?.head ?? 0;
+  }
+
+  async waitForAppend(after: number, maxWaitMs: number, signal?: AbortSignal): Promise<void> {
+    if ((await this.head()) > after) return;
+    // Another process may append to the same file: the timer doubles as a poll.
+    await waitForWakeUp(this.appended, 'append', Math.min(maxWaitMs, this.pollIntervalMs), signal);
+  }
+}

@@ -1,0 +1,216 @@
+import type Database from 'better-sqlite3';
+import { LeaseLostError, type Lease, type ListQuery, type ViewCommit, type ViewDoc, type ViewSpec, type ViewStore } from '../port.js';
+
+/** A handoff request older than this is from a requester that died; it no longer blocks others. */
+const REQUEST_STALE_MS = 60_000;
+
+export const VIEWS_SCHEMA = `
+  CREATE TABLE IF NOT EXISTS checkpoints (name TEXT PRIMARY KEY, position INTEGER NOT NULL);
+  CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY, owner TEXT NOT NULL, token INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+    requested_by TEXT, requested_at INTEGER
+  );`;
+
+const ident = (name: string): string => {
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw new Error(`invalid view or field name: ${name}`);
+  return `"${name}"`;
+};
+const table = (view: string): string => ident(`view_${view}`);
+const column = (field: string): string => ident(`f_${field}`);
+
+type LeaseRow = { owner: string; token: number; expires_at: number; requested_by: string | null; requested_at: number | null };
+
+/**
+ * Views as tables of JSON documents, one row per document, with the fields queries filter and
+ * sort on copied into indexed columns. A row keeps the position of the event that last changed
+ * it; writes only ever move it forward, which makes every batch safe to apply twice.
+ */
+export class SqliteViewStore implements ViewStore {
+  /** Indexed fields of each view this process has ensured (their columns must be written too). */
+  private readonly fields = new Map<string, string[]>();
+
+  constructor(private readonly db: Database.Database) {}
+
+  private fieldsOf(view: string): string[] {
+    const known = this.fields.get(view);
+    if (known) return known;
+    // A view created by another process (e.g. the replay script's shadow): read its columns.
+    const cols = this.db.prepare<[], { name: string }>(`PRAGMA table_info(${table(view)})`).all();
+    if (cols.length === 0) throw new Error(`view ${view} does not exist`);
+    const fields = cols.filter((c) => c.name.startsWith('f_')).map((c) => c.name.slice(2));
+    this.fields.set(view, fields);
+    return fields;
+  }
+
+  async ensure(spec: ViewSpec): Promise<void> {
+    this.ensureSync(spec);
+  }
+
+  private ensureSync(spec: ViewSpec): void {
+    const cols = spec.indexed.map((f) => `${column(f)} ANY`).join(', ');
+    this.db.exec(
+      `CREATE TABLE IF NOT EXISTS ${table(spec.name)} (id TEXT PRIMARY KEY, position INTEGER NOT NULL, doc TEXT${cols ? `, ${cols}` : ''})`,
+    );
+    spec.indexes.forEach((fields, i) => {
+      const name = ident(`view_${spec.name}_i${i}`);
+      this.db.exec(`CREATE INDEX IF NOT EXISTS ${name} ON ${table(spec.name)} (${fields.map(column).join(', ')}, id)`);
+    });
+    this.fields.set(spec.name, spec.indexed);
+  }
+
+  async load(view: string, ids: string[]): Promise<Map<string, { doc: ViewDoc | null; position: number }>> {
+    const out = new Map<string, { doc: ViewDoc | null; position: number }>();
+    const stmt = this.db.prepare<[string], { id: string; position: number; doc: string | null }>(
+      `SELECT id, position, doc FROM ${table(view)} WHERE id = ?`,
+    );
+    for (const id of new Set(ids)) {
+      const row = stmt.get(id);
+      if (row) out.set(id, { doc: row.doc === null ? null : (JSON.parse(row.doc) as ViewDoc), position: row.position });
+    }
+    return out;
+  }
+
+  private assertLease(lease: Lease): void {
+    const row = this.db
+      .prepare<[string, string, number], { token: number }>('SELECT token FROM leases WHERE name = ? AND owner = ? AND token = ?')
+      .get(lease.name, lease.owner, lease.token);
+    if (!row) throw new LeaseLostError(lease);
+  }
+
+  async commit(c: ViewCommit): Promise<void> {
+    const fields = this.fieldsOf(c.view);
+    const cols = fields.map(column);
+    const upsert = this.db.prepare(
+      `INSERT INTO ${table(c.view)} (id, position, doc${cols.map((x) => `, ${x}`).join('')})
+       VALUES (?, ?, ?${cols.map(() => ', ?').join('')})
+       ON CONFLICT (id) DO UPDATE SET position = excluded.position, doc = excluded.doc${cols.map((x) => `, ${x} = excluded.${x}`).join('')}
+       WHERE excluded.position > position`,
+    );
+    const checkpoint = this.db.prepare(
+      `INSERT INTO checkpoints (name, position) VALUES (?, ?)
+       ON CONFLICT (name) DO UPDATE SET position = max(position, excluded.position)`,
+    );
+    // View rows and checkpoint commit together: a crash leaves both before or both after the batch.
+    this.db
+      .transaction(() => {
+        this.assertLease(c.lease);
+        for (const { id, doc, position } of c.docs) {
+          const values = fields.map((f) => (doc ? indexValue(doc[f]) : null));
+          upsert.run(id, position, doc ? JSON.stringify(doc) : null, ...values);
+        }
+        checkpoint.run(c.checkpoint.name, c.checkpoint.position);
+      })
+      .immediate();
+  }
+
+  async get(view: string, id: string): Promise<ViewDoc | null> {
+    const row = this.db.prepare<[string], { doc: string | null }>(`SELECT doc FROM ${table(view)} WHERE id = ?`).get(id);
+    return row?.doc ? (JSON.parse(row.doc) as ViewDoc) : null;
+  }
+
+  async list(view: string, q: ListQuery): Promise<ViewDoc[]> {
+    const where = Object.keys(q.where).map((f) => `${column(f)} = ?`);
+    const params: unknown[] = Object.values(q.where);
+    const order = column(q.orderBy.field);
+    const cmp = q.orderBy.direction === 'desc' ? '<' : '>';
+    if (q.after) {
+      where.push(`(${order} ${cmp} ? OR (${order} = ? AND id ${cmp} ?))`);
+      params.push(q.after.value, q.after.value, q.after.id);
+    }
+    where.push('doc IS NOT NULL');
+    const dir = q.orderBy.direction === 'desc' ? 'DESC' : 'ASC';
+    const rows = this.db
+      .prepare<unknown[], { doc: string }>(
+        `SELECT doc FROM ${table(view)} WHERE ${where.join(' AND ')} ORDER BY ${order} ${dir}, id ${dir} LIMIT ?`,
+      )
+      .all(...params, q.limit);
+    return rows.map((r) => JSON.parse(r.doc) as ViewDoc);
+  }
+
+  async all(view: string): Promise<ViewDoc[]> {
+    return this.db
+      .prepare<[], { doc: string }>(`SELECT doc FROM ${table(view)} WHERE doc IS NOT NULL ORDER BY id`)
+      .all()
+      .map((r) => JSON.parse(r.doc) as ViewDoc);
+  }
+
+  async checkpoint(name: string): Promise<number> {
+    return this.db.prepare<[string], { position: number }>('SELECT position FROM checkpoints WHERE name = ?').get(name)?.position ?? 0;
+  }
+
+  async swap(spec: ViewSpec, shadow: string, checkpointName: string, position: number, lease: Lease): Promise<void> {
+    this.db
+      .transaction(() => {
+        this.assertLease(lease);
+        this.db.exec(`DROP TABLE IF EXISTS ${table(spec.name)}`);
+        this.db.exec(`ALTER TABLE ${table(shadow)} RENAME TO ${table(spec.name)}`);
+        // A renamed table keeps its index names: rebuild them under the live names, in the same transaction.
+        spec.indexes.forEach((_, i) => this.db.exec(`DROP INDEX IF EXISTS ${ident(`view_${shadow}_i${i}`)}`));
+        this.ensureSync(spec);
+        this.db
+          .prepare('INSERT INTO checkpoints (name, position) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET position = excluded.position')
+          .run(checkpointName, position);
+      })
+      .immediate();
+    this.fields.delete(shadow);
+  }
+
+  async drop(view: string): Promise<void> {
+    this.db.exec(`DROP TABLE IF EXISTS ${table(view)}`);
+    this.fields.delete(view);
+  }
+
+  async acquireLease(name: string, owner: string, ttlMs: number): Promise<Lease | null> {
+    return this.db
+      .transaction((): Lease | null => {
+        const now = Date.now();
+        const row = this.db.prepare<[string], LeaseRow>('SELECT * FROM leases WHERE name = ?').get(name);
+        if (!row) {
+          this.db.prepare('INSERT INTO leases (name, owner, token, expires_at) VALUES (?, ?, 1, ?)').run(name, owner, now + ttlMs);
+          return { name, owner, token: 1 };
+        }
+        if (row.owner === owner && row.expires_at > now) {
+          this.db.prepare('UPDATE leases SET expires_at = ? WHERE name = ?').run(now + ttlMs, name);
+          return { name, owner, token: row.token };
+        }
+        const requestedByOther = row.requested_by !== null && row.requested_by !== owner && (row.requested_at ?? 0) > now - REQUEST_STALE_MS;
+        if (row.expires_at > now || requestedByOther) return null;
+        const token = row.token + 1;
+        this.db
+          .prepare('UPDATE leases SET owner = ?, token = ?, expires_at = ?, requested_by = NULL, requested_at = NULL WHERE name = ?')
+          .run(owner, token, now + ttlMs, name);
+        return { name, owner, token };
+      })
+      .immediate();
+  }
+
+  async requestLease(name: string, owner: string): Promise<void> {
+    this.db.prepare('UPDATE leases SET requested_by = ?, requested_at = ? WHERE name = ?').run(owner, Date.now(), name);
+  }
+
+  async renewLease(lease: Lease, ttlMs: number): Promise<boolean> {
+    return this.db
+      .transaction((): boolean => {
+        const row = this.db.prepare<[string], LeaseRow>('SELECT * FROM leases WHERE name = ?').get(lease.name);
+        if (!row || row.owner !== lease.owner || row.token !== lease.token) return false;
+        const now = Date.now();
+        if (row.requested_by !== null && row.requested_by !== lease.owner && (row.requested_at ?? 0) > now - REQUEST_STALE_MS) {
+          this.db.prepare('UPDATE leases SET expires_at = 0 WHERE name = ?').run(lease.name);
+          return false;
+        }
+        this.db.prepare('UPDATE leases SET expires_at = ? WHERE name = ?').run(now + ttlMs, lease.name);
+        return true;
+      })
+      .immediate();
+  }
+
+  async releaseLease(lease: Lease): Promise<void> {
+    this.db.prepare('UPDATE leases SET expires_at = 0 WHERE name = ? AND owner = ? AND token = ?').run(lease.name, lease.owner, lease.token);
+  }
+}
+
+function indexValue(v: unknown): string | number | null {
+  if (typeof v === 'string' || typeof v === 'number') return v;
+  if (typeof v === 'boolean') return v ? 1 : 0;
+  return null;
+}
