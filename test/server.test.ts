@@ -1,0 +1,63 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, describe, test } from 'node:test';
+import { ConfigError, ConfigSchema, loadConfig } from '../src/config.js';
+import { ROOT, runScript, startServer } from './support/process.js';
+
+const dirs: string[] = [];
+const tempDir = (): string => {
+  const d = mkdtempSync(path.join(os.tmpdir(), 'mailtrail-server-'));
+  dirs.push(d);
+  return d;
+};
+after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+describe('configuration', () => {
+  test('defaults give a runnable embedded setup', () => {
+    const c = loadConfig({});
+    assert.equal(c.PORT, 3000);
+    assert.equal(c.MONGODB_URI, undefined);
+    assert.equal(c.DATA_DIR, path.resolve('./data'));
+  });
+
+  test('a bad value is an error naming the variable', () => {
+    assert.throws(() => loadConfig({ PORT: 'eighty' }), (e: unknown) => e instanceof ConfigError && /PORT/.test(e.message));
+    assert.throws(() => loadConfig({ MONGODB_URI: 'localhost:27017' }), (e: unknown) => e instanceof ConfigError && /MONGODB_URI: must start with mongodb:\/\//.test(e.message));
+    assert.throws(() => loadConfig({ LOG_LEVEL: 'loud', BCRYPT_COST: '99' }), (e: unknown) => e instanceof ConfigError && /LOG_LEVEL/.test(e.message) && /BCRYPT_COST/.test(e.message));
+  });
+
+  test('.env.example documents every variable, each with a comment', () => {
+    const lines = readFileSync(path.join(ROOT, '.env.example'), 'utf8').split('\n');
+    for (const key of Object.keys(ConfigSchema.shape)) {
+      const at = lines.findIndex((l) => l.startsWith(`${key}=`));
+      assert.ok(at > 0, `${key} is in .env.example`);
+      assert.match(lines[at - 1]!, /^#/, `${key} has a comment above it`);
+    }
+  });
+});
+
+describe('npm start', () => {
+  test('starts on the embedded store with no setup, answers /health, stops cleanly on SIGTERM', async () => {
+    const dataDir = path.join(tempDir(), 'fresh', 'data');
+    const server = await startServer({ DATA_DIR: dataDir, PORT: '0', SMTP_PORT: '0', HOST: '127.0.0.1' });
+    const res = await fetch(`http://127.0.0.1:${server.port}/health`);
+    assert.equal(res.status, 200);
+    const body = (await res.json()) as { status: string; store: string; projectors: Record<string, { status: string }> };
+    assert.equal(body.status, 'ok');
+    assert.equal(body.store, 'sqlite');
+    assert.deepEqual(Object.keys(body.projectors).sort(), ['domains', 'mailboxes', 'mails', 'users']);
+    assert.equal((await fetch(`http://127.0.0.1:${server.port}/nope`)).status, 404);
+    server.child.kill('SIGTERM');
+    assert.equal(await server.exited, 0);
+  });
+
+  test('a bad setting stops start-up with a message naming it, not a stack trace', async () => {
+    const r = await runScript('src/main.ts', [], { DATA_DIR: tempDir(), PORT: '99999' });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /PORT/);
+    assert.match(r.stderr, /\.env\.example/);
+    assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+  });
+});
