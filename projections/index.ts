@@ -1,9 +1,10 @@
 import type { Projection } from '../src/projection/projection.js';
+import { domains } from './domains.js';
 import { mailboxes } from './mailboxes.js';
 import { mails } from './mails.js';
 import { users } from './users.js';
 
-export { mailboxes, mails, users };
+export { domains, mailboxes, mails, users };
 
 /** Every read model the server keeps; `npm run replay` rebuilds them from the log. */
-export const allProjections: Projection[] = [users, mailboxes, mails];
+export const allProjections: Projection[] = [users, mailboxes, mails, domains];

@@ -79,6 +79,8 @@ export const eventSchemas = {
   UserPasswordChanged: z.object({ userId: id, passwordHash: z.string() }),
   UserDisabled: z.object({ userId: id }),
   MailboxCreated: z.object({ mailboxId: id, userId: id, address: z.string() }),
+  /** A domain mailtrail receives mail for, besides DEFAULT_DOMAIN. */
+  DomainAdded: z.object({ domain: z.string().min(1) }),
   DraftCreated: z.object({ mailId: id, mailboxId: id, userId: id, draft: Draft }),
   DraftUpdated: z.object({ mailId: id, draft: Draft }),
   DraftDeleted: z.object({ mailId: id, mailboxId: id }),

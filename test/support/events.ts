@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { v7 as uuidv7 } from 'uuid';
+import { accountStream } from '../../src/accounts/accounts.js';
 import { systemMeta, type NewEvent } from '../../src/events/envelope.js';
 import type { BlobRef, MessageSummary } from '../../src/events/types.js';
 import type { Store } from '../../src/store/port.js';
@@ -34,16 +35,15 @@ export interface Account {
   address: string;
 }
 
+/** An account as `registerAccount` in src/accounts makes it, without paying for bcrypt. */
 export async function registerAccount(store: Store, address: string): Promise<Account> {
   const account = { userId: uuidv7(), mailboxId: uuidv7(), address };
   await store.events.append(
-    `user-${account.userId}`,
-    [{ type: 'UserRegistered', data: { userId: account.userId, email: address, name: address.split('@')[0]!, passwordHash: '$2b$04$x', role: 'user' } }],
-    { expectedVersion: 'no_stream', meta: meta() },
-  );
-  await store.events.append(
-    `mailbox-${account.mailboxId}`,
-    [{ type: 'MailboxCreated', data: { mailboxId: account.mailboxId, userId: account.userId, address } }],
+    accountStream(address),
+    [
+      { type: 'UserRegistered', data: { userId: account.userId, email: address, name: address.split('@')[0]!, passwordHash: '$2b$04$x', role: 'user' } },
+      { type: 'MailboxCreated', data: { mailboxId: account.mailboxId, userId: account.userId, address } },
+    ],
     { expectedVersion: 'no_stream', meta: meta() },
   );
   return account;

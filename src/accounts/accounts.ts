@@ -1,0 +1,80 @@
+import bcrypt from 'bcrypt';
+import { v7 as uuidv7 } from 'uuid';
+import type { MailboxDoc } from '../../projections/mailboxes.js';
+import type { UserDoc } from '../../projections/users.js';
+import type { Meta } from '../events/envelope.js';
+import { WrongExpectedVersionError, type Store } from '../store/port.js';
+
+/** Stream of one account: its registration, its mailbox, password changes. Keyed by address so an address is taken once. */
+export const accountStream = (email: string): string => `account-${email.toLowerCase()}`;
+
+export class AddressTakenError extends Error {
+  constructor(readonly email: string) {
+    super(`${email} is already registered`);
+    this.name = 'AddressTakenError';
+  }
+}
+
+export interface RegisteredAccount {
+  user: { id: string; email: string; name: string; role: 'user' | 'admin' };
+  mailboxId: string;
+  /** Global position of the last event, for read-your-writes. */
+  position: number;
+}
+
+/** A syntactically plain address: local@domain, no quotes, routes or `%` tricks. */
+export const PLAIN_ADDRESS = /^[A-Za-z0-9.!#$&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$|^[A-Za-z0-9.!#$&'*+/=?^_`{|}~-]+@localhost$/;
+
+/**
+ * Registers a user with one mailbox for their address. Both events go in one append to the
+ * account's stream with "no stream" expected, so two racing registrations of one address
+ * cannot both succeed.
+ */
+export async function registerAccount(
+  store: Store,
+  input: { email: string; password: string; name: string; role?: 'user' | 'admin' },
+  opts: { bcryptCost: number; meta: Meta },
+): Promise<RegisteredAccount> {
+  const userId = uuidv7();
+  const mailboxId = uuidv7();
+  const role = input.role ?? 'user';
+  const passwordHash = await bcrypt.hash(input.password, opts.bcryptCost);
+  try {
+    const result = await store.events.append(
+      accountStream(input.email),
+      [
+        { type: 'UserRegistered', data: { userId, email: input.email, name: input.name, passwordHash, role } },
+        { type: 'MailboxCreated', data: { mailboxId, userId, address: input.email } },
+      ],
+      { expectedVersion: 'no_stream', meta: opts.meta },
+    );
+    return { user: { id: userId, email: input.email, name: input.name, role }, mailboxId, position: result.lastPosition };
+  } catch (error) {
+    if (error instanceof WrongExpectedVersionError) throw new AddressTakenError(input.email);
+    throw error;
+  }
+}
+
+export async function findUserByEmail(store: Store, email: string): Promise<UserDoc | null> {
+  const [user] = await store.views.list('users', { where: { emailKey: email.toLowerCase() }, orderBy: { field: 'emailKey', direction: 'asc' }, limit: 1 });
+  return (user as UserDoc | undefined) ?? null;
+}
+
+export async function findMailboxByAddress(store: Store, address: string): Promise<MailboxDoc | null> {
+  const [mailbox] = await store.views.list('mailboxes', {
+    where: { addressKey: address.toLowerCase() },
+    orderBy: { field: 'addressKey', direction: 'asc' },
+    limit: 1,
+  });
+  return (mailbox as MailboxDoc | undefined) ?? null;
+}
+
+// Compared against when the user does not exist, so a wrong address costs as long as a wrong password.
+const DUMMY_HASH = bcrypt.hashSync('mailtrail-timing-equaliser', 10);
+
+/** The active user with this address and password, else null. */
+export async function verifyPassword(store: Store, email: string, password: string): Promise<UserDoc | null> {
+  const user = await findUserByEmail(store, email);
+  const ok = await bcrypt.compare(password, user?.passwordHash ?? DUMMY_HASH);
+  return ok && user && !user.disabled ? user : null;
+}
