@@ -1,0 +1,48 @@
+/**
+ * npm run audit -- --mail <mailId> | --mailbox <address> [--json]
+ * Prints the history of a mail or a mailbox from the event log, oldest first.
+ */
+import { findMailboxByAddress, accountStream } from '../src/accounts/accounts.js';
+import { parseFlags, runCommand, UsageError } from '../src/cli/run.js';
+import { describeEvent, type EventSummary } from '../src/events/describe.js';
+import type { StoredEvent } from '../src/events/envelope.js';
+import type { Store } from '../src/store/port.js';
+
+const USAGE = 'npm run audit -- --mail <mailId> | --mailbox <address> [--format text|json]';
+
+/** Every event of the mailbox's account and of every mail that was ever in it; one pass over the log. */
+async function mailboxHistory(store: Store, address: string): Promise<StoredEvent[]> {
+  const mailbox = await findMailboxByAddress(store, address);
+  if (!mailbox) throw new UsageError(`no mailbox ${address}; check the address (case does not matter)`);
+  const streams = new Set([accountStream(mailbox.address)]);
+  const out: StoredEvent[] = [];
+  for (let after = 0; ; ) {
+    const batch = await store.events.readAll({ after, limit: 5000 });
+    if (batch.length === 0) return out;
+    for (const e of batch) {
+      if ('mailboxId' in e.data && e.data.mailboxId === mailbox.id) streams.add(e.streamId);
+      if (streams.has(e.streamId)) out.push(e);
+    }
+    after = batch.at(-1)!.position;
+  }
+}
+
+function print(events: EventSummary[]): void {
+  for (const e of events) {
+    const details = Object.entries(e.details)
+      .filter(([, v]) => v !== null && v !== '')
+      .map(([k, v]) => `${k}=${typeof v === 'string' && /\s/.test(v) ? JSON.stringify(v) : String(v)}`)
+      .join(' ');
+    console.log(`${String(e.position).padStart(8)}  ${e.at}  ${e.type.padEnd(18)} ${(e.actor ?? '').padEnd(24)} ${details}`);
+  }
+}
+
+await runCommand('audit', async ({ store, args }) => {
+  const flags = parseFlags(args, ['mail', 'mailbox', 'format'], USAGE);
+  if (Boolean(flags.mail) === Boolean(flags.mailbox)) throw new UsageError(`give exactly one of --mail or --mailbox\nusage: ${USAGE}`);
+  const events = flags.mail ? await store.events.readStream(`mail-${flags.mail}`) : await mailboxHistory(store, flags.mailbox!);
+  if (events.length === 0) throw new UsageError(`no events for mail ${flags.mail}; the id is the one mails.list returns`);
+  const summaries = events.map(describeEvent);
+  if (flags.format === 'json') console.log(JSON.stringify(summaries, null, 2));
+  else print(summaries);
+});

@@ -1,0 +1,42 @@
+import 'dotenv/config';
+import { ConfigError, loadConfig, type Config } from '../config.js';
+import { openStore } from '../store/open.js';
+import type { Store } from '../store/port.js';
+
+export class UsageError extends Error {}
+
+/**
+ * Runs an operator command with the server's configuration and store; turns failures into a
+ * short message that says what to do next, and an exit code.
+ */
+export async function runCommand(name: string, main: (ctx: { config: Config; store: Store; args: string[] }) => Promise<void>): Promise<void> {
+  let store: Store | null = null;
+  try {
+    const config = loadConfig();
+    store = await openStore(config);
+    await main({ config, store, args: process.argv.slice(2) });
+  } catch (error) {
+    if (error instanceof ConfigError) console.error(`${name}: ${error.message}\nFix the variables above (see .env.example).`);
+    else if (error instanceof UsageError) console.error(`${name}: ${error.message}`);
+    else console.error(`${name}: ${error instanceof Error ? error.message : String(error)}`);
+    process.exitCode = 1;
+  } finally {
+    await store?.close();
+  }
+}
+
+/** `--key value` pairs; unknown keys are a usage error. */
+export function parseFlags(args: string[], known: string[], usage: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    const key = arg.startsWith('--') ? arg.slice(2) : null;
+    const value = args[i + 1];
+    if (key === null || !known.includes(key) || value === undefined || value.startsWith('--')) {
+      throw new UsageError(`unexpected argument ${JSON.stringify(arg)}\nusage: ${usage}`);
+    }
+    out[key] = value;
+    i++;
+  }
+  return out;
+}

@@ -1,0 +1,85 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { pino } from 'pino';
+import { allProjections } from '../projections/index.js';
+import { ProjectionRunner } from '../src/projection/runner.js';
+import type { Store } from '../src/store/port.js';
+import { openSqliteStore } from '../src/store/sqlite/index.js';
+import { draftSendDeliver, receive, registerAccount } from './support/events.js';
+import { runScript } from './support/process.js';
+
+describe('operator scripts on the embedded store', () => {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'mailtrail-scripts-'));
+  const env = { DATA_DIR: dataDir };
+  let store: Store;
+  let mailId = '';
+  let views: Record<string, unknown[]> = {};
+
+  before(async () => {
+    store = await openSqliteStore({ dataDir });
+    const bob = await registerAccount(store, 'bob@mail.test');
+    for (let i = 0; i < 25; i++) await receive(store, bob, `hello ${i}`);
+    mailId = await draftSendDeliver(store, bob, 'failed');
+    const runners = allProjections.map((p) => new ProjectionRunner(store, p, { owner: 'test', logger: pino({ level: 'silent' }) }));
+    for (const r of runners) await r.start();
+    const head = await store.events.head();
+    for (const r of runners) assert.ok(await r.waitFor(head, 10_000));
+    for (const r of runners) await r.stop();
+    views = Object.fromEntries(await Promise.all(allProjections.map(async (p) => [p.spec.name, await store.views.all(p.spec.name)])));
+  });
+  after(async () => {
+    await store.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  test('npm run replay rebuilds every view identically and prints a summary', async () => {
+    const r = await runScript('scripts/replay.ts', [], env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^total\s+\d+\s+[\d.]+\s+\d+$/m);
+    for (const p of allProjections) assert.match(r.stdout, new RegExp(`^${p.spec.name}\\s+\\d+`, 'm'));
+    assert.match(r.stderr, /100%/, 'shows progress');
+    for (const p of allProjections) assert.deepEqual(await store.views.all(p.spec.name), views[p.spec.name], p.spec.name);
+  });
+
+  test('npm run replay -- --projection rebuilds one view; a wrong name says what exists', async () => {
+    const one = await runScript('scripts/replay.ts', ['--projection', 'mails'], env);
+    assert.equal(one.code, 0, one.stderr);
+    assert.doesNotMatch(one.stdout, /^users/m);
+    const wrong = await runScript('scripts/replay.ts', ['--projection', 'mail'], env);
+    assert.equal(wrong.code, 1);
+    assert.match(wrong.stderr, /no projection named "mail"/);
+    assert.match(wrong.stderr, /users\|mailboxes\|mails\|domains/);
+  });
+
+  test('npm run audit -- --mail prints the mail history in order', async () => {
+    const r = await runScript('scripts/audit.ts', ['--mail', mailId], env);
+    assert.equal(r.code, 0, r.stderr);
+    const types = r.stdout.trim().split('\n').map((l) => l.trim().split(/\s+/)[2]);
+    assert.deepEqual(types, ['DraftCreated', 'DraftUpdated', 'MailSent', 'MailDeliveryFailed']);
+    assert.match(r.stdout, /permanent=true/);
+    assert.match(r.stdout, /response="550 5\.1\.1 no such user"/);
+    const json = await runScript('scripts/audit.ts', ['--mail', mailId, '--format', 'json'], env);
+    assert.equal((JSON.parse(json.stdout) as unknown[]).length, 4);
+  });
+
+  test('npm run audit -- --mailbox covers the account and every mail of the mailbox', async () => {
+    const r = await runScript('scripts/audit.ts', ['--mailbox', 'BOB@mail.test'], env);
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stdout.trim().split('\n');
+    assert.equal(lines.length, 2 + 25 + 4);
+    assert.match(lines[0]!, /UserRegistered/);
+    assert.doesNotMatch(r.stdout, /\$2b\$/, 'no password hash');
+  });
+
+  test('audit errors say what to do', async () => {
+    const none = await runScript('scripts/audit.ts', ['--mailbox', 'nobody@mail.test'], env);
+    assert.equal(none.code, 1);
+    assert.match(none.stderr, /no mailbox nobody@mail\.test/);
+    const both = await runScript('scripts/audit.ts', [], env);
+    assert.equal(both.code, 1);
+    assert.match(both.stderr, /usage: npm run audit/);
+  });
+});
