@@ -15,18 +15,16 @@ await runCommand('replay', async ({ store, args }) => {
   const chosen = projection ? allProjections.filter((p) => p.spec.name === projection) : allProjections;
   if (chosen.length === 0) throw new UsageError(`no projection named ${JSON.stringify(projection)}\nusage: ${USAGE}`);
   const head = await store.events.head();
-  console.error(`replaying ${head} events from the ${store.kind} store into ${chosen.map((p) => p.spec.name).join(', ')}`);
-  const rows: { view: string; events: number; seconds: number; rate: number }[] = [];
-  for (const p of chosen) {
-    const bar = new Progress(p.spec.name.padEnd(10));
-    const result = await rebuild(store, p, { onProgress: ({ position, head: h }) => bar.update(position, h) });
-    bar.update(result.position, result.position);
-    bar.done();
-    const seconds = result.ms / 1000;
-    rows.push({ view: result.view, events: result.events, seconds, rate: seconds > 0 ? Math.round(result.events / seconds) : result.events });
-  }
-  console.log('\nview        events    seconds   events/s');
-  for (const r of rows) console.log(`${r.view.padEnd(10)} ${String(r.events).padStart(8)} ${r.seconds.toFixed(2).padStart(10)} ${String(r.rate).padStart(10)}`);
-  const total = rows.reduce((a, r) => ({ events: a.events + r.events, seconds: a.seconds + r.seconds }), { events: 0, seconds: 0 });
-  console.log(`total      ${String(total.events).padStart(8)} ${total.seconds.toFixed(2).padStart(10)} ${String(total.seconds > 0 ? Math.round(total.events / total.seconds) : total.events).padStart(10)}`);
+  const names = chosen.map((p) => p.spec.name).join(', ');
+  console.error(`replaying ${head} events from the ${store.kind} store into ${names}`);
+  const bar = new Progress('replay');
+  const result = await rebuild(store, chosen, { onProgress: ({ position, head: h }) => bar.update(position, h) });
+  bar.update(result.position, result.position);
+  bar.done();
+  const seconds = result.ms / 1000;
+  const rate = seconds > 0 ? Math.round(result.events / seconds) : result.events;
+  console.log(`views:    ${names}`);
+  console.log(`events:   ${result.events}`);
+  console.log(`seconds:  ${seconds.toFixed(2)}`);
+  console.log(`events/s: ${rate}`);
 });

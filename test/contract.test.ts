@@ -335,10 +335,9 @@ for (const backend of [sqlite, mongoBackend]) {
       for (const r of live) assert.ok(await r.waitFor(head, 10_000), `${r.name} caught up`);
       const before = Object.fromEntries(await Promise.all(allProjections.map(async (p) => [p.spec.name, await store.views.all(p.spec.name)] as const)));
       const replayStore = await second();
-      for (const p of allProjections) {
-        const result = await rebuild(replayStore, p, { batchSize: 7 });
-        assert.equal(result.position, head);
-      }
+      const result = await rebuild(replayStore, allProjections, { batchSize: 7 });
+      assert.equal(result.position, head);
+      assert.equal(result.events, head);
       for (const p of allProjections) assert.deepEqual(await store.views.all(p.spec.name), before[p.spec.name], `${p.spec.name} identical after replay`);
       const sent = (before.mails as { id: string; folder: string; status: string }[]).filter((m) => m.folder === 'sent').map((m) => m.status).sort();
       assert.deepEqual(sent, ['failed', 'queued', 'sent']);

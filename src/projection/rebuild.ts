@@ -6,20 +6,20 @@ import type { Projection } from './projection.js';
 import { leaseName } from './runner.js';
 
 export interface RebuildProgress {
-  view: string;
   position: number;
   head: number;
 }
 
 export interface RebuildResult {
-  view: string;
+  views: string[];
+  /** Events read from the log (each read once, whatever the number of views). */
   events: number;
   position: number;
   ms: number;
 }
 
 const LEASE_TTL_MS = 30_000;
-/** How long to wait for a running server to hand over the live view. */
+/** How long to wait for a running server to hand over the live views. */
 const HANDOFF_TIMEOUT_MS = 60_000;
 
 async function acquireOrThrow(store: Store, name: string, owner: string, timeoutMs: number): Promise<Lease> {
@@ -27,31 +27,36 @@ async function acquireOrThrow(store: Store, name: string, owner: string, timeout
   for (;;) {
     const lease = await store.views.acquireLease(name, owner, LEASE_TTL_MS);
     if (lease) return lease;
-    if (Date.now() > deadline) throw new Error(`lease ${name} is still held by another process after ${timeoutMs / 1000} s; is it stuck? try again or stop it`);
+    if (Date.now() > deadline) throw new Error(`lease ${name} is still held by another process after ${timeoutMs / 1000} s; is a rebuild already running? try again later`);
     await sleep(200);
   }
 }
 
 /**
- * Rebuilds a view from the log into a shadow, then swaps it in atomically. Safe while the server
- * runs: the live view keeps serving until the swap; for the last stretch the rebuild asks the
- * live projector for its lease, so nothing writes the live view while it is replaced.
+ * Rebuilds views from the log into shadows, in one pass over the log, then swaps each in
+ * atomically. Safe while the server runs: the live views keep serving until the swap; for the
+ * last stretch the rebuild asks the live projectors for their leases, so nothing writes a live
+ * view while it is replaced.
  */
 export async function rebuild(
   store: Store,
-  projection: Projection,
+  projections: Projection[],
   opts: { batchSize?: number; onProgress?: (p: RebuildProgress) => void } = {},
 ): Promise<RebuildResult> {
   const started = Date.now();
-  const view = projection.spec.name;
-  const shadow = `${view}__rebuild`;
   const owner = `rebuild-${uuidv7()}`;
-  const batchSize = opts.batchSize ?? 2000;
-  const shadowLease = await acquireOrThrow(store, leaseName(shadow), owner, 5_000);
-  let liveLease: Lease | null = null;
+  const batchSize = opts.batchSize ?? 5000;
+  const shadows: { projection: Projection; view: string; shadow: string; lease: Lease }[] = [];
+  const liveLeases: Lease[] = [];
   try {
-    await store.views.drop(shadow);
-    await store.views.ensure({ ...projection.spec, name: shadow });
+    for (const projection of projections) {
+      const view = projection.spec.name;
+      const shadow = `${view}__rebuild`;
+      const lease = await acquireOrThrow(store, leaseName(shadow), owner, 5_000);
+      shadows.push({ projection, view, shadow, lease });
+      await store.views.drop(shadow);
+      await store.views.ensure({ ...projection.spec, name: shadow });
+    }
     let position = 0;
     let events = 0;
     let renewedAt = Date.now();
@@ -60,25 +65,26 @@ export async function rebuild(
       while (position < head) {
         const batch = await store.events.readAll({ after: position, limit: batchSize });
         if (batch.length === 0) break;
-        position = await applyBatch(store.views, projection, batch, { view: shadow, checkpoint: `rebuild:${view}`, lease: shadowLease });
+        for (const s of shadows) {
+          await applyBatch(store.views, s.projection, batch, { view: s.shadow, checkpoint: `rebuild:${s.view}`, lease: s.lease });
+        }
+        position = batch.at(-1)!.position;
         events += batch.length;
-        opts.onProgress?.({ view, position, head });
+        opts.onProgress?.({ position, head });
         if (Date.now() - renewedAt > LEASE_TTL_MS / 3) {
           renewedAt = Date.now();
-          await store.views.renewLease(shadowLease, LEASE_TTL_MS);
-          if (liveLease) await store.views.renewLease(liveLease, LEASE_TTL_MS);
+          for (const lease of [...shadows.map((s) => s.lease), ...liveLeases]) await store.views.renewLease(lease, LEASE_TTL_MS);
         }
       }
     };
     await catchUp();
-    await store.views.requestLease(leaseName(view), owner);
-    liveLease = await acquireOrThrow(store, leaseName(view), owner, HANDOFF_TIMEOUT_MS);
-    // The live projector has stopped: apply what arrived meanwhile, then swap.
+    for (const s of shadows) await store.views.requestLease(leaseName(s.view), owner);
+    for (const s of shadows) liveLeases.push(await acquireOrThrow(store, leaseName(s.view), owner, HANDOFF_TIMEOUT_MS));
+    // The live projectors have stopped: apply what arrived meanwhile, then swap.
     await catchUp();
-    await store.views.swap(projection.spec, shadow, view, position, liveLease);
-    return { view, events, position, ms: Date.now() - started };
+    for (const [i, s] of shadows.entries()) await store.views.swap(s.projection.spec, s.shadow, s.view, position, liveLeases[i]!);
+    return { views: shadows.map((s) => s.view), events, position, ms: Date.now() - started };
   } finally {
-    if (liveLease) await store.views.releaseLease(liveLease);
-    await store.views.releaseLease(shadowLease);
+    for (const lease of [...liveLeases, ...shadows.map((s) => s.lease)]) await store.views.releaseLease(lease);
   }
 }

@@ -4,6 +4,7 @@ import { decodeStored, newEventId, validateData, type Meta, type NewEvent, type 
 import { SCHEMA_VERSION } from '../../events/types.js';
 import { WrongExpectedVersionError, type AppendResult, type EventStore, type ExpectedVersion } from '../port.js';
 import { waitForWakeUp } from '../wait.js';
+import type { GroupSync } from './group-sync.js';
 
 type Row = {
   position: number;
@@ -29,7 +30,7 @@ type PendingAppend = {
 export const EVENTS_SCHEMA = `
   CREATE TABLE IF NOT EXISTS events (
     position       INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id       TEXT NOT NULL UNIQUE,
+    event_id       TEXT NOT NULL,
     stream_id      TEXT NOT NULL,
     version        INTEGER NOT NULL,
     type           TEXT NOT NULL,
@@ -57,8 +58,9 @@ function toStored(row: Row): StoredEvent {
 /**
  * The log in one SQLite table. SQLite serialises writers, so the rowid order is the commit order
  * and every reader sees the same gap-free sequence. Appends that arrive in the same tick are
- * written in one transaction (one fsync for all of them, each append in its own savepoint so a
- * conflict fails only that append): throughput grows with the number of concurrent writers.
+ * written in one transaction, and the WAL is fsync'd off the event loop after the commit (see
+ * GroupSync): throughput grows with the number of concurrent writers, and nothing is
+ * acknowledged before it is on disk.
  */
 export class SqliteEventStore implements EventStore {
   private readonly appended = new EventEmitter();
@@ -69,6 +71,8 @@ export class SqliteEventStore implements EventStore {
   constructor(
     private readonly db: Database.Database,
     private readonly pollIntervalMs: number,
+    /** fdatasync of the WAL after each commit; null when durability on power loss is traded for speed. */
+    private readonly walSync: GroupSync | null,
   ) {
     this.appended.setMaxListeners(0);
     this.stmt = {
@@ -118,33 +122,51 @@ export class SqliteEventStore implements EventStore {
 
   private flush(): void {
     this.flushScheduled = false;
+    if (this.pending.length === 0) return;
     const batch = this.pending;
     this.pending = [];
-    const outcomes: ({ ok: true; result: AppendResult } | { ok: false; error: unknown })[] = [];
-    const appendInSavepoint = this.db.transaction((p: PendingAppend) => this.appendOne(p));
+    // One transaction, one fsync for the whole batch. The version check runs inside the write lock
+    // (BEGIN IMMEDIATE), so it is authoritative and a conflicting append is refused before it
+    // writes: the others in the batch are unaffected.
+    let outcomes: (AppendResult | WrongExpectedVersionError)[];
     try {
-      this.db
-        .transaction(() => {
-          for (const p of batch) {
+      outcomes = this.db
+        .transaction(() =>
+          batch.map((p) => {
             try {
-              outcomes.push({ ok: true, result: appendInSavepoint(p) });
+              return this.appendOne(p);
             } catch (error) {
-              outcomes.push({ ok: false, error });
+              if (error instanceof WrongExpectedVersionError) return error;
+              throw error;
             }
-          }
-        })
+          }),
+        )
         .immediate();
     } catch (error) {
       // The commit itself failed (disk full, I/O error): nothing of the batch is durable.
       for (const p of batch) p.reject(error);
       return;
     }
-    batch.forEach((p, i) => {
-      const o = outcomes[i]!;
-      if (o.ok) p.resolve(o.result);
-      else p.reject(o.error);
+    const settle = (): void => {
+      batch.forEach((p, i) => {
+        const o = outcomes[i]!;
+        if (o instanceof WrongExpectedVersionError) p.reject(o);
+        else p.resolve(o);
+      });
+      this.appended.emit('append');
+    };
+    if (!this.walSync) return settle();
+    // Committed, not yet durable: answer once an fsync of the WAL has covered this commit.
+    // The next batch can commit meanwhile and share the next fsync.
+    this.walSync.sync().then(settle, (error: unknown) => {
+      for (const p of batch) p.reject(error);
     });
-    this.appended.emit('append');
+  }
+
+  /** Commits what is queued and waits for it to be durable. */
+  async drain(): Promise<void> {
+    if (this.flushScheduled) this.flush();
+    await this.walSync?.sync();
   }
 
   async readStream(streamId: string): Promise<StoredEvent[]> {

@@ -3,6 +3,8 @@ import { LeaseLostError, type Lease, type ListQuery, type ViewCommit, type ViewD
 
 /** A handoff request older than this is from a requester that died; it no longer blocks others. */
 const REQUEST_STALE_MS = 60_000;
+/** Ids per `IN (…)` lookup: well under SQLite's limit on bound parameters. */
+const LOAD_CHUNK = 500;
 
 export const VIEWS_SCHEMA = `
   CREATE TABLE IF NOT EXISTS checkpoints (name TEXT PRIMARY KEY, position INTEGER NOT NULL);
@@ -60,12 +62,15 @@ export class SqliteViewStore implements ViewStore {
 
   async load(view: string, ids: string[]): Promise<Map<string, { doc: ViewDoc | null; position: number }>> {
     const out = new Map<string, { doc: ViewDoc | null; position: number }>();
-    const stmt = this.db.prepare<[string], { id: string; position: number; doc: string | null }>(
-      `SELECT id, position, doc FROM ${table(view)} WHERE id = ?`,
-    );
-    for (const id of new Set(ids)) {
-      const row = stmt.get(id);
-      if (row) out.set(id, { doc: row.doc === null ? null : (JSON.parse(row.doc) as ViewDoc), position: row.position });
+    const unique = [...new Set(ids)];
+    for (let i = 0; i < unique.length; i += LOAD_CHUNK) {
+      const chunk = unique.slice(i, i + LOAD_CHUNK);
+      const rows = this.db
+        .prepare<string[], { id: string; position: number; doc: string | null }>(
+          `SELECT id, position, doc FROM ${table(view)} WHERE id IN (${chunk.map(() => '?').join(', ')})`,
+        )
+        .all(...chunk);
+      for (const row of rows) out.set(row.id, { doc: row.doc === null ? null : (JSON.parse(row.doc) as ViewDoc), position: row.position });
     }
     return out;
   }
