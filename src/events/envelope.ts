@@ -62,6 +62,12 @@ export function validateData(type: string, data: unknown, position: number | nul
   return { type, data: parsed.data } as NewEvent;
 }
 
+export function validateMeta(meta: unknown, position: number | null = null): Meta {
+  const parsed = Meta.safeParse(meta);
+  if (!parsed.success) throw new MalformedEventError(position, `meta: ${z.prettifyError(parsed.error)}`);
+  return parsed.data;
+}
+
 /** Rebuilds a typed event from what an adapter read; every adapter goes through here. */
 export function decodeStored(row: {
   eventId: string;
@@ -78,9 +84,7 @@ export function decodeStored(row: {
     throw new MalformedEventError(row.position, `${row.type} has schema version ${row.schemaVersion}, this build reads ${SCHEMA_VERSION}`);
   }
   const { type, data } = validateData(row.type, row.data, row.position);
-  const meta = Meta.safeParse(row.meta);
-  if (!meta.success) throw new MalformedEventError(row.position, `meta: ${z.prettifyError(meta.error)}`);
-  return { ...row, type, data, meta: meta.data } as StoredEvent;
+  return { ...row, type, data, meta: validateMeta(row.meta, row.position) } as StoredEvent;
 }
 
 export const newEventId = (): string => uuidv7();

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type Database from 'better-sqlite3';
-import { decodeStored, newEventId, validateData, type Meta, type NewEvent, type StoredEvent } from '../../events/envelope.js';
+import { decodeStored, newEventId, validateData, validateMeta, type Meta, type NewEvent, type StoredEvent } from '../../events/envelope.js';
 import { SCHEMA_VERSION } from '../../events/types.js';
 import { WrongExpectedVersionError, type AppendResult, type EventStore, type ExpectedVersion } from '../port.js';
 import { waitForWakeUp } from '../wait.js';
@@ -93,8 +93,9 @@ export class SqliteEventStore implements EventStore {
     if (events.length === 0) throw new Error('append needs at least one event');
     // Validate before queueing: a bad event must fail its own caller, not the batch it would join.
     const valid = events.map((e) => validateData(e.type, e.data));
+    const meta = validateMeta(opts.meta);
     return new Promise((resolve, reject) => {
-      this.pending.push({ streamId, events: valid, expectedVersion: opts.expectedVersion, meta: opts.meta, resolve, reject });
+      this.pending.push({ streamId, events: valid, expectedVersion: opts.expectedVersion, meta, resolve, reject });
       if (!this.flushScheduled) {
         this.flushScheduled = true;
         setImmediate(() => this.flush());
