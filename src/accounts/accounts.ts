@@ -2,7 +2,7 @@ import bcrypt from 'bcrypt';
 import { v7 as uuidv7 } from 'uuid';
 import type { MailboxDoc } from '../../projections/mailboxes.js';
 import type { UserDoc } from '../../projections/users.js';
-import type { Meta } from '../events/envelope.js';
+import type { Meta, NewEvent } from '../events/envelope.js';
 import { WrongExpectedVersionError, type Store } from '../store/port.js';
 
 /** Stream of one account: its registration, its mailbox, password changes. Keyed by address so an address is taken once. */
@@ -77,4 +77,29 @@ export async function verifyPassword(store: Store, email: string, password: stri
   const user = await findUserByEmail(store, email);
   const ok = await bcrypt.compare(password, user?.passwordHash ?? DUMMY_HASH);
   return ok && user && !user.disabled ? user : null;
+}
+
+export class NoSuchUserError extends Error {
+  constructor(readonly email: string) {
+    super(`no user ${email}`);
+    this.name = 'NoSuchUserError';
+  }
+}
+
+/** Appends to the account's stream at the version read, so a concurrent change is not overwritten. */
+async function changeAccount(store: Store, email: string, change: (userId: string) => NewEvent, meta: Meta): Promise<number> {
+  const events = await store.events.readStream(accountStream(email));
+  const registered = events.find((e) => e.type === 'UserRegistered');
+  if (!registered || registered.type !== 'UserRegistered') throw new NoSuchUserError(email);
+  const r = await store.events.append(accountStream(email), [change(registered.data.userId)], { expectedVersion: events.at(-1)!.version, meta });
+  return r.lastPosition;
+}
+
+export async function changePassword(store: Store, email: string, password: string, opts: { bcryptCost: number; meta: Meta }): Promise<number> {
+  const passwordHash = await bcrypt.hash(password, opts.bcryptCost);
+  return changeAccount(store, email, (userId) => ({ type: 'UserPasswordChanged', data: { userId, passwordHash } }), opts.meta);
+}
+
+export function disableAccount(store: Store, email: string, meta: Meta): Promise<number> {
+  return changeAccount(store, email, (userId) => ({ type: 'UserDisabled', data: { userId } }), meta);
 }

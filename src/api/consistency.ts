@@ -1,0 +1,12 @@
+import type { Context } from './trpc.js';
+
+/**
+ * Read-your-writes: before a query reads `views`, wait (bounded) until their projectors have
+ * applied every event that was in the log when the query arrived, and the position the caller
+ * says it has seen. A mail delivered over SMTP or sent a moment ago is then in the listing.
+ * After the bound the query answers from the views as they are.
+ */
+export async function awaitViews(ctx: Context, views: string[]): Promise<void> {
+  const target = Math.max(ctx.seenPosition, await ctx.deps.store.events.head());
+  await Promise.all(views.map((v) => ctx.deps.projectors.get(v)?.waitFor(target, ctx.deps.settings.readYourWritesMs)));
+}

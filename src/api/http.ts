@@ -1,0 +1,88 @@
+import type http from 'node:http';
+import { createHTTPHandler } from '@trpc/server/adapters/standalone';
+import { v7 as uuidv7 } from 'uuid';
+import type { MailDoc } from '../../projections/mails.js';
+import { appRouter } from './router.js';
+import { userFromToken, type AuthUser } from './tokens.js';
+import type { ApiDeps, Context } from './trpc.js';
+
+/** Largest JSON request body; base64 attachments make drafts the biggest requests. */
+export const maxBodyBytes = (settings: ApiDeps['settings']): number => Math.ceil(settings.maxAttachmentBytes * 1.4) + 1024 * 1024;
+
+const CORRELATION_ID = /^[A-Za-z0-9._-]{8,100}$/;
+
+function bearer(req: http.IncomingMessage): string | null {
+  const h = req.headers.authorization;
+  return h?.startsWith('Bearer ') ? h.slice(7).trim() : null;
+}
+
+async function requestUser(deps: ApiDeps, req: http.IncomingMessage): Promise<AuthUser | null> {
+  const token = bearer(req);
+  return token ? userFromToken(deps.store, token, deps.settings.jwtSecret, deps.settings.adminEmails) : null;
+}
+
+function correlationId(req: http.IncomingMessage, res: http.ServerResponse): string {
+  const given = req.headers['x-correlation-id'];
+  const id = typeof given === 'string' && CORRELATION_ID.test(given) ? given : uuidv7();
+  res.setHeader('x-correlation-id', id);
+  return id;
+}
+
+export type RouteHandler = (req: http.IncomingMessage, res: http.ServerResponse, url: URL) => Promise<boolean>;
+
+/** `/trpc/*` (the typed API) and `/attachments/<mailId>/<attachmentId>` (raw bytes, owner only). */
+export function apiRoutes(deps: ApiDeps): RouteHandler {
+  const trpc = createHTTPHandler({
+    router: appRouter,
+    basePath: '/trpc/',
+    maxBodySize: maxBodyBytes(deps.settings),
+    createContext: async ({ req, res }): Promise<Context> => {
+      const seen = Number(req.headers['x-mailtrail-position']);
+      return {
+        deps,
+        user: await requestUser(deps, req),
+        ip: req.socket.remoteAddress ?? 'unknown',
+        correlationId: correlationId(req, res),
+        seenPosition: Number.isSafeInteger(seen) && seen > 0 ? seen : 0,
+      };
+    },
+  });
+
+  const sendError = (res: http.ServerResponse, status: number, message: string): void => {
+    res.writeHead(status, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ error: message }));
+  };
+
+  return async (req, res, url) => {
+    if (url.pathname.startsWith('/trpc/')) {
+      trpc(req, res);
+      return true;
+    }
+    const match = /^\/attachments\/([0-9a-f-]{36})\/([A-Za-z0-9_-]{1,64})$/.exec(url.pathname);
+    if (!match || req.method !== 'GET') return false;
+    correlationId(req, res);
+    const user = await requestUser(deps, req);
+    if (!user) {
+      sendError(res, 401, 'send Authorization: Bearer <token from auth.login>');
+      return true;
+    }
+    const mail = (await deps.store.views.get('mails', match[1]!)) as MailDoc | null;
+    const attachment = mail && mail.userId === user.id ? mail.attachments.find((a) => a.id === match[2]) : undefined;
+    if (!attachment) {
+      sendError(res, 404, 'no such attachment');
+      return true;
+    }
+    const bytes = await deps.store.blobs.get(attachment.sha256);
+    const filename = (attachment.filename ?? 'attachment').replace(/[\r\n"\\]/g, '_');
+    res.writeHead(200, {
+      // Served as a download, never rendered in our origin.
+      'content-type': /^[\w.+-]+\/[\w.+-]+$/.test(attachment.contentType) ? attachment.contentType : 'application/octet-stream',
+      'content-length': bytes.length,
+      'content-disposition': `attachment; filename="${filename.replace(/[^\x20-\x7e]/g, '_')}"; filename*=UTF-8''${encodeURIComponent(filename)}`,
+      'x-content-type-options': 'nosniff',
+      'cache-control': 'private, no-store',
+    });
+    res.end(bytes);
+    return true;
+  };
+}

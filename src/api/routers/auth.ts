@@ -1,0 +1,63 @@
+import { TRPCError } from '@trpc/server';
+import { z } from 'zod';
+import { AddressTakenError, registerAccount, verifyPassword } from '../../accounts/accounts.js';
+import { isLocalDomain } from '../../accounts/domains.js';
+import { isLoopback } from '../../smtp/policy.js';
+import { awaitViews } from '../consistency.js';
+import { Email } from '../schemas.js';
+import { effectiveRole, signToken } from '../tokens.js';
+import { authedProcedure, publicProcedure, router, type Context } from '../trpc.js';
+
+/** Addresses people write to about the server itself: only an admin (npm run user:add) creates them. */
+export const RESERVED_LOCAL_PARTS = new Set(['postmaster', 'abuse', 'admin', 'administrator', 'root', 'hostmaster', 'webmaster', 'mailer-daemon', 'security', 'noreply', 'no-reply', 'support']);
+
+const Password = z
+  .string()
+  .min(8, 'must be at least 8 characters')
+  .refine((p) => Buffer.byteLength(p) <= 72, 'must be at most 72 bytes (bcrypt ignores the rest)');
+
+const meta = (ctx: Context, actorId: string | null) => ({ correlationId: ctx.correlationId, causationId: null, actor: { kind: 'user' as const, id: actorId } });
+
+export const authRouter = router({
+  register: publicProcedure
+    .input(z.object({ email: Email, password: Password, name: z.string().trim().min(1).max(100) }))
+    .mutation(async ({ ctx, input }) => {
+      const { settings, store } = ctx.deps;
+      if (!settings.allowRegistration) throw new TRPCError({ code: 'FORBIDDEN', message: 'registration is closed; ask an admin to create your account' });
+      const [local, domain] = input.email.split('@') as [string, string];
+      if (!(await isLocalDomain(store, settings.defaultDomain, domain))) {
+        throw new TRPCError({ code: 'BAD_REQUEST', message: `email: ${domain} is not a domain this server receives mail for` });
+      }
+      if (RESERVED_LOCAL_PARTS.has(local.toLowerCase())) {
+        throw new TRPCError({ code: 'FORBIDDEN', message: `email: ${local}@ is reserved; an admin creates it with npm run user:add` });
+      }
+      try {
+        const role = settings.adminEmails.includes(input.email.toLowerCase()) ? 'admin' : 'user';
+        const account = await registerAccount(store, { ...input, role }, { bcryptCost: settings.bcryptCost, meta: meta(ctx, null) });
+        return { user: { id: account.user.id, email: account.user.email, name: account.user.name }, position: account.position };
+      } catch (error) {
+        if (error instanceof AddressTakenError) throw new TRPCError({ code: 'CONFLICT', message: `email: ${input.email} is already registered` });
+        throw error;
+      }
+    }),
+
+  login: publicProcedure.input(z.object({ email: Email, password: z.string().max(1024) })).mutation(async ({ ctx, input }) => {
+    const { settings, store, loginFailures } = ctx.deps;
+    const limited = settings.rateLimitLoopback || !isLoopback(ctx.ip);
+    const keys = [`ip:${ctx.ip}`, `account:${input.email.toLowerCase()}`];
+    if (limited && keys.some((k) => loginFailures.blocked(k))) {
+      throw new TRPCError({ code: 'TOO_MANY_REQUESTS', message: 'too many failed logins; wait a few minutes and try again' });
+    }
+    await awaitViews(ctx, ['users']);
+    const user = await verifyPassword(store, input.email, input.password);
+    if (!user) {
+      if (limited) keys.forEach((k) => loginFailures.fail(k));
+      throw new TRPCError({ code: 'UNAUTHORIZED', message: 'wrong email or password' });
+    }
+    keys.forEach((k) => loginFailures.clear(k));
+    const authUser = { id: user.id, email: user.email, name: user.name, role: effectiveRole(user, settings.adminEmails) };
+    return { token: await signToken(authUser, settings.jwtSecret, settings.jwtExpiresIn), user: authUser };
+  }),
+
+  me: authedProcedure.query(({ ctx }) => ctx.user),
+});

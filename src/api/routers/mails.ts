@@ -1,0 +1,138 @@
+import { TRPCError } from '@trpc/server';
+import { v7 as uuidv7 } from 'uuid';
+import { z } from 'zod';
+import type { MailboxDoc } from '../../../projections/mailboxes.js';
+import type { MailDoc } from '../../../projections/mails.js';
+import { mailState, ownDraft } from '../../compose/decide.js';
+import { storeDraft } from '../../compose/drafts.js';
+import { sendDraft } from '../../compose/send.js';
+import { describeEvent } from '../../events/describe.js';
+import type { Meta } from '../../events/envelope.js';
+import { mailStream } from '../../mail/ids.js';
+import { awaitViews } from '../consistency.js';
+import { decodeCursor, DraftInput, encodeCursor, Folder, Id } from '../schemas.js';
+import { authedProcedure, router, type Context } from '../trpc.js';
+
+type Authed = Context & { user: NonNullable<Context['user']> };
+
+const meta = (ctx: Authed): Meta => ({ correlationId: ctx.correlationId, causationId: null, actor: { kind: 'user', id: ctx.user.id } });
+
+/** The caller's mail from the view; another user's mail is "not found", never its content. */
+export async function ownMail(ctx: Authed, id: string): Promise<MailDoc> {
+  await awaitViews(ctx, ['mails']);
+  const mail = (await ctx.deps.store.views.get('mails', id)) as MailDoc | null;
+  if (!mail || mail.userId !== ctx.user.id) throw new TRPCError({ code: 'NOT_FOUND', message: `no mail ${id}` });
+  return mail;
+}
+
+async function userMailbox(ctx: Authed): Promise<MailboxDoc> {
+  await awaitViews(ctx, ['mailboxes']);
+  const [mailbox] = (await ctx.deps.store.views.list('mailboxes', { where: { userId: ctx.user.id }, orderBy: { field: 'addressKey', direction: 'asc' }, limit: 1 })) as MailboxDoc[];
+  if (!mailbox) throw new TRPCError({ code: 'PRECONDITION_FAILED', message: 'this account has no mailbox' });
+  return mailbox;
+}
+
+const blobText = async (ctx: Authed, ref: { sha256: string } | null): Promise<string | null> => (ref ? (await ctx.deps.store.blobs.get(ref.sha256)).toString('utf8') : null);
+
+export const mailsRouter = router({
+  list: authedProcedure
+    .input(z.object({ folder: Folder.default('inbox'), cursor: z.string().max(500).nullish(), limit: z.number().int().min(1).max(100).default(50) }).default({ folder: 'inbox', limit: 50 }))
+    .query(async ({ ctx, input }) => {
+      const after = input.cursor ? decodeCursor(input.cursor) : undefined;
+      if (after === null) throw new TRPCError({ code: 'BAD_REQUEST', message: 'cursor: not a cursor from a previous mails.list page' });
+      await awaitViews(ctx, ['mails']);
+      const docs = (await ctx.deps.store.views.list('mails', {
+        where: { userId: ctx.user.id, folder: input.folder },
+        orderBy: { field: 'sortAt', direction: 'desc' },
+        after: after ? { value: after.v, id: after.id } : undefined,
+        limit: input.limit + 1,
+      })) as MailDoc[];
+      const page = docs.slice(0, input.limit);
+      const last = page.at(-1);
+      return {
+        items: page.map((m) => ({
+          id: m.id,
+          messageId: m.messageId,
+          from: m.from,
+          to: m.to,
+          subject: m.subject,
+          snippet: m.snippet,
+          status: m.status,
+          date: m.date,
+          unread: m.unread,
+          hasAttachments: m.hasAttachments,
+        })),
+        nextCursor: docs.length > input.limit && last ? encodeCursor({ v: last.sortAt, id: last.id }) : null,
+      };
+    }),
+
+  get: authedProcedure.input(z.object({ id: Id })).query(async ({ ctx, input }) => {
+    const m = await ownMail(ctx, input.id);
+    return {
+      id: m.id,
+      messageId: m.messageId,
+      from: m.from,
+      to: m.to,
+      cc: m.cc,
+      bcc: m.bcc,
+      subject: m.subject,
+      text: await blobText(ctx, m.text),
+      html: await blobText(ctx, m.html),
+      attachments: m.attachments.map((a) => ({ id: a.id, filename: a.filename, contentType: a.contentType, size: a.size })),
+      status: m.status,
+      folder: m.folder,
+      date: m.date,
+      unread: m.unread,
+      inReplyTo: m.inReplyTo,
+      references: m.references,
+      recipients: m.recipients,
+      authResults: m.authResults,
+    };
+  }),
+
+  /** The audit trail of one mail, from the log itself. */
+  history: authedProcedure.input(z.object({ id: Id })).query(async ({ ctx, input }) => {
+    const events = await ctx.deps.store.events.readStream(mailStream(input.id));
+    const first = events[0];
+    if (!first || !('userId' in first.data) || first.data.userId !== ctx.user.id) throw new TRPCError({ code: 'NOT_FOUND', message: `no mail ${input.id}` });
+    return events.map((e) => {
+      const { type, at, actor, details } = describeEvent(e);
+      return { ...details, type, at, actor, position: e.position };
+    });
+  }),
+
+  createDraft: authedProcedure.input(DraftInput).mutation(async ({ ctx, input }) => {
+    const mailbox = await userMailbox(ctx);
+    const draft = await storeDraft(ctx.deps.store.blobs, input, ctx.deps.settings.maxAttachmentBytes);
+    const id = uuidv7();
+    const r = await ctx.deps.store.events.append(mailStream(id), [{ type: 'DraftCreated', data: { mailId: id, mailboxId: mailbox.id, userId: ctx.user.id, draft } }], {
+      expectedVersion: 'no_stream',
+      meta: meta(ctx),
+    });
+    return { id, position: r.lastPosition };
+  }),
+
+  updateDraft: authedProcedure.input(DraftInput.extend({ id: Id })).mutation(async ({ ctx, input }) => {
+    const state = ownDraft(mailState(await ctx.deps.store.events.readStream(mailStream(input.id))), ctx.user.id, input.id);
+    const draft = await storeDraft(ctx.deps.store.blobs, input, ctx.deps.settings.maxAttachmentBytes);
+    const r = await ctx.deps.store.events.append(mailStream(input.id), [{ type: 'DraftUpdated', data: { mailId: input.id, draft } }], {
+      expectedVersion: state.version,
+      meta: meta(ctx),
+    });
+    return { id: input.id, position: r.lastPosition };
+  }),
+
+  deleteDraft: authedProcedure.input(z.object({ id: Id })).mutation(async ({ ctx, input }) => {
+    const state = ownDraft(mailState(await ctx.deps.store.events.readStream(mailStream(input.id))), ctx.user.id, input.id);
+    const r = await ctx.deps.store.events.append(mailStream(input.id), [{ type: 'DraftDeleted', data: { mailId: input.id, mailboxId: state.mailboxId } }], {
+      expectedVersion: state.version,
+      meta: meta(ctx),
+    });
+    return { id: input.id, position: r.lastPosition };
+  }),
+
+  send: authedProcedure.input(z.object({ id: Id })).mutation(async ({ ctx, input }) => {
+    const mailbox = await userMailbox(ctx);
+    return sendDraft(ctx.deps.store, ctx.deps.settings.defaultDomain, { mailId: input.id, user: ctx.user, mailbox, meta: meta(ctx) });
+  }),
+});

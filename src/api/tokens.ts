@@ -1,0 +1,44 @@
+import { errors, jwtVerify, SignJWT } from 'jose';
+import type { Store } from '../store/port.js';
+import type { UserDoc } from '../../projections/users.js';
+
+export interface AuthUser {
+  id: string;
+  email: string;
+  name: string;
+  role: 'user' | 'admin';
+}
+
+const ISSUER = 'mailtrail';
+
+export function effectiveRole(user: Pick<UserDoc, 'role' | 'emailKey'>, adminEmails: string[]): 'user' | 'admin' {
+  return user.role === 'admin' || adminEmails.includes(user.emailKey) ? 'admin' : 'user';
+}
+
+export function signToken(user: AuthUser, secret: Uint8Array, expiresIn: string): Promise<string> {
+  return new SignJWT({ email: user.email })
+    .setProtectedHeader({ alg: 'HS256' })
+    .setSubject(user.id)
+    .setIssuer(ISSUER)
+    .setIssuedAt()
+    .setExpirationTime(expiresIn)
+    .sign(secret);
+}
+
+/**
+ * The user a bearer token stands for, or null: wrong key, `alg: none`, a tampered payload, an
+ * expired token, or a user since disabled all give null. The user is read from the view on every
+ * request, so disabling an account takes effect at once.
+ */
+export async function userFromToken(store: Store, token: string, secret: Uint8Array, adminEmails: string[]): Promise<AuthUser | null> {
+  try {
+    const { payload } = await jwtVerify(token, secret, { algorithms: ['HS256'], issuer: ISSUER });
+    if (!payload.sub) return null;
+    const user = (await store.views.get('users', payload.sub)) as UserDoc | null;
+    if (!user || user.disabled) return null;
+    return { id: user.id, email: user.email, name: user.name, role: effectiveRole(user, adminEmails) };
+  } catch (error) {
+    if (error instanceof errors.JOSEError) return null;
+    throw error;
+  }
+}

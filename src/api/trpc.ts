@@ -1,0 +1,97 @@
+import { initTRPC, TRPCError } from '@trpc/server';
+import { CommandError } from '../compose/decide.js';
+import type { Logger } from '../log.js';
+import { WrongExpectedVersionError, type Store } from '../store/port.js';
+import type { ProjectionRunner } from '../projection/runner.js';
+import type { DnsResolver } from '../smtp/dns.js';
+import type { FailureLimiter } from '../smtp/limits.js';
+import type { AuthUser } from './tokens.js';
+
+export interface ApiSettings {
+  jwtSecret: Uint8Array;
+  jwtExpiresIn: string;
+  allowRegistration: boolean;
+  /** Lower-case addresses that are admins whatever their registration says. */
+  adminEmails: string[];
+  bcryptCost: number;
+  defaultDomain: string;
+  maxAttachmentBytes: number;
+  /** Loopback clients are rate-limited too (default: exempt, so local tools and tests are not locked out). */
+  rateLimitLoopback: boolean;
+  /** How long a query waits for the views to catch up with writes made before it. */
+  readYourWritesMs: number;
+  /** This server's host name: what MX records of local domains must point to. */
+  smtpHostname: string;
+  /** The DKIM key the relay signs with, if any: domains.verify checks it is published. */
+  dkim: { selector: string; publicKey: string } | null;
+}
+
+export interface ApiDeps {
+  store: Store;
+  projectors: Map<string, ProjectionRunner>;
+  settings: ApiSettings;
+  logger: Logger;
+  loginFailures: FailureLimiter;
+  /** DNS for domains.verify; injectable so tests run offline. */
+  resolver: DnsResolver;
+}
+
+export interface Context {
+  deps: ApiDeps;
+  user: AuthUser | null;
+  ip: string;
+  correlationId: string;
+  /** A position the caller has seen (X-Mailtrail-Position): queries wait for the views to reach it. */
+  seenPosition: number;
+}
+
+/** Zod issues as "field.path: message", so a client knows which field was wrong. */
+function describeIssues(cause: unknown): string | null {
+  const issues = (cause as { issues?: { path: PropertyKey[]; message: string }[] } | undefined)?.issues;
+  if (!Array.isArray(issues)) return null;
+  return issues.map((i) => `${i.path.map(String).join('.') || 'input'}: ${i.message}`).join('; ');
+}
+
+const t = initTRPC.context<Context>().create({
+  errorFormatter({ shape, error }) {
+    const fields = error.code === 'BAD_REQUEST' ? describeIssues(error.cause) : null;
+    // Stack traces stay in the log, never in a response.
+    return { ...shape, message: fields ?? shape.message, data: { code: shape.data.code, httpStatus: shape.data.httpStatus, path: shape.data.path } };
+  },
+});
+
+export const router = t.router;
+
+/** Domain errors that are the caller's to fix, as the tRPC codes clients expect. */
+function clientError(cause: unknown): TRPCError | null {
+  if (cause instanceof CommandError) return new TRPCError({ code: cause.code, message: cause.message });
+  if (cause instanceof WrongExpectedVersionError) return new TRPCError({ code: 'CONFLICT', message: 'the mail changed meanwhile; reload it and try again' });
+  return null;
+}
+
+export const publicProcedure = t.procedure.use(async ({ ctx, path, type, next }) => {
+  const started = performance.now();
+  const result = await next();
+  const ms = Math.round((performance.now() - started) * 10) / 10;
+  const log = { correlationId: ctx.correlationId, procedure: path, type, ms, userId: ctx.user?.id ?? null, ip: ctx.ip };
+  if (result.ok) {
+    ctx.deps.logger.info(log, 'api request');
+    return result;
+  }
+  const mapped = clientError(result.error.cause);
+  const code = mapped?.code ?? result.error.code;
+  if (code === 'INTERNAL_SERVER_ERROR') ctx.deps.logger.error({ ...log, err: result.error.cause ?? result.error }, 'api request failed');
+  else ctx.deps.logger.info({ ...log, error: code }, 'api request refused');
+  if (mapped) throw mapped;
+  return result;
+});
+
+export const authedProcedure = publicProcedure.use(({ ctx, next }) => {
+  if (!ctx.user) throw new TRPCError({ code: 'UNAUTHORIZED', message: 'sign in first: send Authorization: Bearer <token from auth.login>' });
+  return next({ ctx: { ...ctx, user: ctx.user } });
+});
+
+export const adminProcedure = authedProcedure.use(({ ctx, next }) => {
+  if (ctx.user.role !== 'admin') throw new TRPCError({ code: 'FORBIDDEN', message: 'admins only' });
+  return next();
+});

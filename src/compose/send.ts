@@ -1,0 +1,135 @@
+import { createHash } from 'node:crypto';
+import MailComposer from 'nodemailer/lib/mail-composer/index.js';
+import type { MailboxDoc } from '../../projections/mailboxes.js';
+import { findMailboxByAddress } from '../accounts/accounts.js';
+import { isLocalDomain } from '../accounts/domains.js';
+import type { Meta } from '../events/envelope.js';
+import type { BlobStore, Store } from '../store/port.js';
+import type { Draft, MessageSummary } from '../events/types.js';
+import { appendMails, planInbound, type LocalDelivery } from '../mail/commands.js';
+import { mailStream } from '../mail/ids.js';
+import { snippetOf } from '../mail/summary.js';
+import { CommandError, mailState, ownDraft } from './decide.js';
+
+export interface SendResult {
+  id: string;
+  messageId: string;
+  status: 'queued' | 'sent';
+  position: number;
+}
+
+const domainOf = (address: string): string => address.slice(address.lastIndexOf('@') + 1).toLowerCase();
+
+/**
+ * The final MIME of a draft, built once. Everything that MailComposer would draw at random or from
+ * the clock is derived from the draft's stream (Message-ID from the mail id, Date from the last
+ * edit, multipart boundaries from both), so two racing sends build the same bytes and their local
+ * copies coincide.
+ */
+async function buildMime(blobs: BlobStore, draft: Draft, from: { name: string; address: string }, messageId: string, date: Date, seed: string): Promise<Buffer> {
+  const text = draft.text ? (await blobs.get(draft.text.sha256)).toString('utf8') : undefined;
+  const html = draft.html ? (await blobs.get(draft.html.sha256)).toString('utf8') : undefined;
+  const attachments = await Promise.all(
+    draft.attachments.map(async (a) => ({ filename: a.filename ?? undefined, contentType: a.contentType, content: await blobs.get(a.sha256) })),
+  );
+  const composer = new MailComposer({
+    from,
+    to: draft.to,
+    cc: draft.cc,
+    // Bcc recipients are in the envelope only: MailComposer leaves the header out.
+    bcc: draft.bcc,
+    subject: draft.subject,
+    text,
+    html,
+    attachments,
+    messageId,
+    date,
+    inReplyTo: draft.inReplyTo ?? undefined,
+    references: draft.references.length ? draft.references : undefined,
+    baseBoundary: createHash('sha256').update(seed).digest('hex').slice(0, 16),
+  });
+  return composer.compile().build();
+}
+
+/**
+ * mails.send: the draft becomes a `MailSent` (appended with the draft's version expected, so it is
+ * sent once however often send is called) and every local recipient gets a `MailReceived` copy at
+ * once; the relay delivers the external recipients from `MailSent`.
+ */
+export async function sendDraft(store: Store, defaultDomain: string, cmd: { mailId: string; user: { id: string; email: string; name: string }; mailbox: MailboxDoc; meta: Meta }): Promise<SendResult> {
+  const stream = mailStream(cmd.mailId);
+  const events = await store.events.readStream(stream);
+  const draft = ownDraft(mailState(events), cmd.user.id, cmd.mailId);
+  const recipients = [...new Map([...draft.draft.to, ...draft.draft.cc, ...draft.draft.bcc].map((a) => [a.address.toLowerCase(), a.address])).values()];
+  if (recipients.length === 0) throw new CommandError('BAD_REQUEST', 'to: a mail needs at least one recipient');
+
+  const local: LocalDelivery[] = [];
+  const external: string[] = [];
+  for (const address of recipients) {
+    if (!(await isLocalDomain(store, defaultDomain, domainOf(address)))) {
+      external.push(address);
+      continue;
+    }
+    const mailbox = await findMailboxByAddress(store, address);
+    if (!mailbox) throw new CommandError('BAD_REQUEST', `to: there is no mailbox ${address} on this server`);
+    local.push({ mailbox: { id: mailbox.id, userId: mailbox.userId, address: mailbox.address }, recipient: address });
+  }
+
+  const messageId = `<${cmd.mailId}@${domainOf(cmd.mailbox.address)}>`;
+  const lastEdit = events.at(-1)!;
+  const from = { name: cmd.user.name, address: cmd.mailbox.address };
+  const raw = await store.blobs.put(await buildMime(store.blobs, draft.draft, from, messageId, new Date(lastEdit.recordedAt), `${cmd.mailId}:${draft.version}`));
+  const d = draft.draft;
+  const text = d.text ? (await store.blobs.get(d.text.sha256)).toString('utf8') : undefined;
+  const html = d.html ? (await store.blobs.get(d.html.sha256)).toString('utf8') : undefined;
+  const message: MessageSummary = {
+    messageId,
+    subject: d.subject,
+    from: [from],
+    to: d.to,
+    cc: d.cc,
+    date: lastEdit.recordedAt,
+    inReplyTo: d.inReplyTo,
+    references: d.references,
+    snippet: snippetOf(text, html),
+    text: d.text,
+    html: d.html,
+    attachments: d.attachments,
+  };
+  // Issued in the same tick: the embedded store commits them in one transaction.
+  const [sent] = await Promise.all([
+    store.events.append(
+      stream,
+      [
+        {
+          type: 'MailSent',
+          data: {
+            mailId: cmd.mailId,
+            mailboxId: cmd.mailbox.id,
+            userId: cmd.user.id,
+            messageId,
+            raw,
+            envelope: { mailFrom: cmd.mailbox.address, rcptTo: external },
+            message,
+            bcc: d.bcc,
+            wasDraft: true,
+          },
+        },
+      ],
+      { expectedVersion: draft.version, meta: cmd.meta },
+    ),
+    appendMails(
+      store,
+      planInbound({
+        deliveries: local,
+        dedupe: { messageId, sha256: raw.sha256 },
+        raw,
+        message,
+        envelope: { mailFrom: cmd.mailbox.address, remoteAddress: 'api', helo: 'api', tls: true, authUser: cmd.user.email },
+        authResults: null,
+      }),
+      cmd.meta,
+    ),
+  ]);
+  return { id: cmd.mailId, messageId: messageId.slice(1, -1), status: external.length ? 'queued' : 'sent', position: sent.lastPosition };
+}
