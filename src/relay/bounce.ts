@@ -1,0 +1,121 @@
+import { Readable } from 'node:stream';
+import MailComposer from 'nodemailer/lib/mail-composer';
+import { v5 as uuidv5 } from 'uuid';
+import type { OutboxDoc } from '../../projections/outbox.js';
+import type { Meta } from '../events/envelope.js';
+import type { EventData } from '../events/types.js';
+import { messageSummary } from '../mail/commands.js';
+import { mailStream } from '../mail/ids.js';
+import { receiveMessage } from '../mail/intake.js';
+import { WrongExpectedVersionError, type Store } from '../store/port.js';
+
+/**
+ * The bounce notice a sender gets in their inbox when a recipient failed for good: a DSN-style
+ * message from MAILER-DAEMON@<sender's domain>, stored like any received mail (raw blob, then a
+ * `MailReceived` with a summary made by the same intake SMTP uses).
+ */
+
+const BOUNCE_NAMESPACE = '3d6f2b8e-9c41-4a7e-b5d0-8e1f4c2a7b63';
+
+/** One bounce per message and attempt: a retried attempt (after a crash) lands on the same stream. */
+export const bounceMailId = (messageId: string, attempt: number): string => uuidv5(`${messageId}\nbounce\n${attempt}`, BOUNCE_NAMESPACE);
+
+const domainOf = (address: string): string | null => {
+  const at = address.lastIndexOf('@');
+  return at > 0 && at < address.length - 1 ? address.slice(at + 1).toLowerCase() : null;
+};
+
+/** The header section of a message (what a DSN returns instead of the whole message). */
+function headerSection(raw: Buffer): Buffer {
+  const crlf = raw.indexOf('\r\n\r\n');
+  const lf = raw.indexOf('\n\n');
+  const end = crlf >= 0 && (lf < 0 || crlf < lf) ? crlf + 2 : lf >= 0 ? lf + 1 : raw.length;
+  return raw.subarray(0, Math.min(end, 64 * 1024));
+}
+
+export interface BounceInput {
+  entry: OutboxDoc;
+  sent: EventData<'MailSent'>;
+  failures: { recipient: string; response: string }[];
+  attempt: number;
+  /** The original message, for its header section; null if its blob is unavailable. */
+  raw: Buffer | null;
+  heloName: string;
+  now: Date;
+  meta: Meta;
+}
+
+/** The raw bounce message. */
+export async function composeBounce(input: BounceInput, mailId: string): Promise<Buffer> {
+  const domain = domainOf(input.entry.mailFrom) ?? input.heloName;
+  const lines = input.failures.map((f) => `  ${f.recipient}: ${f.response}`);
+  const who = input.failures.map((f) => f.recipient).join(', ');
+  const first = input.failures[0];
+  const text = [
+    `Your message could not be delivered to ${who}${input.failures.length === 1 && first ? `: ${first.response}` : '.'}`,
+    '',
+    `This is the mail system at ${input.heloName}. The following recipient(s) failed permanently:`,
+    '',
+    ...lines,
+    '',
+    `Original message: "${input.sent.message.subject}", Message-ID ${input.entry.messageId}, sent ${input.entry.sentAt}, after ${input.attempt} attempt(s).`,
+    'Its header section is attached.',
+    '',
+  ].join('\n');
+  const composer = new MailComposer({
+    from: { name: 'Mail Delivery System', address: `MAILER-DAEMON@${domain}` },
+    to: input.entry.mailFrom,
+    subject: 'Undelivered Mail Returned to Sender',
+    messageId: `<${mailId}@${domain}>`,
+    date: input.now,
+    inReplyTo: input.entry.messageId,
+    references: [input.entry.messageId],
+    headers: { 'Auto-Submitted': 'auto-replied' },
+    text,
+    attachments: input.raw
+      ? [{ filename: 'original-headers.txt', content: headerSection(input.raw), contentType: 'text/rfc822-headers', contentDisposition: 'attachment' }]
+      : [],
+  });
+  return composer.compile().build();
+}
+
+/**
+ * Puts the bounce into the sender's inbox unless it is there already. Appended with "no stream"
+ * under a deterministic mail id, so a retry never bounces twice. A null sender (a bounce itself)
+ * gets no bounce. Returns the bounce's mail id, or null when none was due.
+ */
+export async function deliverBounce(store: Store, input: BounceInput): Promise<string | null> {
+  if (!domainOf(input.entry.mailFrom) || input.failures.length === 0) return null;
+  const mailId = bounceMailId(input.entry.messageId, input.attempt);
+  const stream = mailStream(mailId);
+  if ((await store.events.readStream(stream)).length > 0) return mailId;
+  const raw = await composeBounce(input, mailId);
+  const outcome = await receiveMessage(Readable.from([raw]), { blobs: store.blobs });
+  if (outcome.kind !== 'received') {
+    throw new Error(`bounce message could not be stored (${outcome.kind}${outcome.kind === 'failed' ? `: ${outcome.error.message}` : ''})`);
+  }
+  const blobs = await outcome.message.commit();
+  try {
+    await store.events.append(
+      stream,
+      [
+        {
+          type: 'MailReceived',
+          data: {
+            mailId,
+            mailboxId: input.entry.mailboxId,
+            userId: input.entry.userId,
+            raw: blobs.raw,
+            envelope: { mailFrom: '', rcptTo: [input.entry.mailFrom], remoteAddress: '127.0.0.1', helo: input.heloName, tls: false, authUser: null },
+            message: messageSummary(outcome.message.summary, blobs),
+            authResults: null,
+          },
+        },
+      ],
+      { expectedVersion: 'no_stream', meta: input.meta },
+    );
+  } catch (error) {
+    if (!(error instanceof WrongExpectedVersionError)) throw error; // someone else bounced this attempt
+  }
+  return mailId;
+}

@@ -1,0 +1,266 @@
+import { createPrivateKey } from 'node:crypto';
+import dns from 'node:dns';
+import { readFileSync } from 'node:fs';
+import net from 'node:net';
+import { domainToASCII } from 'node:url';
+import nodemailer from 'nodemailer';
+import type { Logger } from 'pino';
+import type { RelayOptions } from './options.js';
+import type { RecipientOutcome } from './plan.js';
+
+/**
+ * How one attempt reaches the recipients' servers: through the smart host (SMTP_RELAY_HOST), or
+ * straight to each recipient domain's MX. Either way the stored bytes go out unchanged (a DKIM
+ * signature header is prepended when DKIM is configured), with the envelope given explicitly.
+ */
+
+export interface MxRecord {
+  exchange: string;
+  priority: number;
+}
+
+/** The part of `dns.promises` the relay needs; tests inject their own. */
+export interface MxResolver {
+  resolveMx(domain: string): Promise<MxRecord[]>;
+}
+
+export interface DeliveryRequest {
+  raw: Buffer;
+  /** Envelope sender; '' = null sender (`MAIL FROM:<>`). */
+  mailFrom: string;
+  recipients: string[];
+  /** Aborts the attempt: a timeout is reported as a temporary failure, a stop is rethrown. */
+  signal: AbortSignal;
+}
+
+export interface Deliverer {
+  /** One outcome per recipient. Throws only when `signal` aborted for another reason than a timeout (a stop). */
+  deliver(req: DeliveryRequest): Promise<RecipientOutcome[]>;
+}
+
+type SmtpError = Error & {
+  code?: string;
+  originalCode?: string;
+  command?: string;
+  response?: string;
+  responseCode?: number;
+  permanent?: boolean;
+  recipient?: string;
+  rejected?: unknown[];
+  rejectedErrors?: SmtpError[];
+  timeoutType?: string;
+};
+
+interface SendInfo {
+  accepted?: unknown[];
+  rejected?: unknown[];
+  rejectedErrors?: SmtpError[];
+  response?: string;
+}
+
+/** A stop of the relay (as opposed to the attempt's own timeout). */
+export class RelayStoppedError extends Error {
+  constructor() {
+    super('relay stopped');
+    this.name = 'RelayStoppedError';
+  }
+}
+
+const lower = (s: string): string => s.toLowerCase();
+
+/** An address as servers and nodemailer may report it back: domain lower-cased and in ASCII (punycode). */
+export function addressKey(address: string): string {
+  const at = address.lastIndexOf('@');
+  if (at < 0) return address.toLowerCase();
+  const domain = address.slice(at + 1);
+  return `${address.slice(0, at).toLowerCase()}@${(domainToASCII(domain) || domain).toLowerCase()}`;
+}
+const addressOf = (a: unknown): string => (typeof a === 'string' ? a : a && typeof a === 'object' && 'address' in a ? String(a.address) : String(a));
+
+function isPermanent(err: SmtpError): boolean {
+  if (typeof err.permanent === 'boolean') return err.permanent;
+  return typeof err.responseCode === 'number' && err.responseCode >= 500 && err.responseCode !== 503;
+}
+
+/** What a failure without a usable SMTP reply looks like in the log. */
+function describe(err: SmtpError): string {
+  if (err.response) return err.response;
+  const code = [err.code, err.originalCode, err.timeoutType].filter(Boolean).join(' ');
+  return `${code ? `${code}: ` : ''}${err.message}`;
+}
+
+/**
+ * A refused login at the smart host is our configuration, not the recipient's address: deferred
+ * (as Postfix's smtp_sasl_auth_soft_bounce does) so that fixing the password lets the queue drain.
+ */
+function outcomeOfError(recipient: string, err: SmtpError): RecipientOutcome {
+  const permanent = err.responseCode !== undefined && err.code !== 'EAUTH' && isPermanent(err);
+  return { recipient, kind: permanent ? 'permanent' : 'temporary', response: describe(err) };
+}
+
+/** Per-recipient outcomes of a transaction the server accepted (some recipients may have been refused at RCPT). */
+export function outcomesFromInfo(recipients: string[], info: SendInfo): RecipientOutcome[] {
+  const refused = new Map<string, SmtpError>();
+  for (const e of info.rejectedErrors ?? []) if (e.recipient) refused.set(addressKey(e.recipient), e);
+  const rejected = new Set((info.rejected ?? []).map((a) => addressKey(addressOf(a))));
+  return recipients.map((recipient): RecipientOutcome => {
+    const err = refused.get(addressKey(recipient));
+    if (err) return outcomeOfError(recipient, err);
+    if (rejected.has(addressKey(recipient))) return { recipient, kind: 'temporary', response: 'refused by the server without a reply' };
+    // Every RCPT was answered before DATA; what was not refused was accepted with the final reply.
+    return { recipient, kind: 'delivered', response: info.response ?? '250 OK' };
+  });
+}
+
+/** Per-recipient outcomes of a failed transaction. */
+export function outcomesFromError(recipients: string[], err: SmtpError): RecipientOutcome[] {
+  if (err.rejectedErrors?.length) return outcomesFromInfo(recipients, { rejectedErrors: err.rejectedErrors, rejected: err.rejected ?? [], response: err.response ?? describe(err) }).map((o) => (o.kind === 'delivered' ? { ...o, kind: 'temporary' } : o));
+  return recipients.map((r) => outcomeOfError(r, err));
+}
+
+const CONNECT_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT']);
+
+/**
+ * The host could not be reached or refused to talk before any transaction began: RFC 5321 §5.1
+ * says to try the next MX. A failure later (e.g. a timeout while the message is on the wire) is not
+ * retried elsewhere in the same attempt, since that host may have taken the message.
+ */
+export function unreachable(err: SmtpError): boolean {
+  if (err.code === 'EDNS') return true;
+  if (err.code === 'ETIMEDOUT') return err.timeoutType === 'CONNECT_TIMEOUT' || err.timeoutType === 'GREETING_TIMEOUT' || err.timeoutType === 'UPGRADE_TIMEOUT';
+  if (err.command === 'CONN' && (err.code === 'ESOCKET' || err.code === 'ECONNECTION') && err.originalCode && CONNECT_CODES.has(err.originalCode)) return true;
+  // Refused at the greeting or at EHLO (421, 554 …).
+  return err.responseCode !== undefined && (err.command === 'CONN' || err.command === 'EHLO' || err.command === 'HELO');
+}
+
+/** DKIM key material: PEM text (literal `\n` escapes allowed) or the path of a PEM file. */
+export function loadDkimKey(value: string): string {
+  try {
+    const pem = value.includes('-----BEGIN') ? value.replace(/\\n/g, '\n') : readFileSync(value, 'utf8');
+    createPrivateKey(pem); // fail at start-up rather than on the first message
+    return pem;
+  } catch (error) {
+    throw new Error(`DKIM_PRIVATE_KEY: not a usable PEM private key or key file (${error instanceof Error ? error.message : String(error)})`);
+  }
+}
+
+type TransportOptions = Parameters<typeof nodemailer.createTransport>[0] & object;
+
+interface Attempted {
+  outcomes: RecipientOutcome[];
+  /** Nothing was handed over: the caller may try another host. */
+  unreachable: boolean;
+}
+
+export interface DelivererDeps {
+  logger: Logger;
+  /** Defaults to `dns.promises`. */
+  resolver?: MxResolver;
+}
+
+/** Builds the deliverer the options ask for. */
+export function createDeliverer(options: RelayOptions, deps: DelivererDeps): Deliverer {
+  const timeout = options.RELAY_SMTP_TIMEOUT_MS;
+  const dkim =
+    options.DKIM_DOMAIN && options.DKIM_SELECTOR && options.DKIM_PRIVATE_KEY
+      ? { domainName: options.DKIM_DOMAIN, keySelector: options.DKIM_SELECTOR, privateKey: loadDkimKey(options.DKIM_PRIVATE_KEY) }
+      : undefined;
+  const common = {
+    name: options.RELAY_HELO_NAME,
+    connectionTimeout: Math.min(timeout, 60_000),
+    greetingTimeout: Math.min(timeout, 60_000),
+    dnsTimeout: Math.min(timeout, 30_000),
+    socketTimeout: timeout,
+    logger: false,
+    ...(dkim ? { dkim } : {}),
+  };
+
+  async function attempt(transportOptions: TransportOptions, req: DeliveryRequest): Promise<Attempted> {
+    const transport = nodemailer.createTransport(transportOptions);
+    try {
+      const info = (await transport.sendMail({ envelope: { from: req.mailFrom, to: req.recipients }, raw: req.raw, signal: req.signal })) as SendInfo;
+      return { outcomes: outcomesFromInfo(req.recipients, info), unreachable: false };
+    } catch (error) {
+      if (req.signal.aborted && req.signal.reason instanceof RelayStoppedError) throw req.signal.reason;
+      const err = (error instanceof Error ? error : new Error(String(error))) as SmtpError;
+      if (req.signal.aborted) {
+        return { outcomes: req.recipients.map((recipient) => ({ recipient, kind: 'temporary', response: `attempt timed out after ${timeout} ms` })), unreachable: false };
+      }
+      return { outcomes: outcomesFromError(req.recipients, err), unreachable: unreachable(err) };
+    } finally {
+      transport.close();
+    }
+  }
+
+  if (options.SMTP_RELAY_HOST) {
+    const smartHost: TransportOptions = {
+      ...common,
+      host: options.SMTP_RELAY_HOST,
+      port: options.SMTP_RELAY_PORT,
+      secure: options.SMTP_RELAY_SECURE,
+      requireTLS: !options.SMTP_RELAY_SECURE && (options.SMTP_RELAY_REQUIRE_TLS ?? options.SMTP_RELAY_USER !== undefined),
+      tls: { rejectUnauthorized: options.SMTP_RELAY_TLS_REJECT_UNAUTHORIZED },
+      ...(options.SMTP_RELAY_USER ? { auth: { user: options.SMTP_RELAY_USER, pass: options.SMTP_RELAY_PASS } } : {}),
+    };
+    return { deliver: async (req) => (await attempt(smartHost, req)).outcomes };
+  }
+
+  const resolver = deps.resolver ?? dns.promises;
+  return {
+    async deliver(req) {
+      const byDomain = new Map<string, string[]>();
+      for (const r of req.recipients) {
+        const domain = lower(r.slice(r.lastIndexOf('@') + 1));
+        byDomain.set(domain, [...(byDomain.get(domain) ?? []), r]);
+      }
+      const results = await Promise.all(
+        [...byDomain].map(async ([domain, recipients]): Promise<RecipientOutcome[]> => {
+          const route = await mxHosts(domain, resolver);
+          if ('failure' in route) return recipients.map((recipient) => ({ recipient, ...route.failure }));
+          let last: Attempted | null = null;
+          for (const host of route.hosts) {
+            if (req.signal.aborted) break;
+            last = await attempt(
+              // Opportunistic STARTTLS without certificate checks, as MTAs do without MTA-STS/DANE.
+              { ...common, host, port: options.RELAY_MX_PORT, secure: false, opportunisticTLS: true, tls: { rejectUnauthorized: false } },
+              { ...req, recipients },
+            );
+            if (!last.unreachable) break;
+            deps.logger.info({ domain, host, response: last.outcomes[0]?.response }, 'relay: MX host unreachable, trying the next');
+          }
+          return last?.outcomes ?? recipients.map((recipient) => ({ recipient, kind: 'temporary', response: `attempt timed out after ${timeout} ms` }));
+        }),
+      );
+      return results.flat();
+    },
+  };
+}
+
+type Route = { hosts: string[] } | { failure: Omit<RecipientOutcome, 'recipient'> };
+
+const dnsCode = (error: unknown): string | undefined => (error && typeof error === 'object' && 'code' in error ? String(error.code) : undefined);
+
+/**
+ * The hosts to try for `domain`, best first (RFC 5321 §5.1): MX records by preference (equal ones
+ * in random order); no MX record = the domain itself (its A/AAAA record); a null MX (RFC 7505) or
+ * a domain that does not exist = permanent; other DNS errors = temporary.
+ */
+export async function mxHosts(domain: string, resolver: MxResolver): Promise<Route> {
+  const literal = /^\[(?:ipv6:)?(.+)\]$/i.exec(domain);
+  if (literal) return net.isIP(literal[1]!) ? { hosts: [literal[1]!] } : { failure: { kind: 'permanent', response: `501 5.1.3 bad address literal ${domain}` } };
+  let records: MxRecord[];
+  try {
+    records = await resolver.resolveMx(domain);
+  } catch (error) {
+    const code = dnsCode(error);
+    if (code === 'ENODATA') return { hosts: [domain] };
+    if (code === 'ENOTFOUND') return { failure: { kind: 'permanent', response: `550 5.1.2 domain ${domain} does not exist` } };
+    return { failure: { kind: 'temporary', response: `451 4.4.3 MX lookup for ${domain} failed (${code ?? String(error)})` } };
+  }
+  if (records.length === 0) return { hosts: [domain] };
+  if (records.some((r) => r.exchange === '' || r.exchange === '.')) {
+    return { failure: { kind: 'permanent', response: `556 5.1.10 ${domain} accepts no mail (null MX)` } };
+  }
+  const shuffled = records.map((r) => ({ r, tie: Math.random() })).sort((a, b) => a.r.priority - b.r.priority || a.tie - b.tie);
+  return { hosts: [...new Set(shuffled.map(({ r }) => r.exchange.replace(/\.$/, '')))] };
+}

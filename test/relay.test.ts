@@ -1,0 +1,607 @@
+/**
+ * The relay projector end to end: a real store (SQLite, and MongoDB through mongo-java-server where
+ * cheap), the real projectors, nodemailer over real sockets to a relay sink (a real smtp-server on
+ * 127.0.0.1 that counts copies per Message-ID), and a crash test with a child process.
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, afterEach, before, describe, test } from 'node:test';
+import { authenticate } from 'mailauth';
+import MailComposer from 'nodemailer/lib/mail-composer';
+import { pino } from 'pino';
+import { v7 as uuidv7 } from 'uuid';
+import { mails, type MailDoc } from '../projections/mails.js';
+import { outbox, outboxFromStream, type OutboxDoc } from '../projections/outbox.js';
+import { dkimKeygen } from '../scripts/dkim-keygen.js';
+import type { EventOf, StoredEvent } from '../src/events/envelope.js';
+import { ProjectionRunner } from '../src/projection/runner.js';
+import { bounceMailId } from '../src/relay/bounce.js';
+import { relayOptionsFromEnv, type RelayOptions } from '../src/relay/options.js';
+import { backoffDelay, planAttempt, type RecipientOutcome } from '../src/relay/plan.js';
+import { Relay, type RelayDeps } from '../src/relay/relay.js';
+import { mxHosts, outcomesFromError, outcomesFromInfo, unreachable, type MxResolver } from '../src/relay/transport.js';
+import { openMongoStore } from '../src/store/mongo/index.js';
+import type { Store } from '../src/store/port.js';
+import { openSqliteStore } from '../src/store/sqlite/index.js';
+import { meta, registerAccount, summary, type Account } from './support/events.js';
+import { startMongo, uniqueDbName, type MongoHandle } from './support/mongo-java-server.js';
+import { ROOT } from './support/process.js';
+import { startSink, type RelaySink } from './support/relay-sink.js';
+
+const logger = pino({ level: 'silent' });
+
+async function waitUntil(what: string, check: () => Promise<boolean> | boolean, ms = 30_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** A message as `mails.send` builds it, appended as MailSent with its raw blob. */
+async function sendMail(store: Store, from: Account, rcptTo: string[], subject = 'hello'): Promise<{ mailId: string; messageId: string; raw: Buffer }> {
+  const messageId = `<${uuidv7()}@sender.test>`;
+  const raw = await new MailComposer({ from: from.address, to: rcptTo, subject, text: `${subject}\r\n.\r\n..dots\r\nbody`, messageId, date: new Date() }).compile().build();
+  const ref = await store.blobs.put(raw);
+  const mailId = uuidv7();
+  await store.events.append(
+    `mail-${mailId}`,
+    [
+      {
+        type: 'MailSent',
+        data: {
+          mailId,
+          mailboxId: from.mailboxId,
+          userId: from.userId,
+          messageId,
+          raw: ref,
+          envelope: { mailFrom: from.address, rcptTo },
+          message: summary(subject, { messageId, from: [{ name: '', address: from.address }], to: rcptTo.map((address) => ({ name: '', address })) }),
+          bcc: [],
+          wasDraft: false,
+        },
+      },
+    ],
+    { expectedVersion: 'no_stream', meta: meta() },
+  );
+  return { mailId, messageId, raw };
+}
+
+const mailDoc = async (store: Store, mailId: string): Promise<MailDoc | null> => (await store.views.get('mails', mailId)) as MailDoc | null;
+const ofType = <T extends StoredEvent['type']>(events: StoredEvent[], type: T): EventOf<T>[] => events.filter((e): e is EventOf<T> => e.type === type);
+
+function options(sink: RelaySink, over: Record<string, string> = {}): RelayOptions {
+  return relayOptionsFromEnv({
+    SMTP_RELAY_HOST: '127.0.0.1',
+    SMTP_RELAY_PORT: String(sink.port),
+    RELAY_HELO_NAME: 'relay.test',
+    RELAY_POLL_INTERVAL_MS: '50',
+    RELAY_RETRY_BASE_MS: '50',
+    RELAY_RETRY_MAX_DELAY_MS: '400',
+    RELAY_SMTP_TIMEOUT_MS: '4000',
+    RELAY_CLAIM_TTL_MS: '6000',
+    RELAY_SHUTDOWN_GRACE_MS: '0',
+    ...over,
+  });
+}
+
+interface Backend {
+  name: string;
+  before?(): Promise<void>;
+  after?(): Promise<void>;
+  location(): { open(): Promise<Store>; dispose(): Promise<void> };
+}
+
+const sqlite: Backend = {
+  name: 'sqlite',
+  location() {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mailtrail-relay-'));
+    return { open: () => openSqliteStore({ dataDir: dir, pollIntervalMs: 50 }), dispose: async () => rmSync(dir, { recursive: true, force: true }) };
+  },
+};
+
+let mongo: MongoHandle | null = null;
+const mongoBackend: Backend = {
+  name: 'mongo',
+  async before() {
+    mongo = await startMongo();
+  },
+  async after() {
+    await mongo?.stop();
+  },
+  location() {
+    const dbName = uniqueDbName('relay');
+    return { open: () => openMongoStore({ uri: mongo!.uri, dbName, gapTimeoutMs: 300, pollIntervalMs: 50 }), dispose: async () => {} };
+  },
+};
+
+for (const backend of [sqlite, mongoBackend]) {
+  describe(`relay: ${backend.name}`, () => {
+    let cleanups: (() => Promise<void>)[] = [];
+    before(async () => backend.before?.());
+    after(async () => backend.after?.());
+    afterEach(async () => {
+      // Relays and projectors first, then sinks and stores: last registered, first closed.
+      for (const c of cleanups.reverse()) await c();
+      cleanups = [];
+    });
+
+    /** A fresh store with the mails and outbox projectors running; `second()` = another process's handle. */
+    async function fresh(): Promise<{ store: Store; second(): Promise<Store>; sink: RelaySink; alice: Account }> {
+      const loc = backend.location();
+      cleanups.push(loc.dispose);
+      const open = async (): Promise<Store> => {
+        const s = await loc.open();
+        cleanups.push(() => s.close());
+        return s;
+      };
+      const store = await open();
+      for (const p of [mails, outbox]) {
+        const r = new ProjectionRunner(store, p, { owner: 'test', logger, leaseTtlMs: 5000, batchSize: 200 });
+        await r.start();
+        cleanups.push(() => r.stop());
+      }
+      const sink = await startSink();
+      cleanups.push(() => sink.close());
+      const alice = await registerAccount(store, `alice-${uuidv7()}@sender.test`);
+      return { store, second: open, sink, alice };
+    }
+
+    async function relay(store: Store, opts: RelayOptions, deps: RelayDeps = {}): Promise<Relay> {
+      const r = new Relay(store, opts, logger, deps);
+      await r.start();
+      cleanups.push(() => r.stop());
+      return r;
+    }
+
+    test('delivers a sent mail: the stored bytes reach the server once, MailDelivered carries its reply, the mail is sent', async () => {
+      const { store, sink, alice } = await fresh();
+      await relay(store, options(sink));
+      const { mailId, messageId, raw } = await sendMail(store, alice, ['carol@remote.test', 'Dave@Remote.test']);
+      await waitUntil('mail sent', async () => (await mailDoc(store, mailId))?.status === 'sent');
+
+      assert.equal(sink.deliveries.length, 1, 'one SMTP transaction for both recipients');
+      const [d] = sink.deliveries;
+      assert.equal(`<${d!.messageId}>`, messageId);
+      assert.deepEqual(d!.rcptTo, ['carol@remote.test', 'Dave@remote.test'], 'nodemailer lower-cases the domain');
+      assert.equal(d!.mailFrom, alice.address);
+      assert.ok(d!.raw.equals(raw), 'the bytes on the wire are the stored ones');
+
+      const events = await store.events.readStream(`mail-${mailId}`);
+      assert.deepEqual(events.map((e) => e.type), ['MailSent', 'MailDelivered']);
+      const [delivered] = ofType(events, 'MailDelivered');
+      assert.deepEqual(delivered!.data.recipients, ['carol@remote.test', 'Dave@Remote.test']);
+      assert.match(delivered!.data.response, /^250 2\.0\.0 Ok: queued/);
+      assert.equal(delivered!.data.attempt, 1);
+      assert.equal(delivered!.meta.actor.kind, 'relay');
+      assert.equal(delivered!.meta.causationId, events[0]!.eventId);
+
+      const doc = await mailDoc(store, mailId);
+      assert.equal(doc!.recipients['carol@remote.test']!.state, 'sent');
+      await waitUntil('outbox entry done', async () => ((await store.views.get('outbox', mailId)) as OutboxDoc | null)?.status === 'done');
+    });
+
+    test('4xx: retried with exponential backoff until accepted; recipients already accepted are not sent again', async () => {
+      const { store, sink, alice } = await fresh();
+      sink.rcptPolicy = (rcpt, n) => (rcpt.startsWith('slow') && n <= 2 ? 451 : 250);
+      await relay(store, options(sink));
+      const { mailId, messageId } = await sendMail(store, alice, ['fast@remote.test', 'slow@remote.test']);
+      await waitUntil('mail sent', async () => (await mailDoc(store, mailId))?.status === 'sent');
+
+      assert.equal(sink.copies(messageId, 'fast@remote.test'), 1);
+      assert.equal(sink.copies(messageId, 'slow@remote.test'), 1);
+      const events = await store.events.readStream(`mail-${mailId}`);
+      assert.deepEqual(
+        events.map((e) => `${e.type}${'attempt' in e.data ? ` ${e.data.attempt} ${e.data.recipients.join(',')}` : ''}`),
+        [
+          'MailSent',
+          'MailDelivered 1 fast@remote.test',
+          'MailDeliveryFailed 1 slow@remote.test',
+          'MailDeliveryFailed 2 slow@remote.test',
+          'MailDelivered 3 slow@remote.test',
+        ],
+      );
+      const failures = ofType(events, 'MailDeliveryFailed');
+      let previous = events[0]!.recordedAt;
+      for (const [i, f] of failures.entries()) {
+        assert.equal(f.data.permanent, false);
+        assert.match(f.data.response, /^451 /);
+        // Due no sooner than base · 2^(attempt-1) after the state it was planned from.
+        assert.ok(Date.parse(f.data.nextAttemptAt!) >= Date.parse(previous) + backoffDelay(i + 1, { retryBaseMs: 50, retryMaxDelayMs: 400 }));
+        previous = f.recordedAt;
+      }
+      // Each retry happened once it was due, not before.
+      const slowCalls = sink.rcptCalls.filter((c) => c.rcpt === 'slow@remote.test');
+      assert.equal(slowCalls.length, 3);
+      assert.ok(slowCalls[1]!.at >= Date.parse(failures[0]!.data.nextAttemptAt!));
+      assert.ok(slowCalls[2]!.at >= Date.parse(failures[1]!.data.nextAttemptAt!));
+      const doc = await mailDoc(store, mailId);
+      assert.deepEqual(doc!.recipients['slow@remote.test'], { state: 'sent', attempts: 3, response: ofType(events, 'MailDelivered')[1]!.data.response });
+    });
+
+    test('5xx: MailDeliveryFailed permanent, no retry, and a bounce in the sender inbox', async () => {
+      const { store, sink, alice } = await fresh();
+      sink.rcptPolicy = (rcpt) => (rcpt.startsWith('nobody') ? 550 : 250);
+      await relay(store, options(sink));
+      const { mailId, messageId } = await sendMail(store, alice, ['nobody@remote.test', 'carol@remote.test'], 'quarterly report');
+      await waitUntil('mail failed', async () => (await mailDoc(store, mailId))?.status === 'failed');
+
+      const events = await store.events.readStream(`mail-${mailId}`);
+      const [failed] = ofType(events, 'MailDeliveryFailed');
+      assert.deepEqual(failed!.data.recipients, ['nobody@remote.test']);
+      assert.equal(failed!.data.permanent, true);
+      assert.equal(failed!.data.nextAttemptAt, null);
+      assert.match(failed!.data.response, /^550 5\.1\.1/);
+      assert.deepEqual(ofType(events, 'MailDelivered')[0]!.data.recipients, ['carol@remote.test']);
+      assert.equal(sink.rcptCalls.filter((c) => c.rcpt === 'nobody@remote.test').length, 1);
+      assert.equal(sink.copies(messageId), 1, 'carol got it once, nobody never');
+
+      const bounceId = bounceMailId(messageId, 1);
+      await waitUntil('bounce listed', async () => (await mailDoc(store, bounceId)) !== null);
+      const inbox = (await store.views.list('mails', { where: { userId: alice.userId, folder: 'inbox' }, orderBy: { field: 'sortAt', direction: 'desc' }, limit: 10 })) as MailDoc[];
+      assert.deepEqual(inbox.map((m) => m.id), [bounceId], 'exactly one bounce');
+      const bounce = inbox[0]!;
+      assert.equal(bounce.mailboxId, alice.mailboxId);
+      assert.equal(bounce.subject, 'Undelivered Mail Returned to Sender');
+      assert.equal(bounce.from[0]!.address, 'MAILER-DAEMON@sender.test');
+      assert.match(bounce.snippet, /nobody@remote\.test: 550 5\.1\.1/);
+      assert.ok(bounce.text, 'the body is a blob');
+      const text = (await store.blobs.get(bounce.text.sha256)).toString('utf8');
+      assert.match(text, /nobody@remote\.test: 550 5\.1\.1 No such user here/);
+      assert.match(text, /quarterly report/);
+      assert.equal(bounce.attachments.length, 1, "the original's header section");
+      const headers = (await store.blobs.get(bounce.attachments[0]!.sha256)).toString('utf8');
+      assert.ok(headers.includes(messageId));
+      assert.equal(bounce.inReplyTo, messageId);
+      assert.equal(sink.deliveries.filter((d) => d.rcptTo.includes(alice.address)).length, 0, 'the bounce stays local');
+    });
+
+    test('two relay instances on one store never send a message twice', async () => {
+      const { store, second, sink, alice } = await fresh();
+      sink.replyDelayMs = 5;
+      const other = await second();
+      const relays = [await relay(store, options(sink, { RELAY_CONCURRENCY: '3' })), await relay(other, options(sink, { RELAY_CONCURRENCY: '3' }))];
+      const sent = [];
+      for (let i = 0; i < 24; i += 1) sent.push(await sendMail(store, alice, [`r${i}@remote.test`]));
+      for (const { mailId } of sent) await waitUntil('mail sent', async () => (await mailDoc(store, mailId))?.status === 'sent');
+      for (const { messageId } of sent) assert.equal(sink.copies(messageId), 1, `${messageId} once`);
+      assert.equal(sink.duplicates(), 0);
+      assert.equal(relays[0]!.stats.attempts + relays[1]!.stats.attempts, sent.length, 'one attempt per message in all');
+    });
+  });
+}
+
+describe('relay: sqlite only', () => {
+  let cleanups: (() => Promise<void>)[] = [];
+  afterEach(async () => {
+    for (const c of cleanups.reverse()) await c();
+    cleanups = [];
+  });
+
+  async function setup(opts: (sink: RelaySink) => RelayOptions, deps: RelayDeps = {}) {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mailtrail-relay-'));
+    cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
+    const store = await openSqliteStore({ dataDir: dir, pollIntervalMs: 50 });
+    cleanups.push(() => store.close());
+    for (const p of [mails, outbox]) {
+      const r = new ProjectionRunner(store, p, { owner: 'test', logger, batchSize: 200 });
+      await r.start();
+      cleanups.push(() => r.stop());
+    }
+    const sink = await startSink();
+    cleanups.push(() => sink.close());
+    const r = new Relay(store, opts(sink), logger, deps);
+    await r.start();
+    cleanups.push(() => r.stop());
+    const alice = await registerAccount(store, `alice-${uuidv7()}@sender.test`);
+    return { store, sink, alice, relay: r };
+  }
+
+  test('retry deadline: a temporary failure past it becomes permanent and bounces', async () => {
+    const { store, sink, alice } = await setup((sink) => options(sink, { RELAY_RETRY_DEADLINE_MS: '300' }));
+    sink.rcptPolicy = () => 451;
+    const { mailId, messageId } = await sendMail(store, alice, ['later@remote.test']);
+    await waitUntil('mail failed', async () => (await mailDoc(store, mailId))?.status === 'failed');
+    const events = await store.events.readStream(`mail-${mailId}`);
+    const failures = ofType(events, 'MailDeliveryFailed');
+    assert.ok(failures.length >= 2);
+    const last = failures.at(-1)!;
+    assert.ok(failures.slice(0, -1).every((f) => !f.data.permanent));
+    assert.equal(last.data.permanent, true);
+    assert.match(last.data.response, /^451 .*giving up: retry deadline passed/);
+    assert.ok(Date.parse(last.recordedAt) >= Date.parse(events[0]!.recordedAt) + 300);
+    // No temporary failure was scheduled past the deadline.
+    for (const f of failures.slice(0, -1)) assert.ok(Date.parse(f.data.nextAttemptAt!) <= Date.parse(events[0]!.recordedAt) + 300);
+    await waitUntil('bounce', async () => (await mailDoc(store, bounceMailId(messageId, last.data.attempt))) !== null);
+  });
+
+  test('direct to MX: MX hosts by preference (an unreachable one is skipped), null MX and unknown domains fail for good', async () => {
+    const lookups: string[] = [];
+    const resolver: MxResolver = {
+      async resolveMx(domain) {
+        lookups.push(domain);
+        if (domain === 'remote.test') return [{ exchange: '127.0.0.1', priority: 20 }, { exchange: '127.0.0.2', priority: 10 }];
+        if (domain === 'nullmx.test') return [{ exchange: '', priority: 0 }];
+        throw Object.assign(new Error(`queryMx ENOTFOUND ${domain}`), { code: 'ENOTFOUND' });
+      },
+    };
+    const { store, sink, alice } = await setup((sink) => options(sink, { SMTP_RELAY_HOST: '', RELAY_MX_PORT: String(sink.port) }), { resolver });
+    const { mailId, messageId } = await sendMail(store, alice, ['carol@remote.test', 'x@nullmx.test', 'y@nowhere.test']);
+    await waitUntil('mail failed', async () => (await mailDoc(store, mailId))?.status === 'failed');
+    assert.deepEqual(lookups.sort(), ['nowhere.test', 'nullmx.test', 'remote.test']);
+    assert.equal(sink.copies(messageId, 'carol@remote.test'), 1, 'delivered through the second MX');
+    const events = await store.events.readStream(`mail-${mailId}`);
+    assert.deepEqual(ofType(events, 'MailDelivered').flatMap((e) => e.data.recipients), ['carol@remote.test']);
+    const failed = Object.fromEntries(ofType(events, 'MailDeliveryFailed').flatMap((e) => e.data.recipients.map((r) => [r, e.data])));
+    assert.equal(failed['x@nullmx.test']!.permanent, true);
+    assert.match(failed['x@nullmx.test']!.response, /^556 5\.1\.10/);
+    assert.equal(failed['y@nowhere.test']!.permanent, true);
+    assert.match(failed['y@nowhere.test']!.response, /^550 5\.1\.2/);
+    await waitUntil('bounce', async () => (await mailDoc(store, bounceMailId(messageId, 1))) !== null);
+    const bounceText = (await store.blobs.get((await mailDoc(store, bounceMailId(messageId, 1)))!.text!.sha256)).toString();
+    assert.match(bounceText, /x@nullmx\.test: 556/);
+    assert.match(bounceText, /y@nowhere\.test: 550/);
+  });
+
+  test('smart host with login, DKIM-signed with the key from dkim:keygen; the signature verifies against the TXT record', async () => {
+    const key = dkimKeygen('sender.test', 'mail');
+    const { store, sink, alice } = await setup((sink) => {
+      sink.users.set('relayuser', 'relaypass');
+      return options(sink, {
+        SMTP_RELAY_USER: 'relayuser',
+        SMTP_RELAY_PASS: 'relaypass',
+        SMTP_RELAY_REQUIRE_TLS: 'false', // the sink speaks no TLS
+        DKIM_DOMAIN: 'sender.test',
+        DKIM_SELECTOR: 'mail',
+        DKIM_PRIVATE_KEY: key.privateKeyPem.replace(/\n/g, '\\n'),
+      });
+    });
+    const { mailId, raw } = await sendMail(store, alice, ['carol@remote.test']);
+    await waitUntil('mail sent', async () => (await mailDoc(store, mailId))?.status === 'sent');
+    const [d] = sink.deliveries;
+    assert.equal(d!.user, 'relayuser');
+    assert.match(d!.raw.subarray(0, 20).toString(), /^DKIM-Signature: /);
+    assert.ok(d!.raw.subarray(d!.raw.length - raw.length).equals(raw), 'the stored bytes follow the signature unchanged');
+    const result = await authenticate(d!.raw, {
+      ip: '127.0.0.1',
+      helo: 'relay.test',
+      sender: alice.address,
+      mta: 'remote.test',
+      disableArc: true,
+      disableDmarc: true,
+      disableBimi: true,
+      resolver: async (name, rrtype) => {
+        if (name === key.name && rrtype === 'TXT') return [[key.value]];
+        throw Object.assign(new Error(`no ${rrtype} for ${name}`), { code: 'ENOTFOUND' });
+      },
+    });
+    const [sig] = result.dkim.results ?? [];
+    assert.equal(sig?.status.result, 'pass');
+    assert.equal(sig?.signingDomain, 'sender.test');
+  });
+
+  test('a refused smart host login defers the mail (a configuration problem, like Postfix soft_bounce), it does not bounce', async () => {
+    const { store, sink, alice } = await setup((sink) => {
+      sink.users.set('relayuser', 'right');
+      return options(sink, { SMTP_RELAY_USER: 'relayuser', SMTP_RELAY_PASS: 'wrong', SMTP_RELAY_REQUIRE_TLS: 'false', RELAY_RETRY_BASE_MS: '60000' });
+    });
+    const { mailId, messageId } = await sendMail(store, alice, ['carol@remote.test']);
+    await waitUntil('a failed attempt', async () => (await mailDoc(store, mailId))?.recipients['carol@remote.test']?.attempts === 1);
+    const [failed] = ofType(await store.events.readStream(`mail-${mailId}`), 'MailDeliveryFailed');
+    assert.match(failed!.data.response, /^535 /);
+    assert.equal(failed!.data.permanent, false);
+    assert.equal((await mailDoc(store, mailId))!.status, 'queued');
+    assert.equal(sink.deliveries.length, 0);
+    assert.deepEqual(await store.events.readStream(`mail-${bounceMailId(messageId, 1)}`), []);
+  });
+
+  test('stop while the server holds a message: the attempt is abandoned unrecorded, and the next relay sends it', async () => {
+    const { store, sink, alice, relay: first } = await setup((sink) => options(sink));
+    sink.holdPolicy = () => sink.deliveries.length === 1;
+    const held = new Promise((resolve) => sink.once('held', resolve));
+    const { mailId, messageId } = await sendMail(store, alice, ['carol@remote.test']);
+    await held;
+    await first.stop();
+    assert.deepEqual((await store.events.readStream(`mail-${mailId}`)).map((e) => e.type), ['MailSent'], 'nothing recorded');
+    const next = new Relay(store, options(sink), logger);
+    await next.start();
+    cleanups.push(() => next.stop());
+    await waitUntil('mail sent', async () => (await mailDoc(store, mailId))?.status === 'sent');
+    assert.equal(sink.copies(messageId), 2, 'sent again: the abandoned attempt may have reached the server');
+  });
+});
+
+test('crash: kill -9 while the sink holds a message unanswered; after a restart every message arrives, duplicates ≤ attempts in flight', async (t) => {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'mailtrail-relay-crash-'));
+  const sink = await startSink();
+  const store = await openSqliteStore({ dataDir, pollIntervalMs: 50 });
+  const children: ChildProcess[] = [];
+  try {
+    const alice = await registerAccount(store, 'alice@sender.test');
+    const sent = [];
+    for (let i = 0; i < 12; i += 1) sent.push(await sendMail(store, alice, [`r${i}@remote.test`]));
+    let arrivals = 0;
+    sink.holdPolicy = () => ++arrivals === 4; // the 4th message to arrive is never answered
+    const env = {
+      DATA_DIR: dataDir,
+      SMTP_RELAY_HOST: '127.0.0.1',
+      SMTP_RELAY_PORT: String(sink.port),
+      RELAY_CONCURRENCY: '3',
+      RELAY_POLL_INTERVAL_MS: '50',
+      RELAY_SMTP_TIMEOUT_MS: '4000',
+      RELAY_CLAIM_TTL_MS: '5000',
+      RELAY_SHUTDOWN_GRACE_MS: '0',
+      PROJECTOR_LEASE_TTL_MS: '1500',
+    };
+    const start = (): { child: ChildProcess; exited: Promise<unknown> } => {
+      const child = spawn(process.execPath, ['--import', 'tsx', 'test/support/relay-child.ts'], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
+      children.push(child);
+      return { child, exited: new Promise((resolve) => child.once('exit', resolve)) };
+    };
+
+    const first = start();
+    const held = await Promise.race([
+      new Promise<{ messageId: string }>((resolve) => sink.once('held', resolve)),
+      first.exited.then(() => {
+        throw new Error('the relay child exited before the sink held a message');
+      }),
+    ]);
+    first.child.kill('SIGKILL');
+    await first.exited;
+
+    // In flight at the kill = claims the dead relay still holds (an attempt releases its claim only after recording).
+    let inFlight = 0;
+    for (const { messageId } of sent) {
+      const probe = await store.views.acquireLease(`relay:${messageId}`, 'probe', 1);
+      if (probe) await store.views.releaseLease(probe);
+      else inFlight += 1;
+    }
+    assert.ok(inFlight >= 1 && inFlight <= 3, `in flight: ${inFlight}`);
+
+    const second = start();
+    for (const { mailId } of sent) await waitUntil(`mail ${mailId} sent`, async () => (await mailDoc(store, mailId))?.status === 'sent');
+    for (const { messageId } of sent) assert.ok(sink.copies(messageId) >= 1, `${messageId} arrived`);
+    assert.ok(sink.duplicates() <= inFlight, `duplicates ${sink.duplicates()} ≤ in flight ${inFlight}`);
+    t.diagnostic(`messages ${sent.length}, in flight at the kill ${inFlight}, duplicates ${sink.duplicates()}`);
+    assert.equal(sink.copies(held.messageId), 2, 'the held message was sent again: the one duplicate SMTP cannot avoid');
+    second.child.kill('SIGTERM');
+    await second.exited;
+  } finally {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    await sink.close();
+    await store.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
+describe('relay: pure parts', () => {
+  const doc = (over: Partial<OutboxDoc> = {}): OutboxDoc => ({
+    id: 'm1',
+    messageId: '<m1@sender.test>',
+    mailboxId: 'mb',
+    userId: 'u',
+    raw: { sha256: 'a'.repeat(64), size: 1 },
+    mailFrom: 'alice@sender.test',
+    recipients: [
+      { address: 'a@x.test', state: 'pending', attempts: 0, lastResponse: null },
+      { address: 'b@x.test', state: 'pending', attempts: 0, lastResponse: null },
+      { address: 'c@x.test', state: 'delivered', attempts: 1, lastResponse: '250 ok' },
+    ],
+    status: 'pending',
+    attempts: 1,
+    nextAttemptAt: '2026-01-01T00:00:00.000Z',
+    sentAt: '2026-01-01T00:00:00.000Z',
+    streamVersion: 2,
+    ...over,
+  });
+  const policy = { retryBaseMs: 1000, retryMaxDelayMs: 8000, retryDeadlineMs: 60_000 };
+  const t0 = Date.parse('2026-01-01T00:00:00.000Z');
+
+  test('backoff doubles from the base and is capped', () => {
+    assert.deepEqual([1, 2, 3, 4, 5, 60].map((a) => backoffDelay(a, policy)), [1000, 2000, 4000, 8000, 8000, 8000]);
+  });
+
+  test('planAttempt: one event per reply; 5xx permanent and bounced; 4xx retried; recipients no longer pending are ignored', () => {
+    const outcomes: RecipientOutcome[] = [
+      { recipient: 'A@x.test', kind: 'delivered', response: '250 ok' },
+      { recipient: 'b@x.test', kind: 'temporary', response: '451 later' },
+      { recipient: 'c@x.test', kind: 'permanent', response: '550 gone' },
+    ];
+    const plan = planAttempt(doc(), outcomes, 2, t0 + 1000, policy);
+    assert.deepEqual(plan.events, [
+      { type: 'MailDelivered', data: { mailId: 'm1', messageId: '<m1@sender.test>', attempt: 2, recipients: ['A@x.test'], response: '250 ok' } },
+      { type: 'MailDeliveryFailed', data: { mailId: 'm1', messageId: '<m1@sender.test>', attempt: 2, recipients: ['b@x.test'], response: '451 later', permanent: false, nextAttemptAt: new Date(t0 + 1000 + 2000).toISOString() } },
+    ]);
+    assert.deepEqual(plan.bounced, []);
+    const permanent = planAttempt(doc(), [{ recipient: 'b@x.test', kind: 'permanent', response: '550 gone' }], 2, t0, policy);
+    assert.deepEqual(permanent.bounced, [{ recipient: 'b@x.test', response: '550 gone' }]);
+  });
+
+  test('planAttempt: never schedules past the deadline, and gives up once it has passed', () => {
+    const temp: RecipientOutcome[] = [{ recipient: 'a@x.test', kind: 'temporary', response: '421 busy' }];
+    const near = planAttempt(doc(), temp, 9, t0 + 59_000, policy);
+    assert.equal(near.events[0]!.type === 'MailDeliveryFailed' && near.events[0]!.data.nextAttemptAt, new Date(t0 + 60_000).toISOString());
+    const late = planAttempt(doc(), temp, 10, t0 + 60_000, policy);
+    assert.ok(late.events[0]!.type === 'MailDeliveryFailed' && late.events[0]!.data.permanent);
+    assert.deepEqual(late.bounced.map((b) => b.recipient), ['a@x.test']);
+  });
+
+  test('outbox projection: pending → done; a late duplicate report changes nothing; the stream fold equals the view', () => {
+    const base = { streamId: 'mail-m1', schemaVersion: 1, meta: meta(), eventId: 'e' };
+    const events = [
+      { ...base, version: 1, position: 1, recordedAt: '2026-01-01T00:00:00.000Z', type: 'MailSent', data: { mailId: 'm1', mailboxId: 'mb', userId: 'u', messageId: '<m1@s>', raw: { sha256: 'a'.repeat(64), size: 1 }, envelope: { mailFrom: 'a@s', rcptTo: ['X@r', 'x@r', 'y@r'] }, message: summary('s'), bcc: [], wasDraft: false } },
+      { ...base, version: 2, position: 2, recordedAt: '2026-01-01T00:00:01.000Z', type: 'MailDeliveryFailed', data: { mailId: 'm1', messageId: '<m1@s>', recipients: ['y@r'], response: '451', attempt: 1, permanent: false, nextAttemptAt: '2026-01-01T00:05:00.000Z' } },
+      { ...base, version: 3, position: 3, recordedAt: '2026-01-01T00:00:01.000Z', type: 'MailDelivered', data: { mailId: 'm1', messageId: '<m1@s>', recipients: ['x@r'], response: '250', attempt: 1 } },
+    ] as StoredEvent[];
+    const mid = outboxFromStream(events)!;
+    assert.deepEqual(mid.recipients.map((r) => [r.address, r.state, r.attempts]), [['X@r', 'delivered', 1], ['y@r', 'pending', 1]]);
+    assert.equal(mid.status, 'pending');
+    assert.equal(mid.nextAttemptAt, '2026-01-01T00:05:00.000Z');
+    assert.equal(mid.streamVersion, 3);
+    const done = outboxFromStream([
+      ...events,
+      { ...base, version: 4, position: 4, recordedAt: '2026-01-01T00:05:01.000Z', type: 'MailDelivered', data: { mailId: 'm1', messageId: '<m1@s>', recipients: ['y@r'], response: '250', attempt: 2 } },
+      { ...base, version: 5, position: 5, recordedAt: '2026-01-01T00:05:02.000Z', type: 'MailDeliveryFailed', data: { mailId: 'm1', messageId: '<m1@s>', recipients: ['x@r'], response: '550', attempt: 3, permanent: true, nextAttemptAt: null } },
+    ] as StoredEvent[])!;
+    assert.equal(done.status, 'done');
+    assert.deepEqual(done.recipients.map((r) => r.state), ['delivered', 'delivered'], 'a report after the fact does not undo a delivery');
+    let viewDoc: OutboxDoc | null = null;
+    for (const e of events) if (outbox.keys(e).length) viewDoc = outbox.evolve(viewDoc, e, 'm1') as OutboxDoc | null;
+    assert.deepEqual(viewDoc, mid);
+  });
+
+  test('SMTP results per recipient from nodemailer info and errors', () => {
+    const info = {
+      accepted: ['a@x'],
+      rejected: ['b@x', 'c@x'],
+      rejectedErrors: [
+        Object.assign(new Error('r'), { recipient: 'b@x', responseCode: 451, response: '451 later' }),
+        Object.assign(new Error('r'), { recipient: 'c@x', responseCode: 550, response: '550 no', permanent: true }),
+      ],
+      response: '250 queued',
+    };
+    assert.deepEqual(outcomesFromInfo(['A@x', 'b@x', 'c@x'], info), [
+      { recipient: 'A@x', kind: 'delivered', response: '250 queued' },
+      { recipient: 'b@x', kind: 'temporary', response: '451 later' },
+      { recipient: 'c@x', kind: 'permanent', response: '550 no' },
+    ]);
+    const refused = Object.assign(new Error('conn'), { code: 'ESOCKET', originalCode: 'ECONNREFUSED', command: 'CONN' });
+    assert.deepEqual(outcomesFromError(['a@x'], refused), [{ recipient: 'a@x', kind: 'temporary', response: 'ESOCKET ECONNREFUSED: conn' }]);
+    assert.equal(unreachable(refused), true);
+    assert.equal(unreachable(Object.assign(new Error('t'), { code: 'ETIMEDOUT', timeoutType: 'SOCKET_TIMEOUT', command: 'CONN' })), false, 'mid-message: maybe delivered');
+    assert.equal(unreachable(Object.assign(new Error('g'), { code: 'EPROTOCOL', responseCode: 421, response: '421 busy', command: 'CONN' })), true);
+    const dataRefused = Object.assign(new Error('m'), { code: 'EMESSAGE', responseCode: 554, response: '554 spam', command: 'DATA', permanent: true });
+    assert.deepEqual(outcomesFromError(['a@x', 'b@x'], dataRefused).map((o) => o.kind), ['permanent', 'permanent']);
+  });
+
+  test('MX planning: preference order, implicit MX, null MX, NXDOMAIN, temporary DNS errors, address literals', async () => {
+    const r = (records: { exchange: string; priority: number }[] | string): MxResolver => ({
+      resolveMx: async () => {
+        if (typeof records === 'string') throw Object.assign(new Error(records), { code: records });
+        return records;
+      },
+    });
+    assert.deepEqual(await mxHosts('x.test', r([{ exchange: 'b.x.test.', priority: 20 }, { exchange: 'a.x.test', priority: 10 }])), { hosts: ['a.x.test', 'b.x.test'] });
+    assert.deepEqual(await mxHosts('x.test', r('ENODATA')), { hosts: ['x.test'] });
+    assert.deepEqual(await mxHosts('x.test', r([])), { hosts: ['x.test'] });
+    assert.equal(((await mxHosts('x.test', r([{ exchange: '.', priority: 0 }]))) as { failure: { kind: string } }).failure.kind, 'permanent');
+    assert.equal(((await mxHosts('x.test', r('ENOTFOUND'))) as { failure: { kind: string } }).failure.kind, 'permanent');
+    assert.equal(((await mxHosts('x.test', r('ESERVFAIL'))) as { failure: { kind: string } }).failure.kind, 'temporary');
+    assert.deepEqual(await mxHosts('[192.0.2.1]', r('ENOTFOUND')), { hosts: ['192.0.2.1'] });
+  });
+
+  test('options: defaults, claim TTL must outlive the attempt, DKIM and login all-or-nothing', () => {
+    const o = relayOptionsFromEnv({});
+    assert.equal(o.SMTP_RELAY_HOST, undefined);
+    assert.equal(o.RELAY_MX_PORT, 25);
+    assert.ok(o.RELAY_CLAIM_TTL_MS > o.RELAY_SMTP_TIMEOUT_MS);
+    assert.throws(() => relayOptionsFromEnv({ RELAY_SMTP_TIMEOUT_MS: '5000', RELAY_CLAIM_TTL_MS: '5000' }), /RELAY_CLAIM_TTL_MS/);
+    assert.throws(() => relayOptionsFromEnv({ DKIM_DOMAIN: 'x.test' }), /DKIM_SELECTOR/);
+    assert.throws(() => relayOptionsFromEnv({ SMTP_RELAY_USER: 'u' }), /SMTP_RELAY_PASS/);
+    assert.throws(() => relayOptionsFromEnv({ SMTP_RELAY_PORT: 'abc' }), /SMTP_RELAY_PORT/);
+    assert.equal(relayOptionsFromEnv({ SMTP_RELAY_SECURE: 'true', SMTP_RELAY_HOST: 'smtp.sendgrid.net' }).SMTP_RELAY_SECURE, true);
+  });
+});
