@@ -36,6 +36,10 @@ export const mailboxes = defineProjection<MailboxDoc>({
         };
       case 'MailReceived':
         return count(doc, { inbox: 1, unread: 1 });
+      case 'MailRead':
+        return count(doc, { unread: -1 });
+      case 'MailUnread':
+        return count(doc, { unread: 1 });
       case 'DraftCreated':
         return count(doc, { drafts: 1 });
       case 'DraftDeleted':

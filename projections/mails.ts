@@ -159,6 +159,10 @@ export const mails = defineProjection<MailDoc>({
           messageId: stripBrackets(e.data.messageId),
         };
       }
+      case 'MailRead':
+        return doc && { ...doc, unread: false };
+      case 'MailUnread':
+        return doc && { ...doc, unread: true };
       case 'MailDelivered':
         return doc && recordAttempt(doc, e.data.recipients, 'sent', e.data.attempt, e.data.response);
       case 'MailDeliveryFailed':

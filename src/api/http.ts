@@ -16,8 +16,9 @@ function bearer(req: http.IncomingMessage): string | null {
   return h?.startsWith('Bearer ') ? h.slice(7).trim() : null;
 }
 
-async function requestUser(deps: ApiDeps, req: http.IncomingMessage): Promise<AuthUser | null> {
-  const token = bearer(req);
+async function requestUser(deps: ApiDeps, req: http.IncomingMessage, connectionParams?: Record<string, string | undefined> | null): Promise<AuthUser | null> {
+  // Subscriptions (EventSource) cannot send headers: they pass the token as a connection param.
+  const token = bearer(req) ?? connectionParams?.token ?? null;
   return token ? userFromToken(deps.store, token, deps.settings.jwtSecret, deps.settings.adminEmails) : null;
 }
 
@@ -36,11 +37,11 @@ export function apiRoutes(deps: ApiDeps): RouteHandler {
     router: appRouter,
     basePath: '/trpc/',
     maxBodySize: maxBodyBytes(deps.settings),
-    createContext: async ({ req, res }): Promise<Context> => {
+    createContext: async ({ req, res, info }): Promise<Context> => {
       const seen = Number(req.headers['x-mailtrail-position']);
       return {
         deps,
-        user: await requestUser(deps, req),
+        user: await requestUser(deps, req, info.connectionParams),
         ip: req.socket.remoteAddress ?? 'unknown',
         correlationId: correlationId(req, res),
         seenPosition: Number.isSafeInteger(seen) && seen > 0 ? seen : 0,

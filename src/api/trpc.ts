@@ -53,6 +53,8 @@ function describeIssues(cause: unknown): string | null {
 }
 
 const t = initTRPC.context<Context>().create({
+  // Subscriptions: a ping keeps proxies from closing an idle event stream; clients reconnect after silence.
+  sse: { ping: { enabled: true, intervalMs: 15_000 }, client: { reconnectAfterInactivityMs: 40_000 } },
   errorFormatter({ shape, error }) {
     const fields = error.code === 'BAD_REQUEST' ? describeIssues(error.cause) : null;
     // Stack traces stay in the log, never in a response.

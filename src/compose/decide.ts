@@ -6,7 +6,7 @@ export type MailState =
   | { status: 'none' }
   | { status: 'draft'; userId: string; mailboxId: string; draft: Draft; version: number }
   | { status: 'deleted'; userId: string; version: number }
-  | { status: 'received'; userId: string; version: number }
+  | { status: 'received'; userId: string; mailboxId: string; unread: boolean; version: number }
   | { status: 'sent'; userId: string; messageId: string; version: number };
 
 function evolve(state: MailState, e: StoredEvent): MailState {
@@ -19,7 +19,10 @@ function evolve(state: MailState, e: StoredEvent): MailState {
     case 'DraftDeleted':
       return state.status === 'draft' ? { status: 'deleted', userId: state.userId, version } : state;
     case 'MailReceived':
-      return { status: 'received', userId: e.data.userId, version };
+      return { status: 'received', userId: e.data.userId, mailboxId: e.data.mailboxId, unread: true, version };
+    case 'MailRead':
+    case 'MailUnread':
+      return state.status === 'received' ? { ...state, unread: e.type === 'MailUnread', version } : state;
     case 'MailSent':
       return { status: 'sent', userId: e.data.userId, messageId: e.data.messageId, version };
     default:
@@ -28,6 +31,17 @@ function evolve(state: MailState, e: StoredEvent): MailState {
 }
 
 export const mailState = (events: StoredEvent[]): MailState => events.reduce(evolve, { status: 'none' } as MailState);
+
+/**
+ * MailRead / MailUnread for a received mail of `userId`, or nothing when it already is in that
+ * state (so the unread count never moves twice).
+ */
+export function decideSetRead(state: MailState, userId: string, mailId: string, read: boolean): { type: 'MailRead' | 'MailUnread'; data: { mailId: string; mailboxId: string } } | null {
+  if (state.status === 'none' || state.userId !== userId) throw new CommandError('NOT_FOUND', `no mail ${mailId}`);
+  if (state.status !== 'received') throw new CommandError('BAD_REQUEST', `id: mail ${mailId} is not a received mail`);
+  if (state.unread === !read) return null;
+  return { type: read ? 'MailRead' : 'MailUnread', data: { mailId, mailboxId: state.mailboxId } };
+}
 
 export class CommandError extends Error {
   constructor(

@@ -112,6 +112,9 @@ export const eventSchemas = {
     /** The mail left the drafts folder (false for SMTP submissions, which never were drafts). */
     wasDraft: z.boolean(),
   }),
+  /** The owner opened the mail (or marked it read); MailUnread undoes it. */
+  MailRead: z.object({ mailId: id, mailboxId: id }),
+  MailUnread: z.object({ mailId: id, mailboxId: id }),
   MailDelivered: z.object({
     mailId: id,
     messageId: z.string(),

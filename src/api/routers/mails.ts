@@ -3,11 +3,11 @@ import { v7 as uuidv7 } from 'uuid';
 import { z } from 'zod';
 import type { MailboxDoc } from '../../../projections/mailboxes.js';
 import type { MailDoc } from '../../../projections/mails.js';
-import { mailState, ownDraft } from '../../compose/decide.js';
+import { decideSetRead, mailState, ownDraft } from '../../compose/decide.js';
 import { storeDraft } from '../../compose/drafts.js';
 import { sendDraft } from '../../compose/send.js';
 import { describeEvent } from '../../events/describe.js';
-import type { Meta } from '../../events/envelope.js';
+import type { Meta, StoredEvent } from '../../events/envelope.js';
 import { mailStream } from '../../mail/ids.js';
 import { awaitViews } from '../consistency.js';
 import { decodeCursor, DraftInput, encodeCursor, Folder, Id } from '../schemas.js';
@@ -129,6 +129,42 @@ export const mailsRouter = router({
       meta: meta(ctx),
     });
     return { id: input.id, position: r.lastPosition };
+  }),
+
+  /** Marks a received mail read or unread; a no-op when it already is. */
+  setRead: authedProcedure.input(z.object({ id: Id, read: z.boolean() })).mutation(async ({ ctx, input }) => {
+    const events = await ctx.deps.store.events.readStream(mailStream(input.id));
+    const state = mailState(events);
+    const change = decideSetRead(state, ctx.user.id, input.id, input.read);
+    if (!change) return { id: input.id, position: events.at(-1)!.position };
+    const r = await ctx.deps.store.events.append(mailStream(input.id), [change], { expectedVersion: state.status === 'none' ? 0 : state.version, meta: meta(ctx) });
+    return { id: input.id, position: r.lastPosition };
+  }),
+
+  /**
+   * Server-sent events: `{ position }` whenever the signed-in user's mail changes (new mail,
+   * delivery progress, drafts, read state). Clients re-fetch what they show. EventSource cannot
+   * send headers: give the token as tRPC connection params (`httpSubscriptionLink({
+   * connectionParams: { token } })`), which arrive as `?connectionParams={"token":"…"}`.
+   */
+  changes: authedProcedure.subscription(async function* ({ ctx, signal }) {
+    const { store } = ctx.deps;
+    let position = await store.events.head();
+    const mine = async (e: StoredEvent): Promise<boolean> => {
+      if ('userId' in e.data) return e.data.userId === ctx.user.id;
+      if (!('mailId' in e.data)) return false;
+      const mail = (await store.views.get('mails', e.data.mailId)) as MailDoc | null;
+      return mail?.userId === ctx.user.id;
+    };
+    while (!signal?.aborted) {
+      await store.events.waitForAppend(position, 15_000, signal);
+      const batch = await store.events.readAll({ after: position, limit: 1000 });
+      if (batch.length === 0) continue;
+      position = batch.at(-1)!.position;
+      let changed = false;
+      for (const e of batch) if (!changed && (await mine(e))) changed = true;
+      if (changed) yield { position };
+    }
   }),
 
   send: authedProcedure.input(z.object({ id: Id })).mutation(async ({ ctx, input }) => {
