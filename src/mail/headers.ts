@@ -1,0 +1,128 @@
+/**
+ * Pure functions over a message's raw header section (the bytes up to and including the blank
+ * line). Used to fix up submissions (add Message-ID / Date, drop Bcc) without parsing the body.
+ */
+
+/** Largest header section we hold back to rewrite; mailparser refuses larger ones anyway. */
+export const MAX_HEADER_SECTION = 1024 * 1024;
+
+/**
+ * Index just past the blank line that ends the header section (CRLF or bare LF line endings),
+ * or -1 when `buf` does not contain it yet. A message that starts with a blank line has no headers.
+ */
+export function headerSectionEnd(buf: Buffer, from = 0): number {
+  if (from === 0) {
+    if (buf[0] === 0x0a) return 1;
+    if (buf[0] === 0x0d && buf[1] === 0x0a) return 2;
+  }
+  let i = buf.indexOf(0x0a, Math.max(0, from));
+  while (i !== -1) {
+    if (buf[i + 1] === 0x0a) return i + 2;
+    if (buf[i + 1] === 0x0d && buf[i + 2] === 0x0a) return i + 3;
+    i = buf.indexOf(0x0a, i + 1);
+  }
+  return -1;
+}
+
+interface Field {
+  /** Lower-case field name ('' for a line that is not a field, e.g. the final blank line). */
+  name: string;
+  /** The field's bytes (latin1), folded continuation lines and line endings included. */
+  text: string;
+}
+
+function fields(head: Buffer): Field[] {
+  const lines = head.toString('latin1').split(/(?<=\n)/);
+  const out: Field[] = [];
+  for (const line of lines) {
+    const last = out.at(-1);
+    if ((line.startsWith(' ') || line.startsWith('\t')) && last && last.name) {
+      last.text += line;
+      continue;
+    }
+    const colon = line.indexOf(':');
+    const name = colon > 0 && !/[\s]/.test(line.slice(0, colon)) ? line.slice(0, colon).toLowerCase() : '';
+    out.push({ name, text: line });
+  }
+  return out;
+}
+
+/** The unfolded value of the first field called `name` (lower case), or null. */
+export function headerField(head: Buffer, name: string): string | null {
+  const f = fields(head).find((x) => x.name === name);
+  return f ? f.text.slice(f.text.indexOf(':') + 1).replace(/\r?\n/g, '').trim() : null;
+}
+
+/** How many fields called `name` (lower case) the section has. */
+export function headerFieldCount(head: Buffer, name: string): number {
+  return fields(head).filter((f) => f.name === name).length;
+}
+
+/**
+ * True when the message is one plain-text part that mailparser would only decode as UTF-8 with
+ * CRLF turned into LF: no Content-Type or `text/plain` with at most a UTF-8/ASCII charset, no
+ * transfer encoding beyond 7bit/8bit/binary, no Content-Disposition, nothing unusual (comments,
+ * encoded words, format=flowed, repeated fields). Anything else gets the full MIME parse.
+ */
+export function isSimpleTextMessage(head: Buffer): boolean {
+  const names = headerNames(head);
+  for (const n of ['content-type', 'content-transfer-encoding', 'content-disposition']) {
+    if (names.has(n) && headerFieldCount(head, n) > 1) return false;
+  }
+  if (names.has('content-disposition')) return false;
+  const cte = headerField(head, 'content-transfer-encoding');
+  if (cte !== null && !['7bit', '8bit', 'binary'].includes(cte.toLowerCase())) return false;
+  const ct = headerField(head, 'content-type');
+  if (ct === null) return true;
+  if (/[()"\\]|=\?/.test(ct.replace(/charset\s*=\s*"[^"]*"/i, ''))) return false;
+  const [type, ...params] = ct.split(';').map((p) => p.trim()).filter(Boolean);
+  if (type?.toLowerCase() !== 'text/plain') return false;
+  return params.every((p) => {
+    const m = /^charset\s*=\s*"?([^"]*)"?$/i.exec(p);
+    return m !== null && ['utf-8', 'utf8', 'us-ascii', 'ascii'].includes(m[1]!.trim().toLowerCase());
+  });
+}
+
+/** Lower-case names of the fields in a header section. */
+export function headerNames(head: Buffer): Set<string> {
+  return new Set(fields(head).map((f) => f.name));
+}
+
+export interface HeaderFacts {
+  hasMessageId: boolean;
+  hasDate: boolean;
+  hasBcc: boolean;
+  hasFrom: boolean;
+  /** CRLF unless the section uses bare LF line endings. */
+  eol: '\r\n' | '\n';
+}
+
+export function headerFacts(head: Buffer): HeaderFacts {
+  const names = headerNames(head);
+  const firstLf = head.indexOf(0x0a);
+  return {
+    hasMessageId: names.has('message-id'),
+    hasDate: names.has('date'),
+    hasBcc: names.has('bcc'),
+    hasFrom: names.has('from'),
+    eol: firstLf > 0 && head[firstLf - 1] !== 0x0d ? '\n' : '\r\n',
+  };
+}
+
+/** The header section with `prepend` lines (no line endings) added on top and Bcc fields removed. */
+export function rewriteHeaderSection(head: Buffer, change: { prepend: string[]; dropBcc: boolean }): Buffer {
+  const { eol } = headerFacts(head);
+  const kept = fields(head)
+    .filter((f) => !(change.dropBcc && f.name === 'bcc'))
+    .map((f) => f.text)
+    .join('');
+  const added = change.prepend.map((l) => `${l}${eol}`).join('');
+  // A message without any header section still needs the blank line that ends the new one.
+  const body = head.length === 0 ? eol : kept;
+  return Buffer.from(added + body, 'latin1');
+}
+
+/** RFC 5322 date-time for a Date header. */
+export function rfc5322Date(d: Date): string {
+  return d.toUTCString().replace(/GMT$/, '+0000');
+}

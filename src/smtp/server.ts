@@ -1,0 +1,546 @@
+import type net from 'node:net';
+import type tls from 'node:tls';
+import type { AddressInfo } from 'node:net';
+import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerAuthenticationResponse, type SMTPServerDataStream, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
+import type { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+import { v7 as uuidv7 } from 'uuid';
+import type { MailboxDoc } from '../../projections/mailboxes.js';
+import { findMailboxByAddress, verifyPassword } from '../accounts/accounts.js';
+import type { Config } from '../config.js';
+import type { Meta } from '../events/envelope.js';
+import type { Logger } from '../log.js';
+import { appendMails, messageSummary, planInbound, planSent, submissionBcc, type LocalDelivery, type LocalMailbox, type PlannedAppend } from '../mail/commands.js';
+import { headerFacts, rewriteHeaderSection, rfc5322Date } from '../mail/headers.js';
+import { receiveMessage, type StoredBlobs } from '../mail/intake.js';
+import type { Store } from '../store/port.js';
+import { startAuthCheck, type AuthCheckOutcome } from './auth-check.js';
+import { DataGuard } from './data-guard.js';
+import { cachingResolver, systemResolver, type DnsResolver } from './dns.js';
+import { FailureLimiter, RateLimiter, TtlCache } from './limits.js';
+import {
+  decideDmarc,
+  decideHeaderFrom,
+  decideRecipient,
+  decideSender,
+  isLocalDomain,
+  isLoopback,
+  parseAddress,
+  replies,
+  replyError,
+  replyText,
+  type Reply,
+  type SessionUser,
+} from './policy.js';
+import { loadTlsMaterial } from './tls.js';
+
+/**
+ * The SMTP side (imperative shell): smtp-server for the protocol, the pure policy in policy.ts
+ * for every decision, the mail commands for what a message becomes.
+ *
+ * DATA path, per message: the bytes stream (with the guard against oversize, NUL and smuggling
+ * patterns) into the blob store, mailparser and - for unauthenticated mail - mailauth, all at
+ * once; then the policy decides; then the blobs are committed (durable), then the events are
+ * appended (durable, one transaction shared with every other append of the same tick), then 250
+ * with the queue id. Nothing before that point leaves anything in the store.
+ */
+
+export interface SmtpDeps {
+  config: Config;
+  logger: Logger;
+  store: Store;
+  /** DNS for SPF/DKIM/DMARC/ARC; tests inject one to run offline. Default: the system resolver. */
+  resolver?: DnsResolver;
+  /**
+   * Resolves true once the views SMTP reads (mailboxes, domains, users) have applied the whole log
+   * as of now; used before a "no such mailbox" answer, so a just-created mailbox is not refused.
+   */
+  viewsCurrent?: (timeoutMs: number) => Promise<boolean>;
+  /** Told of every accepted connection and every finished transaction (for metrics). */
+  observer?: SmtpObserver;
+}
+
+export interface SmtpObserver {
+  connection?(): void;
+  /**
+   * `reason`: 'ok' for an accepted message, else the enhanced status code of the refusal
+   * (e.g. '5.3.4' too big, '5.6.0' smuggling/NUL/unparseable, '5.7.1' DMARC/From) or the result
+   * ('aborted': the client left mid-message, 'abandoned': no DATA).
+   */
+  transaction?(t: { outcome: 'accepted' | 'rejected' | 'aborted' | 'abandoned'; reason: string; bytes: number }): void;
+}
+
+export interface SmtpService {
+  port: number;
+  securePort: number | null;
+  /** Stops accepting, lets messages being received finish (up to SMTP_SHUTDOWN_TIMEOUT_MS), closes every connection. */
+  close(): Promise<void>;
+}
+
+interface Transaction {
+  /** Queue id given in the 250 reply and correlationId of the events. */
+  id: string;
+  startedAt: number;
+  mailFrom: string;
+  sender: LocalMailbox | null;
+  recipients: Map<string, { kind: 'local'; address: string; mailbox: LocalMailbox } | { kind: 'relay'; address: string }>;
+  refusedRecipients: number;
+  done: boolean;
+}
+
+interface SessionState {
+  tx: Transaction | null;
+}
+
+type TransactionResult = 'accepted' | 'refused' | 'aborted' | 'abandoned';
+
+/** How long a local-domain or mailbox answer is reused. */
+const LOOKUP_TTL_MS = 5000;
+
+const ENHANCED_PREFIX = /^[245]\.\d{1,3}\.\d{1,3} /;
+
+const toLocalMailbox = (m: MailboxDoc): LocalMailbox => ({ id: m.id, userId: m.userId, address: m.address });
+
+const sessionUser = (session: SMTPServerSession): SessionUser | null => (session.user as SessionUser | undefined) ?? null;
+
+/**
+ * smtp-server derives the enhanced status code from the basic code alone (554 is always 5.6.0),
+ * so replies whose text already starts with one (all of ours: "5.7.1 relaying denied") are sent
+ * as they are. And its 421 for an over-long command line becomes 500 5.5.2 (then the connection
+ * is closed, as the command parser cannot go on).
+ */
+function adjustReplies(conn: SMTPConnection): void {
+  const send = conn.send.bind(conn);
+  conn.send = (code: number, data?: string | string[] | null, context?: string | false): void => {
+    if (code === 421 && typeof data === 'string' && data.startsWith('Error: Command line too long')) {
+      const r = replies.lineTooLong();
+      send(r.code, replyText(r), false);
+      conn.close();
+      return;
+    }
+    if (typeof data === 'string' && ENHANCED_PREFIX.test(data) && data[0] === String(code)[0]) return send(code, data, false);
+    send(code, data, context);
+  };
+}
+
+class MailtrailSmtpServer extends SMTPServer {
+  override connect(socket: net.Socket | tls.TLSSocket, socketOptions?: Parameters<SMTPServer['connect']>[1]): void {
+    super.connect(socket, socketOptions);
+    let newest: SMTPConnection | undefined;
+    for (const c of this.connections) newest = c;
+    if (newest) adjustReplies(newest);
+  }
+}
+
+export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
+  const { config, logger, store } = deps;
+  const log = logger.child({ component: 'smtp' });
+  const material = loadTlsMaterial({ keyFile: config.TLS_KEY, certFile: config.TLS_CERT, dataDir: config.DATA_DIR, hostname: config.SMTP_HOSTNAME, logger: log });
+  const resolver = cachingResolver(deps.resolver ?? systemResolver(config.SMTP_DNS_TIMEOUT_MS));
+  const connectionRate = new RateLimiter(config.SMTP_CONNECTION_RATE_PER_IP, 60_000);
+  const messageRate = new RateLimiter(config.SMTP_MESSAGE_RATE_PER_IP, 60_000);
+  const accountFailures = new FailureLimiter(config.SMTP_AUTH_MAX_FAILURES, config.SMTP_AUTH_FAILURE_WINDOW_MS);
+  const ipFailures = new FailureLimiter(config.SMTP_AUTH_MAX_FAILURES_PER_IP, config.SMTP_AUTH_FAILURE_WINDOW_MS);
+  const rateExempt = (ip: string): boolean => !config.RATE_LIMIT_LOOPBACK && isLoopback(ip);
+  const sessions = new Map<string, SessionState>();
+  const receiving = new Map<string, Promise<void>>();
+  let closing = false;
+
+  const stateOf = (session: SMTPServerSession): SessionState => {
+    let s = sessions.get(session.id);
+    if (!s) sessions.set(session.id, (s = { tx: null }));
+    return s;
+  };
+
+  /** One log line per SMTP transaction, whatever its end. */
+  const logTransaction = (
+    session: SMTPServerSession,
+    tx: Transaction,
+    result: TransactionResult,
+    detail: { reply?: Reply | string; size?: number; mailIds?: string[]; duplicates?: number; error?: unknown } = {},
+  ): void => {
+    if (tx.done) return;
+    tx.done = true;
+    const reply = typeof detail.reply === 'string' ? detail.reply : detail.reply ? `${detail.reply.code} ${replyText(detail.reply)}` : undefined;
+    try {
+      deps.observer?.transaction?.({
+        outcome: result === 'refused' ? 'rejected' : result,
+        reason: result === 'accepted' ? 'ok' : typeof detail.reply === 'object' ? detail.reply.enhanced : result,
+        bytes: detail.size ?? 0,
+      });
+    } catch (error) {
+      log.warn({ err: error }, 'smtp observer failed');
+    }
+    log.info(
+      {
+        tx: tx.id,
+        session: session.id,
+        ip: session.remoteAddress,
+        helo: session.hostNameAppearsAs || null,
+        tls: session.secure,
+        user: sessionUser(session)?.email ?? null,
+        mailFrom: tx.mailFrom,
+        recipients: [...tx.recipients.values()].map((r) => r.address),
+        refusedRecipients: tx.refusedRecipients,
+        result,
+        reply,
+        size: detail.size,
+        mailIds: detail.mailIds,
+        duplicates: detail.duplicates || undefined,
+        err: detail.error,
+        ms: Date.now() - tx.startedAt,
+      },
+      'smtp transaction',
+    );
+  };
+
+  // Every transaction asks these again; a few seconds of staleness is fine (a domain or mailbox
+  // added meanwhile is found through the "views current" re-check below, nothing is ever removed).
+  const localDomains = new TtlCache<boolean>(LOOKUP_TTL_MS);
+  const mailboxes = new TtlCache<LocalMailbox>(LOOKUP_TTL_MS);
+  const authOutcomes = new TtlCache<AuthCheckOutcome>(60_000);
+
+  /** `fresh`: ask the view (caught up with the log), not the cache - before a permanent refusal. */
+  const domainIsLocal = async (domain: string, fresh = false): Promise<boolean> => {
+    const key = domain.toLowerCase();
+    if (key === config.DEFAULT_DOMAIN) return true;
+    const cached = fresh ? undefined : localDomains.get(key);
+    if (cached !== undefined) return cached;
+    if (fresh && deps.viewsCurrent) await deps.viewsCurrent(1000);
+    const added = (await store.views.get('domains', key)) !== null;
+    localDomains.set(key, added);
+    return isLocalDomain(key, config.DEFAULT_DOMAIN, added);
+  };
+
+  /** The mailbox, re-checked once the views have caught up before saying it does not exist. */
+  const findMailbox = async (address: string): Promise<LocalMailbox | null> => {
+    const key = address.toLowerCase();
+    const cached = mailboxes.get(key);
+    if (cached) return cached;
+    let found = await findMailboxByAddress(store, address);
+    if (!found && deps.viewsCurrent && (await deps.viewsCurrent(1000))) found = await findMailboxByAddress(store, address);
+    if (!found) return null;
+    const mailbox = toLocalMailbox(found);
+    mailboxes.set(key, mailbox);
+    return mailbox;
+  };
+
+  const handlers: Pick<SMTPServerOptions, 'onConnect' | 'onAuth' | 'onMailFrom' | 'onRcptTo' | 'onData' | 'onClose'> = {
+    onConnect(session, callback) {
+      if (closing) return callback(replyError(replies.shuttingDown()));
+      if (!rateExempt(session.remoteAddress) && !connectionRate.hit(session.remoteAddress)) {
+        log.warn({ ip: session.remoteAddress }, 'smtp connection rate limit');
+        return callback(replyError(replies.connectionRate()));
+      }
+      sessions.set(session.id, { tx: null });
+      deps.observer?.connection?.();
+      callback();
+    },
+
+    onAuth(auth: SMTPServerAuthentication, session, callback: (err: Error | null | undefined, response?: SMTPServerAuthenticationResponse) => void) {
+      const username = (auth.username ?? '').trim();
+      const ipKey = session.remoteAddress;
+      const accountKey = username.toLowerCase();
+      const refuse = (r: Reply): void => callback(null, { message: replyText(r), responseCode: r.code });
+      if (ipFailures.blocked(ipKey) || accountFailures.blocked(accountKey)) {
+        log.warn({ ip: session.remoteAddress, user: username }, 'smtp auth refused: too many failures');
+        return refuse(replies.authLocked());
+      }
+      // PLAIN may name an authorization identity: only "the same user" is accepted.
+      const impersonating = auth.method === 'PLAIN' && auth.authzid && auth.authcid && auth.authzid.toLowerCase() !== auth.authcid.toLowerCase();
+      const check = impersonating ? Promise.resolve(null) : verifyPassword(store, username, auth.password ?? '');
+      check.then(
+        (user) => {
+          if (!user) {
+            ipFailures.fail(ipKey);
+            accountFailures.fail(accountKey);
+            log.info({ ip: session.remoteAddress, user: username, method: auth.method }, 'smtp auth failed');
+            return refuse(replies.authFailed());
+          }
+          accountFailures.clear(accountKey);
+          const sessionUserValue: SessionUser = { id: user.id, email: user.email };
+          callback(null, { user: sessionUserValue });
+        },
+        (error: unknown) => {
+          log.error({ err: error }, 'smtp auth error');
+          callback(replyError({ code: 454, enhanced: '4.7.0', text: 'temporary authentication failure' }));
+        },
+      );
+    },
+
+    onMailFrom(address: SMTPServerAddress, session, callback) {
+      const state = stateOf(session);
+      if (state.tx && !state.tx.done) logTransaction(session, state.tx, 'abandoned');
+      state.tx = null;
+      if (!rateExempt(session.remoteAddress) && !messageRate.hit(session.remoteAddress)) return callback(replyError(replies.messageRate()));
+      const user = sessionUser(session);
+      const mailFrom = address.address;
+      const parsed = mailFrom ? parseAddress(mailFrom) : null;
+      (async () => {
+        const local = parsed?.ok ? await domainIsLocal(parsed.domain) : false;
+        const senderMailbox = user && mailFrom ? await findMailbox(mailFrom) : null;
+        return decideSender({ address: mailFrom, parsed, domainIsLocal: local, user, senderMailbox });
+      })().then(
+        (decision) => {
+          if (!decision.ok) return callback(replyError(decision.reply));
+          state.tx = { id: uuidv7(), startedAt: Date.now(), mailFrom, sender: decision.mailbox, recipients: new Map(), refusedRecipients: 0, done: false };
+          callback();
+        },
+        (error: unknown) => {
+          log.error({ err: error }, 'smtp MAIL FROM failed');
+          callback(replyError({ code: 451, enhanced: '4.3.0', text: 'local error, try again later' }));
+        },
+      );
+    },
+
+    onRcptTo(address: SMTPServerAddress, session, callback) {
+      const tx = stateOf(session).tx;
+      if (!tx) return callback(replyError({ code: 503, enhanced: '5.5.1', text: 'need MAIL command' }));
+      const given = address.address.toLowerCase() === 'postmaster' ? `postmaster@${config.DEFAULT_DOMAIN}` : address.address;
+      const parsed = parseAddress(given);
+      const authenticated = sessionUser(session) !== null;
+      (async () => {
+        let local = parsed.ok ? await domainIsLocal(parsed.domain) : false;
+        // A domain added a moment ago may still be "not local" in the cache: look again before refusing.
+        if (parsed.ok && !local && !authenticated) local = await domainIsLocal(parsed.domain, true);
+        const mailbox = local ? await findMailbox(given) : null;
+        return decideRecipient({ parsed, domainIsLocal: local, mailbox, authenticated });
+      })().then(
+        (decision) => {
+          if (decision.kind === 'reject') {
+            tx.refusedRecipients += 1;
+            return callback(replyError(decision.reply));
+          }
+          tx.recipients.set(address.address.toLowerCase(), decision);
+          callback();
+        },
+        (error: unknown) => {
+          log.error({ err: error }, 'smtp RCPT TO failed');
+          callback(replyError({ code: 451, enhanced: '4.3.0', text: 'local error, try again later' }));
+        },
+      );
+    },
+
+    onData(stream: SMTPServerDataStream, session, callback) {
+      const tx = stateOf(session).tx;
+      const work = (async (): Promise<{ reply: Reply | null; message: string | null }> => {
+        if (!tx) {
+          stream.resume();
+          return { reply: { code: 503, enhanced: '5.5.1', text: 'need MAIL command' }, message: null };
+        }
+        return receive(stream, session, tx);
+      })();
+      const settled = work.then(
+        ({ reply, message }) => callback(reply ? replyError(reply) : null, message ?? undefined),
+        (error: unknown) => {
+          if (tx) logTransaction(session, tx, 'refused', { reply: replies.storeFailed(), error });
+          callback(replyError(replies.storeFailed()));
+        },
+      );
+      receiving.set(session.id, settled);
+      void settled.finally(() => receiving.delete(session.id));
+    },
+
+    onClose(session) {
+      const state = sessions.get(session.id);
+      if (state?.tx && !state.tx.done) logTransaction(session, state.tx, 'abandoned');
+      sessions.delete(session.id);
+    },
+  };
+
+  async function receive(stream: SMTPServerDataStream, session: SMTPServerSession, tx: Transaction): Promise<{ reply: Reply | null; message: string | null }> {
+    const user = sessionUser(session);
+    const envelopeRecipients = session.envelope.rcptTo.map((r) => tx.recipients.get(r.address.toLowerCase())).filter((r) => r !== undefined);
+    const authCheck = user
+      ? null
+      : startAuthCheck({
+          ip: session.remoteAddress,
+          helo: session.hostNameAppearsAs || session.remoteAddress,
+          mailFrom: tx.mailFrom,
+          mta: config.SMTP_HOSTNAME,
+          resolver,
+          budgetMs: config.SMTP_DNS_TIMEOUT_MS,
+          cache: authOutcomes,
+        });
+    // A submission is completed the way an MSA does (RFC 6409 8): Message-ID, Date and From added
+    // when missing, Bcc removed, in the stored copy only.
+    const added: { messageId?: string; date?: string; from?: string } = {};
+    const rewriteHeader =
+      user && tx.sender
+        ? (head: Buffer): Buffer => {
+            const facts = headerFacts(head);
+            const prepend: string[] = [];
+            if (!facts.hasMessageId) prepend.push(`Message-ID: ${(added.messageId = `<${uuidv7()}@${config.SMTP_HOSTNAME}>`)}`);
+            if (!facts.hasDate) prepend.push(`Date: ${(added.date = rfc5322Date(new Date()))}`);
+            if (!facts.hasFrom) prepend.push(`From: <${(added.from = tx.sender!.address)}>`);
+            return prepend.length || facts.hasBcc ? rewriteHeaderSection(head, { prepend, dropBcc: facts.hasBcc }) : head;
+          }
+        : undefined;
+    const guard = new DataGuard(config.MAX_MESSAGE_SIZE);
+    const outcome = await receiveMessage(stream, {
+      blobs: store.blobs,
+      inspector: guard,
+      taps: authCheck ? [authCheck.tap] : [],
+      rewriteHeader,
+    });
+
+    const refuse = (reply: Reply, result: TransactionResult = 'refused', error?: unknown) => {
+      logTransaction(session, tx, result, { reply, size: guard.size, error });
+      return { reply, message: null };
+    };
+    if (outcome.kind === 'refused') return refuse(outcome.reason);
+    if (outcome.kind === 'failed') {
+      if (outcome.stage === 'source') return refuse(replies.storeFailed(), 'aborted', outcome.error.message);
+      return refuse(outcome.stage === 'parse' ? replies.unparseable() : replies.storeFailed(), 'refused', outcome.error);
+    }
+    const message = outcome.message;
+    const auth = authCheck ? await authCheck.finish() : null;
+    if (auth?.error) log.debug({ tx: tx.id, error: auth.error }, 'mail authentication incomplete');
+
+    const verdict =
+      decideDmarc(auth?.dmarc ?? null, config.DMARC_REJECT) ??
+      (user && tx.sender ? decideHeaderFrom(message.summary.from.length ? message.summary.from : [{ name: '', address: tx.sender.address }], [tx.sender.address, user.email]) : null);
+    if (verdict) {
+      message.abort();
+      return refuse(verdict);
+    }
+
+    let blobs: StoredBlobs;
+    try {
+      blobs = await message.commit();
+    } catch (error) {
+      return refuse(replies.storeFailed(), 'refused', error);
+    }
+    const fields = {
+      ...message.summary,
+      messageId: message.summary.messageId ?? added.messageId ?? null,
+      date: message.summary.date ?? (added.date ? new Date(added.date).toISOString() : null),
+      from: added.from ? [{ name: '', address: added.from }] : message.summary.from,
+    };
+    const summary = messageSummary(fields, blobs);
+    const dedupe = { messageId: message.summary.messageId, sha256: message.receivedSha256 ?? blobs.raw.sha256 };
+    const deliveries: LocalDelivery[] = envelopeRecipients.flatMap((r) => (r.kind === 'local' ? [{ mailbox: r.mailbox, recipient: r.address }] : []));
+    const planned: PlannedAppend[] = planInbound({
+      deliveries,
+      dedupe,
+      raw: blobs.raw,
+      message: summary,
+      envelope: {
+        mailFrom: tx.mailFrom,
+        remoteAddress: session.remoteAddress,
+        helo: session.hostNameAppearsAs || '',
+        tls: session.secure,
+        authUser: user?.email ?? null,
+      },
+      authResults: auth?.results ?? null,
+    });
+    if (user && tx.sender) {
+      planned.unshift(
+        planSent({
+          sender: tx.sender,
+          mailFrom: tx.mailFrom,
+          relayTo: envelopeRecipients.flatMap((r) => (r.kind === 'relay' ? [r.address] : [])),
+          dedupe,
+          messageId: summary.messageId ?? added.messageId ?? `<${tx.id}@${config.SMTP_HOSTNAME}>`,
+          raw: blobs.raw,
+          message: summary,
+          bcc: submissionBcc(
+            envelopeRecipients.map((r) => r.address),
+            summary,
+            message.headerBcc,
+          ),
+        }),
+      );
+    }
+    const meta: Meta = { correlationId: tx.id, causationId: null, actor: { kind: 'smtp', id: user?.email ?? null } };
+    try {
+      const stored = await appendMails(store, planned, meta);
+      const fresh = stored.filter((s) => s.stored === 'new');
+      const queueId = fresh.length > 0 ? tx.id : stored[0]?.stored === 'duplicate' ? stored[0].correlationId : tx.id;
+      const text = `Ok: queued as ${queueId}`;
+      logTransaction(session, tx, 'accepted', { reply: `250 ${text}`, size: guard.size, mailIds: stored.map((s) => s.mailId), duplicates: stored.length - fresh.length });
+      return { reply: null, message: text };
+    } catch (error) {
+      return refuse(replies.storeFailed(), 'refused', error);
+    }
+  }
+
+  const options: SMTPServerOptions = {
+    name: config.SMTP_HOSTNAME,
+    banner: 'mailtrail',
+    size: config.MAX_MESSAGE_SIZE,
+    rejectOversized: true,
+    authMethods: ['PLAIN', 'LOGIN'],
+    authOptional: true,
+    allowInsecureAuth: config.SMTP_ALLOW_INSECURE_AUTH,
+    hideENHANCEDSTATUSCODES: false,
+    hideDSN: true,
+    hideREQUIRETLS: true,
+    disableReverseLookup: true,
+    maxClients: config.SMTP_MAX_CONNECTIONS,
+    maxRecipients: config.SMTP_MAX_RECIPIENTS,
+    maxCommandLength: config.SMTP_MAX_COMMAND_LENGTH,
+    socketTimeout: config.SMTP_IDLE_TIMEOUT_MS,
+    closeTimeout: Math.max(1000, config.SMTP_SHUTDOWN_TIMEOUT_MS),
+    key: material.key,
+    cert: material.cert,
+    logger: false,
+    ...handlers,
+  };
+
+  const listen = (server: SMTPServer, port: number): Promise<number> =>
+    new Promise((resolve, reject) => {
+      server.server.once('error', reject);
+      server.listen(port, config.HOST, () => {
+        server.server.off('error', reject);
+        resolve((server.server.address() as AddressInfo).port);
+      });
+    });
+
+  const servers: SMTPServer[] = [];
+  const onServerError = (err: Error): void => log.warn({ err: err.message, code: (err as { code?: string }).code }, 'smtp connection error');
+  const plain = new MailtrailSmtpServer(options);
+  plain.on('error', onServerError);
+  servers.push(plain);
+  const port = await listen(plain, config.SMTP_PORT);
+  let securePort: number | null = null;
+  if (config.SMTPS_PORT !== undefined) {
+    const secure = new MailtrailSmtpServer({ ...options, secure: true });
+    secure.on('error', onServerError);
+    servers.push(secure);
+    securePort = await listen(secure, config.SMTPS_PORT);
+  }
+  log.info({ port, securePort, hostname: config.SMTP_HOSTNAME, selfSignedTls: material.selfSigned }, 'smtp listening');
+
+  let closed: Promise<void> | null = null;
+  return {
+    port,
+    securePort,
+    close() {
+      closed ??= (async () => {
+        closing = true;
+        const stopped = servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
+        /** Connections not receiving a message are told to come back later and closed. */
+        const closeIdle = (): void => {
+          for (const s of servers) {
+            for (const c of [...s.connections]) {
+              if (receiving.has(c.session.id)) continue;
+              c.send(421, replyText(replies.shuttingDown()));
+              c.close();
+            }
+          }
+        };
+        closeIdle();
+        const inFlight = [...receiving.values()];
+        if (inFlight.length) {
+          log.info({ messages: inFlight.length }, 'smtp shutdown: finishing messages being received');
+          let timer: NodeJS.Timeout | undefined;
+          await Promise.race([Promise.allSettled(inFlight), new Promise((r) => (timer = setTimeout(r, config.SMTP_SHUTDOWN_TIMEOUT_MS)))]);
+          clearTimeout(timer);
+        }
+        closeIdle();
+        await Promise.all(stopped);
+      })();
+      return closed;
+    },
+  };
+}
