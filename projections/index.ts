@@ -2,9 +2,10 @@ import type { Projection } from '../src/projection/projection.js';
 import { domains } from './domains.js';
 import { mailboxes } from './mailboxes.js';
 import { mails } from './mails.js';
+import { outbox } from './outbox.js';
 import { users } from './users.js';
 
-export { domains, mailboxes, mails, users };
+export { domains, mailboxes, mails, outbox, users };
 
 /** Every read model the server keeps; `npm run replay` rebuilds them from the log. */
-export const allProjections: Projection[] = [users, mailboxes, mails, domains];
+export const allProjections: Projection[] = [users, mailboxes, mails, domains, outbox];

@@ -348,7 +348,7 @@ for (const backend of [sqlite, mongoBackend]) {
       assert.equal((inbox[0] as { id: string; subject: string }).subject, 'after replay');
     });
 
-    test('list pages newest first with a keyset cursor', async () => {
+    test('list pages newest first with a keyset cursor; count counts', async () => {
       const { store } = await fresh();
       const r = runner(store, mails);
       await r.start();
@@ -369,6 +369,8 @@ for (const backend of [sqlite, mongoBackend]) {
         cursor = { value: last.sortAt, id: last.id };
       }
       assert.deepEqual(subjects, ['m6', 'm5', 'm4', 'm3', 'm2', 'm1', 'm0']);
+      assert.equal(await store.views.count('mails', { userId: bob.userId, folder: 'inbox' }), 7);
+      assert.equal(await store.views.count('mails', { userId: bob.userId, folder: 'sent' }), 0);
     });
 
     test('blobs: content-addressed round trip, dedupe, streams and concurrent puts', async () => {

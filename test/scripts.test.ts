@@ -38,7 +38,7 @@ describe('operator scripts on the embedded store', () => {
   test('npm run replay rebuilds every view identically and prints a summary', async () => {
     const r = await runScript('scripts/replay.ts', [], env);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /^views: +users, mailboxes, mails, domains$/m);
+    assert.match(r.stdout, /^views: +users, mailboxes, mails, domains, outbox$/m);
     assert.match(r.stdout, new RegExp(`^events: +${await store.events.head()}$`, 'm'));
     assert.match(r.stdout, /^seconds: +[\d.]+$/m);
     assert.match(r.stdout, /^events\/s: +\d+$/m);
@@ -53,7 +53,7 @@ describe('operator scripts on the embedded store', () => {
     const wrong = await runScript('scripts/replay.ts', ['--projection', 'mail'], env);
     assert.equal(wrong.code, 1);
     assert.match(wrong.stderr, /no projection named "mail"/);
-    assert.match(wrong.stderr, /users\|mailboxes\|mails\|domains/);
+    assert.match(wrong.stderr, /users\|mailboxes\|mails\|domains\|outbox/);
   });
 
   test('npm run audit -- --mail prints the mail history in order', async () => {

@@ -47,7 +47,7 @@ describe('npm start', () => {
     const body = (await res.json()) as { status: string; store: string; projectors: Record<string, { status: string }> };
     assert.equal(body.status, 'ok');
     assert.equal(body.store, 'sqlite');
-    assert.deepEqual(Object.keys(body.projectors).sort(), ['domains', 'mailboxes', 'mails', 'users']);
+    assert.deepEqual(Object.keys(body.projectors).sort(), ['domains', 'mailboxes', 'mails', 'outbox', 'users']);
     assert.equal((await fetch(`http://127.0.0.1:${server.port}/nope`)).status, 404);
     server.child.kill('SIGTERM');
     assert.equal(await server.exited, 0);

@@ -32,7 +32,12 @@ function correlationId(req: http.IncomingMessage, res: http.ServerResponse): str
 export type RouteHandler = (req: http.IncomingMessage, res: http.ServerResponse, url: URL) => Promise<boolean>;
 
 /** `/trpc/*` (the typed API) and `/attachments/<mailId>/<attachmentId>` (raw bytes, owner only). */
-export function apiRoutes(deps: ApiDeps): RouteHandler {
+export function apiRoutes(deps: ApiDeps, trustProxy: boolean): RouteHandler {
+  // Behind nginx on this host every client is 127.0.0.1: the proxy's X-Real-IP is the client.
+  const clientIp = (req: http.IncomingMessage): string => {
+    const real = req.headers['x-real-ip'];
+    return trustProxy && typeof real === 'string' && real ? real : (req.socket.remoteAddress ?? 'unknown');
+  };
   const trpc = createHTTPHandler({
     router: appRouter,
     basePath: '/trpc/',
@@ -42,7 +47,7 @@ export function apiRoutes(deps: ApiDeps): RouteHandler {
       return {
         deps,
         user: await requestUser(deps, req, info.connectionParams),
-        ip: req.socket.remoteAddress ?? 'unknown',
+        ip: clientIp(req),
         correlationId: correlationId(req, res),
         seenPosition: Number.isSafeInteger(seen) && seen > 0 ? seen : 0,
       };

@@ -1,6 +1,8 @@
 import { initTRPC, TRPCError } from '@trpc/server';
+import { TRPC_ERROR_CODES_BY_KEY } from '@trpc/server/rpc';
 import { CommandError } from '../compose/decide.js';
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
 import { WrongExpectedVersionError, type Store } from '../store/port.js';
 import type { ProjectionRunner } from '../projection/runner.js';
 import type { DnsResolver } from '../smtp/dns.js';
@@ -34,6 +36,7 @@ export interface ApiDeps {
   loginFailures: FailureLimiter;
   /** DNS for domains.verify; injectable so tests run offline. */
   resolver: DnsResolver;
+  metrics: Metrics;
 }
 
 export interface Context {
@@ -56,6 +59,10 @@ const t = initTRPC.context<Context>().create({
   // Subscriptions: a ping keeps proxies from closing an idle event stream; clients reconnect after silence.
   sse: { ping: { enabled: true, intervalMs: 15_000 }, client: { reconnectAfterInactivityMs: 40_000 } },
   errorFormatter({ shape, error }) {
+    // tRPC reports a body or ?input= that is not JSON as BAD_REQUEST caused by a SyntaxError.
+    if (error.code === 'BAD_REQUEST' && error.cause instanceof SyntaxError) {
+      return { ...shape, code: TRPC_ERROR_CODES_BY_KEY.PARSE_ERROR, message: `malformed JSON: ${error.cause.message}`, data: { code: 'PARSE_ERROR' as const, httpStatus: 400, path: shape.data.path } };
+    }
     const fields = error.code === 'BAD_REQUEST' ? describeIssues(error.cause) : null;
     // Stack traces stay in the log, never in a response.
     return { ...shape, message: fields ?? shape.message, data: { code: shape.data.code, httpStatus: shape.data.httpStatus, path: shape.data.path } };
@@ -76,14 +83,16 @@ export const publicProcedure = t.procedure.use(async ({ ctx, path, type, next })
   const result = await next();
   const ms = Math.round((performance.now() - started) * 10) / 10;
   const log = { correlationId: ctx.correlationId, procedure: path, type, ms, userId: ctx.user?.id ?? null, ip: ctx.ip };
+  const mapped = result.ok ? null : clientError(result.error.cause);
+  const outcome = result.ok ? 'ok' : (mapped?.code ?? result.error.code);
+  // Subscriptions last as long as the client listens: their duration is no latency.
+  if (type !== 'subscription') ctx.deps.metrics.apiSeconds.observe({ procedure: path, outcome }, ms / 1000);
   if (result.ok) {
     ctx.deps.logger.info(log, 'api request');
     return result;
   }
-  const mapped = clientError(result.error.cause);
-  const code = mapped?.code ?? result.error.code;
-  if (code === 'INTERNAL_SERVER_ERROR') ctx.deps.logger.error({ ...log, err: result.error.cause ?? result.error }, 'api request failed');
-  else ctx.deps.logger.info({ ...log, error: code }, 'api request refused');
+  if (outcome === 'INTERNAL_SERVER_ERROR') ctx.deps.logger.error({ ...log, err: result.error.cause ?? result.error }, 'api request failed');
+  else ctx.deps.logger.info({ ...log, error: outcome }, 'api request refused');
   if (mapped) throw mapped;
   return result;
 });

@@ -1,7 +1,9 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { RouteHandler } from '../api/http.js';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
 import type { ProjectionRunner } from '../projection/runner.js';
 import type { Store } from '../store/port.js';
 
@@ -15,6 +17,9 @@ interface Deps {
   logger: Logger;
   store: Store;
   projectors: Map<string, ProjectionRunner>;
+  metrics: Metrics;
+  /** Tried in order; each says whether it answered the request. */
+  routes?: RouteHandler[];
 }
 
 function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
@@ -22,28 +27,62 @@ function sendJson(res: http.ServerResponse, status: number, body: unknown): void
   res.end(JSON.stringify(body));
 }
 
-/** 200 when the store answers and no projector has parked itself. */
+async function projectorStates(deps: Deps): Promise<{ head: number; projectors: Record<string, { status: string; position: number; lag: number; error: string | null }> }> {
+  const head = await deps.store.events.head();
+  const entries = await Promise.all(
+    [...deps.projectors].map(async ([name, r]) => {
+      // The shared checkpoint: on MongoDB another instance may be the one projecting this view.
+      const position = Math.max(r.position, await deps.store.views.checkpoint(name));
+      return [name, { status: r.status, position, lag: Math.max(0, head - position), error: r.lastError }] as const;
+    }),
+  );
+  return { head, projectors: Object.fromEntries(entries) };
+}
+
+/** Liveness: 200 when the store answers and no projector has parked itself. */
 async function health(deps: Deps): Promise<{ status: number; body: unknown }> {
   try {
-    const head = await deps.store.events.head();
-    const projectors = Object.fromEntries(
-      [...deps.projectors].map(([name, r]) => [name, { status: r.status, position: r.position, lag: Math.max(0, head - r.position), error: r.lastError }]),
-    );
-    const parked = [...deps.projectors.values()].some((r) => r.status === 'parked');
+    const { head, projectors } = await projectorStates(deps);
+    const parked = Object.values(projectors).some((p) => p.status === 'parked');
     return { status: parked ? 503 : 200, body: { status: parked ? 'degraded' : 'ok', store: deps.store.kind, head, projectors } };
   } catch (error) {
     return { status: 503, body: { status: 'down', store: deps.store.kind, error: error instanceof Error ? error.message : String(error) } };
   }
 }
 
+/** Readiness: live, and every view within READY_MAX_LAG events of the log. */
+async function ready(deps: Deps): Promise<{ status: number; body: unknown }> {
+  const live = await health(deps);
+  if (live.status !== 200) return live;
+  const { projectors } = live.body as { projectors: Record<string, { lag: number }> };
+  const behind = Object.entries(projectors).filter(([, p]) => p.lag > deps.config.READY_MAX_LAG).map(([name]) => name);
+  return behind.length ? { status: 503, body: { status: 'catching up', behind, projectors } } : { status: 200, body: { status: 'ready', projectors } };
+}
+
+async function metrics(deps: Deps, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  const token = deps.config.METRICS_TOKEN;
+  if (token && req.headers.authorization !== `Bearer ${token}`) return sendJson(res, 401, { error: 'send Authorization: Bearer <METRICS_TOKEN>' });
+  res.writeHead(200, { 'content-type': deps.metrics.registry.contentType, 'cache-control': 'no-store' });
+  res.end(await deps.metrics.registry.metrics());
+}
+
 export async function startHttpServer(deps: Deps): Promise<HttpServer> {
-  const server = http.createServer((req, res) => {
+  const handle = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
     const url = new URL(req.url ?? '/', 'http://localhost');
-    if (req.method === 'GET' && url.pathname === '/health') {
-      health(deps).then(({ status, body }) => sendJson(res, status, body));
-      return;
+    if (req.method === 'GET' && (url.pathname === '/health' || url.pathname === '/ready')) {
+      const { status, body } = await (url.pathname === '/health' ? health(deps) : ready(deps));
+      return sendJson(res, status, body);
     }
+    if (req.method === 'GET' && url.pathname === '/metrics') return metrics(deps, req, res);
+    for (const route of deps.routes ?? []) if (await route(req, res, url)) return;
     sendJson(res, 404, { error: 'not found' });
+  };
+  const server = http.createServer((req, res) => {
+    handle(req, res).catch((err: unknown) => {
+      deps.logger.error({ err, url: req.url }, 'http request failed');
+      if (!res.headersSent) sendJson(res, 500, { error: 'internal error; see the server log' });
+      else res.destroy();
+    });
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -1,20 +1,11 @@
 import os from 'node:os';
 import { z } from 'zod';
+import { bool, hostName, port, positiveInt } from '../env.js';
 
 /**
  * Settings of the outbound relay, keyed by the environment variables that set them (the lead merges
  * `RelayEnvShape` into `src/config.ts`). Empty strings count as unset, as in `loadConfig`.
  */
-
-const port = z.coerce.number().int().min(0).max(65535);
-const positiveInt = z.coerce.number().int().min(1);
-const bool = z
-  .string()
-  .trim()
-  .toLowerCase()
-  .refine((v) => ['true', 'false', '1', '0'].includes(v), { message: 'must be true, false, 1 or 0' })
-  .transform((v) => v === 'true' || v === '1');
-const hostName = z.string().regex(/^[A-Za-z0-9.-]+$/, 'must be a host name such as mail.example.com');
 
 export const RelayEnvShape = {
   /** false = this process does not deliver outbound mail (another process does). */
@@ -57,7 +48,8 @@ export const RelayEnvShape = {
   RELAY_SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).default(10_000),
 };
 
-export const RelayOptionsSchema = z.object(RelayEnvShape).superRefine((o, ctx) => {
+/** Checks across relay settings; `src/config.ts` applies the same to the whole configuration. */
+export function checkRelaySettings(o: z.infer<z.ZodObject<typeof RelayEnvShape>>, ctx: z.RefinementCtx): void {
   if (o.RELAY_CLAIM_TTL_MS <= o.RELAY_SMTP_TIMEOUT_MS) {
     ctx.addIssue({ code: 'custom', path: ['RELAY_CLAIM_TTL_MS'], message: 'must be greater than RELAY_SMTP_TIMEOUT_MS (a claim must outlive the attempt it protects)' });
   }
@@ -70,7 +62,9 @@ export const RelayOptionsSchema = z.object(RelayEnvShape).superRefine((o, ctx) =
   if ((o.SMTP_RELAY_USER === undefined) !== (o.SMTP_RELAY_PASS === undefined)) {
     ctx.addIssue({ code: 'custom', path: [o.SMTP_RELAY_USER === undefined ? 'SMTP_RELAY_USER' : 'SMTP_RELAY_PASS'], message: 'SMTP_RELAY_USER and SMTP_RELAY_PASS must be set together' });
   }
-});
+}
+
+export const RelayOptionsSchema = z.object(RelayEnvShape).superRefine(checkRelaySettings);
 
 export type RelayOptions = z.infer<typeof RelayOptionsSchema>;
 

@@ -104,6 +104,8 @@ export interface ViewStore {
   commit(c: ViewCommit): Promise<void>;
   get(view: string, id: string): Promise<ViewDoc | null>;
   list(view: string, q: ListQuery): Promise<ViewDoc[]>;
+  /** Live documents matching `where` (equality on indexed fields). */
+  count(view: string, where: Record<string, string | number>): Promise<number>;
   /** Every live document, ordered by id; used to compare a rebuild with the live view. */
   all(view: string): Promise<ViewDoc[]>;
   checkpoint(name: string): Promise<number>;

@@ -102,6 +102,12 @@ export class MongoViewStore implements ViewStore {
     return rows.flatMap((r) => r.doc ?? []);
   }
 
+  async count(view: string, where: Record<string, string | number>): Promise<number> {
+    const filter: Filter<ViewRow> = { doc: { $ne: null } };
+    for (const [f, value] of Object.entries(where)) filter[field(f)] = value;
+    return this.view(view).countDocuments(filter);
+  }
+
   async all(view: string): Promise<ViewDoc[]> {
     const rows = await this.view(view).find({ doc: { $ne: null } }, { sort: { _id: 1 } }).toArray();
     return rows.flatMap((r) => r.doc ?? []);

@@ -132,6 +132,12 @@ export class SqliteViewStore implements ViewStore {
     return rows.map((r) => JSON.parse(r.doc) as ViewDoc);
   }
 
+  async count(view: string, where: Record<string, string | number>): Promise<number> {
+    const conditions = [...Object.keys(where).map((f) => `${column(f)} = ?`), 'doc IS NOT NULL'];
+    const row = this.db.prepare<unknown[], { n: number }>(`SELECT count(*) AS n FROM ${table(view)} WHERE ${conditions.join(' AND ')}`).get(...Object.values(where));
+    return row?.n ?? 0;
+  }
+
   async all(view: string): Promise<ViewDoc[]> {
     return this.db
       .prepare<[], { doc: string }>(`SELECT doc FROM ${table(view)} WHERE doc IS NOT NULL ORDER BY id`)

@@ -1,0 +1,271 @@
+/**
+ * The tRPC API end to end: the typed client and raw HTTP against a real server on a real store.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { TRPCClientError } from '@trpc/client';
+import { SignJWT, UnsecuredJWT } from 'jose';
+import nodemailer from 'nodemailer';
+import { createClient, type MailtrailClient } from '../src/api/client.js';
+import { mailStream } from '../src/mail/ids.js';
+import { systemMeta } from '../src/events/envelope.js';
+import { startTestServer, type TestServer } from './support/smtp.js';
+
+const SECRET = 'test-secret-that-is-long-enough-for-hs256-0123456789';
+const PASSWORD = 'correct horse battery staple';
+
+let server: TestServer;
+let base = '';
+
+async function expectCode(p: Promise<unknown>, code: string, message?: RegExp): Promise<void> {
+  await assert.rejects(p, (err: unknown) => {
+    assert.ok(err instanceof TRPCClientError, `expected a tRPC error, got ${String(err)}`);
+    assert.equal(err.data?.code, code, err.message);
+    if (message) assert.match(err.message, message);
+    return true;
+  });
+}
+
+async function signUp(email: string, name = 'Someone'): Promise<{ client: MailtrailClient; token: string; userId: string }> {
+  const anon = createClient(base);
+  const { user } = await anon.auth.register.mutate({ email, password: PASSWORD, name });
+  const { token } = await anon.auth.login.mutate({ email, password: PASSWORD });
+  return { client: createClient(base, { token }), token, userId: user.id };
+}
+
+async function raw(path: string, init: RequestInit = {}): Promise<{ status: number; body: any }> {
+  const res = await fetch(`${base}${path}`, init);
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null };
+}
+
+before(async () => {
+  server = await startTestServer({ JWT_SECRET: SECRET, ADMIN_EMAILS: 'boss@mail.test', MAX_ATTACHMENT_SIZE: '100000', SMTP_ALLOW_INSECURE_AUTH: 'true' });
+  base = `http://127.0.0.1:${server.app.http.port}`;
+});
+after(async () => server.stop());
+
+describe('accounts', () => {
+  test('register, login, and see the new mailbox', async () => {
+    const anon = createClient(base);
+    const { user } = await anon.auth.register.mutate({ email: 'Ann@mail.test', password: PASSWORD, name: 'Ann' });
+    assert.deepEqual(Object.keys(user).sort(), ['email', 'id', 'name']);
+    const { token, user: me } = await anon.auth.login.mutate({ email: 'ann@MAIL.test', password: PASSWORD });
+    assert.equal(me.id, user.id);
+    const ann = createClient(base, { token });
+    const [mailbox] = await ann.mailboxes.list.query();
+    assert.equal(mailbox!.address, 'Ann@mail.test');
+    assert.deepEqual(mailbox!.counts, { inbox: 0, unread: 0, sent: 0, drafts: 0 });
+  });
+
+  test('registration refuses what it must, with the field named', async () => {
+    const anon = createClient(base);
+    await expectCode(anon.auth.register.mutate({ email: 'not-an-address', password: PASSWORD, name: 'x' }), 'BAD_REQUEST', /^email: /);
+    await expectCode(anon.auth.register.mutate({ email: 'short@mail.test', password: 'short', name: 'x' }), 'BAD_REQUEST', /password: must be at least 8/);
+    await expectCode(anon.auth.register.mutate({ email: 'x@elsewhere.example', password: PASSWORD, name: 'x' }), 'BAD_REQUEST', /not a domain this server receives mail for/);
+    await expectCode(anon.auth.register.mutate({ email: 'postmaster@mail.test', password: PASSWORD, name: 'x' }), 'FORBIDDEN', /reserved/);
+    await anon.auth.register.mutate({ email: 'twice@mail.test', password: PASSWORD, name: 'x' });
+    await expectCode(anon.auth.register.mutate({ email: 'TWICE@mail.test', password: PASSWORD, name: 'x' }), 'CONFLICT');
+  });
+
+  test('login: wrong password or unknown user is UNAUTHORIZED', async () => {
+    const anon = createClient(base);
+    await signUp('carl@mail.test');
+    await expectCode(anon.auth.login.mutate({ email: 'carl@mail.test', password: 'wrong password' }), 'UNAUTHORIZED', /wrong email or password/);
+    await expectCode(anon.auth.login.mutate({ email: 'nobody@mail.test', password: PASSWORD }), 'UNAUTHORIZED', /wrong email or password/);
+  });
+
+  test('forged, foreign, unsigned and tampered tokens are UNAUTHORIZED', async () => {
+    const { token, userId } = await signUp('dora@mail.test');
+    const call = (t: string) => createClient(base, { token: t }).mailboxes.list.query();
+    await expectCode(createClient(base).mailboxes.list.query(), 'UNAUTHORIZED');
+    const foreign = await new SignJWT({ email: 'dora@mail.test' }).setProtectedHeader({ alg: 'HS256' }).setSubject(userId).setIssuer('mailtrail').setExpirationTime('1h').sign(new TextEncoder().encode('another-key-another-key-another-key!!'));
+    await expectCode(call(foreign), 'UNAUTHORIZED');
+    await expectCode(call(new UnsecuredJWT({ email: 'dora@mail.test' }).setSubject(userId).setIssuer('mailtrail').encode()), 'UNAUTHORIZED');
+    const [h, p, s] = token.split('.');
+    const payload = JSON.parse(Buffer.from(p!, 'base64url').toString());
+    await expectCode(call([h, Buffer.from(JSON.stringify({ ...payload, sub: 'someone-else' })).toString('base64url'), s].join('.')), 'UNAUTHORIZED');
+    const expired = await new SignJWT({ email: 'dora@mail.test' }).setProtectedHeader({ alg: 'HS256' }).setSubject(userId).setIssuer('mailtrail').setExpirationTime(Math.floor(Date.now() / 1000) - 60).sign(new TextEncoder().encode(SECRET));
+    await expectCode(call(expired), 'UNAUTHORIZED');
+    assert.equal((await call(token)).length, 1);
+  });
+});
+
+describe('mail', () => {
+  let eve: Awaited<ReturnType<typeof signUp>>;
+  let fred: Awaited<ReturnType<typeof signUp>>;
+  before(async () => {
+    eve = await signUp('eve@mail.test', 'Eve');
+    fred = await signUp('fred@mail.test', 'Fred');
+  });
+
+  test('mail delivered over SMTP is listed at once (read-your-writes), newest first, paged', async () => {
+    const transport = nodemailer.createTransport({ host: '127.0.0.1', port: server.port, secure: false, ignoreTLS: true });
+    for (let i = 0; i < 5; i++) await transport.sendMail({ from: 'x@example.org', to: 'eve@mail.test', subject: `hello ${i}`, text: `body ${i}` });
+    transport.close();
+    const first = await eve.client.mails.list.query({ folder: 'inbox', limit: 3 });
+    assert.deepEqual(first.items.map((m) => m.subject), ['hello 4', 'hello 3', 'hello 2']);
+    assert.ok(first.nextCursor);
+    const second = await eve.client.mails.list.query({ folder: 'inbox', limit: 3, cursor: first.nextCursor });
+    assert.deepEqual(second.items.map((m) => m.subject), ['hello 1', 'hello 0']);
+    assert.equal(second.nextCursor, null);
+    const mail = await eve.client.mails.get.query({ id: first.items[0]!.id });
+    assert.equal(mail.text?.trim(), 'body 4');
+    assert.equal(mail.folder, 'inbox');
+    assert.doesNotMatch(first.items[0]!.messageId ?? '', /[<>]/);
+    await expectCode(eve.client.mails.list.query({ cursor: 'garbage' }), 'BAD_REQUEST', /cursor/);
+  });
+
+  test('drafts: create, update, delete; a deleted draft is gone', async () => {
+    const { id } = await eve.client.mails.createDraft.mutate({ to: ['someone@remote.example'], subject: 'v1', text: 'first' });
+    await eve.client.mails.updateDraft.mutate({ id, to: ['someone@remote.example'], subject: 'v2', text: 'second' });
+    const drafts = await eve.client.mails.list.query({ folder: 'drafts' });
+    assert.deepEqual(drafts.items.map((m) => m.subject), ['v2']);
+    assert.equal((await eve.client.mails.get.query({ id })).text, 'second');
+    await eve.client.mails.deleteDraft.mutate({ id });
+    assert.equal((await eve.client.mails.list.query({ folder: 'drafts' })).items.length, 0);
+    await expectCode(eve.client.mails.get.query({ id }), 'NOT_FOUND');
+    await expectCode(eve.client.mails.updateDraft.mutate({ id, subject: 'v3' }), 'NOT_FOUND');
+  });
+
+  test('send: once, to sent with status queued, local recipients get their copy, Bcc stays out of the headers', async () => {
+    const { id } = await eve.client.mails.createDraft.mutate({
+      to: [{ name: 'Remote', address: 'remote@remote.example' }],
+      cc: ['fred@mail.test'],
+      bcc: ['hidden@remote.example'],
+      subject: 'quarterly',
+      text: 'numbers attached',
+      attachments: [{ filename: 'q3.csv', contentType: 'text/csv', content: Buffer.from('a,b\n1,2\n').toString('base64') }],
+    });
+    const sent = await eve.client.mails.send.mutate({ id });
+    assert.equal(sent.status, 'queued');
+    assert.match(sent.messageId, /^[^<>]+@mail\.test$/);
+    await expectCode(eve.client.mails.send.mutate({ id }), 'CONFLICT', /already sent/);
+    const inSent = await eve.client.mails.list.query({ folder: 'sent' });
+    assert.equal(inSent.items[0]!.id, id);
+    assert.equal(inSent.items[0]!.status, 'queued');
+    assert.equal((await eve.client.mails.list.query({ folder: 'drafts' })).items.length, 0);
+    const copy = (await fred.client.mails.list.query({ folder: 'inbox' })).items.find((m) => m.subject === 'quarterly');
+    assert.ok(copy, 'the local Cc recipient has a copy');
+    assert.equal(copy.messageId, sent.messageId);
+    const events = await server.store.events.readStream(mailStream(id));
+    const mailSent = events.find((e) => e.type === 'MailSent');
+    assert.ok(mailSent && mailSent.type === 'MailSent');
+    assert.deepEqual(mailSent.data.envelope.rcptTo.sort(), ['hidden@remote.example', 'remote@remote.example'], 'the relay gets only external recipients');
+    const mime = (await server.store.blobs.get(mailSent.data.raw.sha256)).toString();
+    assert.doesNotMatch(mime, /^bcc:/im);
+    assert.doesNotMatch(mime, /hidden@remote\.example/);
+    assert.match(mime, new RegExp(`^Message-ID: <${sent.messageId}>`, 'im'));
+  });
+
+  test('history is the audit trail of the mail, delivery attempts included', async () => {
+    const { id } = await eve.client.mails.createDraft.mutate({ to: ['x@remote.example'], subject: 'tracked', text: 'hi' });
+    const { messageId } = await eve.client.mails.send.mutate({ id });
+    const [, sentEvent] = await server.store.events.readStream(mailStream(id));
+    await server.store.events.append(
+      mailStream(id),
+      [{ type: 'MailDeliveryFailed', data: { mailId: id, messageId: `<${messageId}>`, recipients: ['x@remote.example'], response: '451 4.7.1 try later', attempt: 1, permanent: false, nextAttemptAt: new Date().toISOString() } }],
+      { expectedVersion: sentEvent!.version, meta: systemMeta() },
+    );
+    const history = await eve.client.mails.history.query({ id });
+    assert.deepEqual(history.map((h) => h.type), ['DraftCreated', 'MailSent', 'MailDeliveryFailed']);
+    assert.ok(history.every((h) => !Number.isNaN(Date.parse(h.at))));
+    assert.equal((history[2] as { response?: string }).response, '451 4.7.1 try later');
+  });
+
+  test('sending to a local address with no mailbox is refused and sends nothing', async () => {
+    const { id } = await eve.client.mails.createDraft.mutate({ to: ['ghost@mail.test'], subject: 'boo' });
+    await expectCode(eve.client.mails.send.mutate({ id }), 'BAD_REQUEST', /no mailbox ghost@mail\.test/);
+    assert.deepEqual((await server.store.events.readStream(mailStream(id))).map((e) => e.type), ['DraftCreated']);
+  });
+
+  test('one user cannot read, change, send, trace or download another user’s mail', async () => {
+    const { id } = await eve.client.mails.createDraft.mutate({
+      to: ['x@remote.example'],
+      subject: 'private',
+      attachments: [{ filename: 'secret.txt', content: Buffer.from('secret').toString('base64') }],
+    });
+    await expectCode(fred.client.mails.get.query({ id }), 'NOT_FOUND');
+    await expectCode(fred.client.mails.history.query({ id }), 'NOT_FOUND');
+    await expectCode(fred.client.mails.updateDraft.mutate({ id, subject: 'mine now' }), 'NOT_FOUND');
+    await expectCode(fred.client.mails.deleteDraft.mutate({ id }), 'NOT_FOUND');
+    await expectCode(fred.client.mails.send.mutate({ id }), 'NOT_FOUND');
+    assert.ok(!(await fred.client.mails.list.query({ folder: 'drafts' })).items.some((m) => m.id === id));
+    const url = `${base}/attachments/${id}/att1`;
+    assert.equal((await fetch(url)).status, 401);
+    assert.equal((await fetch(url, { headers: { authorization: `Bearer ${fred.token}` } })).status, 404);
+    const own = await fetch(url, { headers: { authorization: `Bearer ${eve.token}` } });
+    assert.equal(own.status, 200);
+    assert.equal(await own.text(), 'secret');
+    assert.match(own.headers.get('content-disposition') ?? '', /^attachment; filename="secret\.txt"/);
+    assert.equal(own.headers.get('x-content-type-options'), 'nosniff');
+  });
+
+  test('attachments over the limit are refused, naming the attachment', async () => {
+    await expectCode(
+      eve.client.mails.createDraft.mutate({ to: ['x@remote.example'], subject: 'big', attachments: [{ filename: 'big.bin', content: Buffer.alloc(150_000).toString('base64') }] }),
+      'BAD_REQUEST',
+      /attachments\.0: big\.bin is 150000 bytes, the limit is 100000/,
+    );
+  });
+});
+
+describe('raw HTTP', () => {
+  let token = '';
+  before(async () => {
+    token = (await signUp('gus@mail.test')).token;
+  });
+  const auth = () => ({ authorization: `Bearer ${token}` });
+
+  test('queries as GET with ?input=, mutations as POST with a JSON body', async () => {
+    const list = await raw(`/trpc/mails.list?input=${encodeURIComponent(JSON.stringify({ folder: 'inbox' }))}`, { headers: auth() });
+    assert.equal(list.status, 200);
+    assert.deepEqual(list.body.result.data, { items: [], nextCursor: null });
+    const created = await raw('/trpc/mails.createDraft', { method: 'POST', headers: { ...auth(), 'content-type': 'application/json' }, body: JSON.stringify({ to: ['a@remote.example'], subject: 's' }) });
+    assert.equal(created.status, 200);
+    assert.match(created.body.result.data.id, /^[0-9a-f-]{36}$/);
+  });
+
+  test('every user mistake has its proper code, never a 500', async () => {
+    const post = (path: string, body: string, headers: Record<string, string> = {}) => raw(path, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body });
+    const malformed = await post('/trpc/auth.login', '{"email": "a@mail.test", ');
+    assert.equal(malformed.status, 400);
+    assert.equal(malformed.body.error.data.code, 'PARSE_ERROR');
+    const operator = await post('/trpc/auth.login', JSON.stringify({ email: { $gt: '' }, password: { $ne: null } }));
+    assert.equal(operator.status, 400);
+    assert.equal(operator.body.error.data.code, 'BAD_REQUEST');
+    assert.match(operator.body.error.message, /email: /);
+    const big = await post('/trpc/mails.createDraft', JSON.stringify({ to: [], subject: 'x', text: 'x'.repeat(2_000_000) }), auth());
+    assert.equal(big.status, 413);
+    assert.equal(big.body.error.data.code, 'PAYLOAD_TOO_LARGE');
+    const missing = await raw('/trpc/mails.nope', { headers: auth() });
+    assert.equal(missing.status, 404);
+    const badId = await raw(`/trpc/mails.get?input=${encodeURIComponent(JSON.stringify({ id: 'x' }))}`, { headers: auth() });
+    assert.equal(badId.status, 400);
+    assert.match(badId.body.error.message, /^id: /);
+    const wrongType = await raw(`/trpc/mails.list?input=${encodeURIComponent(JSON.stringify({ limit: 1000 }))}`, { headers: auth() });
+    assert.equal(wrongType.status, 400);
+    assert.match(wrongType.body.error.message, /^limit: /);
+    const notJsonInput = await raw('/trpc/mails.list?input=%7Bnope', { headers: auth() });
+    assert.equal(notJsonInput.status, 400);
+    const noStack = JSON.stringify([malformed, operator, big, badId].map((r) => r.body));
+    assert.doesNotMatch(noStack, /\bat .+\.ts:\d+/, 'no stack traces in responses');
+  });
+});
+
+describe('domains (admin)', () => {
+  test('an admin adds a domain; users may then register in it; others are refused', async () => {
+    const boss = createClient(base);
+    await boss.auth.register.mutate({ email: 'boss@mail.test', password: PASSWORD, name: 'Boss' });
+    const { token } = await boss.auth.login.mutate({ email: 'boss@mail.test', password: PASSWORD });
+    const admin = createClient(base, { token });
+    await admin.domains.add.mutate({ domain: 'Second.Example' });
+    await expectCode(admin.domains.add.mutate({ domain: 'second.example' }), 'CONFLICT');
+    await expectCode(admin.domains.add.mutate({ domain: 'not a domain' }), 'BAD_REQUEST', /^domain: /);
+    assert.deepEqual((await admin.domains.list.query()).map((d) => d.domain), ['mail.test', 'second.example']);
+    await createClient(base).auth.register.mutate({ email: 'new@second.example', password: PASSWORD, name: 'New' });
+    const user = (await signUp('plain@mail.test')).client;
+    await expectCode(user.domains.add.mutate({ domain: 'third.example' }), 'FORBIDDEN');
+    await expectCode(user.domains.list.query(), 'FORBIDDEN');
+  });
+});
