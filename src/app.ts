@@ -1,7 +1,15 @@
+import { apiRoutes } from './api/http.js';
+import { apiSettings } from './api/settings.js';
 import type { Config } from './config.js';
 import type { Logger } from './log.js';
 import { startHttpServer, type HttpServer } from './http/server.js';
+import { Metrics } from './metrics.js';
 import { ProjectionRunner } from './projection/runner.js';
+import { Relay, type RelayDeps } from './relay/relay.js';
+import { systemResolver, type DnsResolver } from './smtp/dns.js';
+import { FailureLimiter } from './smtp/limits.js';
+import { startSmtpServer, type SmtpObserver, type SmtpService } from './smtp/server.js';
+import { ensureWebBuild, webRoutes } from './web/serve.js';
 import { openStore } from './store/open.js';
 import type { Store } from './store/port.js';
 import { allProjections } from '../projections/index.js';
@@ -10,12 +18,30 @@ export interface App {
   store: Store;
   projectors: Map<string, ProjectionRunner>;
   http: HttpServer;
+  smtp: SmtpService;
+  relay: Relay | null;
+  metrics: Metrics;
   stop(): Promise<void>;
 }
 
-/** Starts the whole server: the store, one runner per view, the HTTP endpoints. */
-export async function startApp(config: Config, logger: Logger): Promise<App> {
+/** What tests (and the metrics wiring) may plug in. */
+export interface AppOverrides {
+  /** DNS for the SMTP mail authentication checks (default: the system resolver). */
+  resolver?: DnsResolver;
+  /** Told of SMTP connections and transactions (besides the metrics). */
+  smtpObserver?: SmtpObserver;
+  /** MX lookups of the relay (default: the system resolver). */
+  mxResolver?: RelayDeps['resolver'];
+}
+
+/** Views the SMTP server reads to decide on senders and recipients. */
+const SMTP_VIEWS = ['users', 'mailboxes', 'domains'];
+
+/** Starts the whole server: the store, one runner per view, the HTTP endpoints, SMTP. */
+export async function startApp(config: Config, logger: Logger, overrides: AppOverrides = {}): Promise<App> {
+  const metrics = new Metrics();
   const store = await openStore(config);
+  metrics.instrumentStore(store);
   const projectors = new Map(
     allProjections.map((p) => [
       p.spec.name,
@@ -23,13 +49,67 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
     ]),
   );
   for (const runner of projectors.values()) await runner.start();
-  const http = await startHttpServer({ config, logger, store, projectors });
-  logger.info({ store: store.kind, port: http.port, dataDir: store.kind === 'sqlite' ? config.DATA_DIR : undefined }, 'mailtrail started');
+  const viewsCurrent = async (timeoutMs: number): Promise<boolean> => {
+    const head = await store.events.head();
+    const caughtUp = await Promise.all(SMTP_VIEWS.map((v) => projectors.get(v)?.waitFor(head, timeoutMs) ?? true));
+    return caughtUp.every(Boolean);
+  };
+  // SMTP answers "no such mailbox" from the views: let them catch up with the log first.
+  if (!(await viewsCurrent(30_000))) logger.warn('SMTP starts before the mailboxes view has caught up with the log');
+  metrics.watchProjectors(store, projectors);
+  const api = {
+    store,
+    projectors,
+    settings: apiSettings(config, logger),
+    logger,
+    loginFailures: new FailureLimiter(config.LOGIN_MAX_FAILURES, config.LOGIN_FAILURE_WINDOW_MS),
+    resolver: overrides.resolver ?? systemResolver(config.SMTP_DNS_TIMEOUT_MS),
+    metrics,
+  };
+  const web = await ensureWebBuild({ log: (message, details) => logger.info(details ?? {}, message) });
+  const http = await startHttpServer({ config, logger, store, projectors, metrics, routes: [apiRoutes(api, config.TRUST_PROXY), webRoutes(web.distDir)] });
+  const observer: SmtpObserver = {
+    connection() {
+      metrics.smtpConnections.inc();
+      overrides.smtpObserver?.connection?.();
+    },
+    transaction(t) {
+      metrics.smtpMessages.inc({ outcome: t.outcome, reason: t.reason });
+      metrics.smtpDataBytes.inc(t.bytes);
+      overrides.smtpObserver?.transaction?.(t);
+    },
+  };
+  let smtp: SmtpService;
+  try {
+    smtp = await startSmtpServer({ config, logger, store, resolver: overrides.resolver, viewsCurrent, observer });
+  } catch (error) {
+    await http.close();
+    for (const runner of projectors.values()) await runner.stop();
+    await store.close();
+    throw error;
+  }
+  const relay = config.RELAY_ENABLED
+    ? new Relay(store, config, logger, { owner: config.INSTANCE_ID, ...(overrides.mxResolver ? { resolver: overrides.mxResolver } : {}) })
+    : null;
+  if (relay) {
+    await relay.start();
+    metrics.watchRelay(store, relay);
+  }
+  logger.info(
+    { store: store.kind, port: http.port, smtpPort: smtp.port, smtpsPort: smtp.securePort, dataDir: store.kind === 'sqlite' ? config.DATA_DIR : undefined },
+    'mailtrail started',
+  );
   return {
     store,
     projectors,
     http,
+    smtp,
+    relay,
+    metrics,
     async stop() {
+      // SMTP first: stop accepting and finish the messages being received while the store is up.
+      await smtp.close();
+      await relay?.stop();
       await http.close();
       for (const runner of projectors.values()) await runner.stop();
       await store.close();
