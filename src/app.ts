@@ -5,6 +5,7 @@ import type { Logger } from './log.js';
 import { startHttpServer, type HttpServer } from './http/server.js';
 import { Metrics } from './metrics.js';
 import { ProjectionRunner } from './projection/runner.js';
+import { SharedLogReader } from './projection/shared-reader.js';
 import { Relay, type RelayDeps } from './relay/relay.js';
 import { systemResolver, type DnsResolver } from './smtp/dns.js';
 import { FailureLimiter } from './smtp/limits.js';
@@ -42,10 +43,11 @@ export async function startApp(config: Config, logger: Logger, overrides: AppOve
   const metrics = new Metrics();
   const store = await openStore(config);
   metrics.instrumentStore(store);
+  const reader = new SharedLogReader(store.events);
   const projectors = new Map(
     allProjections.map((p) => [
       p.spec.name,
-      new ProjectionRunner(store, p, { owner: config.INSTANCE_ID, logger, leaseTtlMs: config.PROJECTOR_LEASE_TTL_MS }),
+      new ProjectionRunner(store, p, { owner: config.INSTANCE_ID, logger, leaseTtlMs: config.PROJECTOR_LEASE_TTL_MS, reader }),
     ]),
   );
   for (const runner of projectors.values()) await runner.start();

@@ -202,7 +202,7 @@ describe('npm run dns:records and dns:check', () => {
   test('with the configured key: every record, the DKIM one from that key, no new key', async () => {
     const file = path.join(dir, 'configured.pem');
     writeFileSync(file, key.privateKeyPem);
-    const r = await runScript('scripts/dns-records.ts', [...args, '--ipv6', '2001:db8::7'], { DKIM_PRIVATE_KEY: file, DKIM_SELECTOR: '', DKIM_DOMAIN: '' });
+    const r = await runScript('scripts/dns-records.ts', [...args, '--ipv6', '2001:db8::7'], { DKIM_PRIVATE_KEY: file, DKIM_SELECTOR: 'mail', DKIM_DOMAIN: 'example.com' });
     assert.equal(r.code, 0, r.stderr);
     for (const record of expectedRecords(setup).filter((x) => x.type !== 'HTTPS file' && x.type !== 'PTR')) {
       assert.ok(r.stdout.includes(zoneLine(record)), `prints ${record.kind}: ${zoneLine(record)}`);

@@ -48,7 +48,14 @@ describe('npm start', () => {
     assert.equal(body.status, 'ok');
     assert.equal(body.store, 'sqlite');
     assert.deepEqual(Object.keys(body.projectors).sort(), ['domains', 'mailboxes', 'mails', 'outbox', 'users']);
-    assert.equal((await fetch(`http://127.0.0.1:${server.port}/nope`)).status, 404);
+    const app = await fetch(`http://127.0.0.1:${server.port}/`);
+    assert.equal(app.status, 200, 'the web client is built and served with no extra command');
+    assert.match(app.headers.get('content-type') ?? '', /text\/html/);
+    assert.match(app.headers.get('content-security-policy') ?? '', /frame-ancestors 'none'/);
+    assert.equal((await fetch(`http://127.0.0.1:${server.port}/trpc/nope`)).status, 404);
+    const metrics = await (await fetch(`http://127.0.0.1:${server.port}/metrics`)).text();
+    assert.match(metrics, /^mailtrail_projector_lag_events\{projector="mails"\} 0$/m);
+    assert.equal((await fetch(`http://127.0.0.1:${server.port}/ready`)).status, 200);
     server.child.kill('SIGTERM');
     assert.equal(await server.exited, 0);
   });

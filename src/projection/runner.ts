@@ -14,6 +14,8 @@ export interface RunnerOptions {
   batchSize?: number;
   /** Consecutive failures at one position before the projector parks itself. */
   maxFailures?: number;
+  /** Where batches come from; share one SharedLogReader between the runners of a process. */
+  reader?: Pick<Store['events'], 'readAll'>;
 }
 
 export type RunnerStatus = 'standby' | 'running' | 'parked' | 'stopped';
@@ -104,7 +106,7 @@ export class ProjectionRunner {
           }
           renewedAt = Date.now();
         }
-        const batch = await events.readAll({ after: this.position, limit: this.batchSize });
+        const batch = await (this.opts.reader ?? events).readAll({ after: this.position, limit: this.batchSize });
         if (batch.length === 0) {
           await events.waitForAppend(this.position, Math.min(1000, this.ttl / 3), signal);
           continue;

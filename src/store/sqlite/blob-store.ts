@@ -47,6 +47,8 @@ export class PackBlobStore implements BlobStore {
   private current: Pack | null = null;
   private readonly packs = new Map<number, Pack>();
   private readonly inflight = new Map<string, Promise<BlobRef>>();
+  /** Index rows of the puts of one tick, committed in one transaction. */
+  private pendingRows: { row: [string, number, number, number]; done: (error?: unknown) => void }[] = [];
   private readonly stmt;
 
   constructor(
@@ -105,7 +107,7 @@ export class PackBlobStore implements BlobStore {
       const { pack, offset } = await this.reserve(bytes.length);
       await pack.handle.write(bytes, 0, bytes.length, offset);
       if (this.durable) await pack.sync.sync();
-      this.stmt.index.run(sha256, pack.number, offset, bytes.length);
+      await this.indexRow([sha256, pack.number, offset, bytes.length]);
       return { sha256, size: bytes.length };
     })();
     this.inflight.set(sha256, write);
@@ -113,6 +115,24 @@ export class PackBlobStore implements BlobStore {
       return await write;
     } finally {
       this.inflight.delete(sha256);
+    }
+  }
+
+  private indexRow(row: [string, number, number, number]): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (this.pendingRows.length === 0) setImmediate(() => this.flushRows());
+      this.pendingRows.push({ row, done: (error) => (error ? reject(error) : resolve()) });
+    });
+  }
+
+  private flushRows(): void {
+    const batch = this.pendingRows;
+    this.pendingRows = [];
+    try {
+      this.db.transaction(() => batch.forEach((p) => this.stmt.index.run(...p.row))).immediate();
+      batch.forEach((p) => p.done());
+    } catch (error) {
+      batch.forEach((p) => p.done(error));
     }
   }
 

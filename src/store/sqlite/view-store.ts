@@ -31,13 +31,25 @@ export class SqliteViewStore implements ViewStore {
   /** Indexed fields of each view this process has ensured (their columns must be written too). */
   private readonly fields = new Map<string, string[]>();
 
+  /** Prepared statements by SQL text: preparing costs more than running most of them. */
+  private readonly statements = new Map<string, Database.Statement>();
+
   constructor(private readonly db: Database.Database) {}
+
+  private prepare<P extends unknown[], R>(sql: string): Database.Statement<P, R> {
+    let stmt = this.statements.get(sql);
+    if (!stmt) {
+      stmt = this.db.prepare(sql);
+      this.statements.set(sql, stmt);
+    }
+    return stmt as unknown as Database.Statement<P, R>;
+  }
 
   private fieldsOf(view: string): string[] {
     const known = this.fields.get(view);
     if (known) return known;
     // A view created by another process (e.g. the replay script's shadow): read its columns.
-    const cols = this.db.prepare<[], { name: string }>(`PRAGMA table_info(${table(view)})`).all();
+    const cols = this.prepare<[], { name: string }>(`PRAGMA table_info(${table(view)})`).all();
     if (cols.length === 0) throw new Error(`view ${view} does not exist`);
     const fields = cols.filter((c) => c.name.startsWith('f_')).map((c) => c.name.slice(2));
     this.fields.set(view, fields);
@@ -65,8 +77,7 @@ export class SqliteViewStore implements ViewStore {
     const unique = [...new Set(ids)];
     for (let i = 0; i < unique.length; i += LOAD_CHUNK) {
       const chunk = unique.slice(i, i + LOAD_CHUNK);
-      const rows = this.db
-        .prepare<string[], { id: string; position: number; doc: string | null }>(
+      const rows = this.prepare<string[], { id: string; position: number; doc: string | null }>(
           `SELECT id, position, doc FROM ${table(view)} WHERE id IN (${chunk.map(() => '?').join(', ')})`,
         )
         .all(...chunk);
@@ -76,8 +87,7 @@ export class SqliteViewStore implements ViewStore {
   }
 
   private assertLease(lease: Lease): void {
-    const row = this.db
-      .prepare<[string, string, number], { token: number }>('SELECT token FROM leases WHERE name = ? AND owner = ? AND token = ?')
+    const row = this.prepare<[string, string, number], { token: number }>('SELECT token FROM leases WHERE name = ? AND owner = ? AND token = ?')
       .get(lease.name, lease.owner, lease.token);
     if (!row) throw new LeaseLostError(lease);
   }
@@ -85,13 +95,13 @@ export class SqliteViewStore implements ViewStore {
   async commit(c: ViewCommit): Promise<void> {
     const fields = this.fieldsOf(c.view);
     const cols = fields.map(column);
-    const upsert = this.db.prepare(
+    const upsert = this.prepare(
       `INSERT INTO ${table(c.view)} (id, position, doc${cols.map((x) => `, ${x}`).join('')})
        VALUES (?, ?, ?${cols.map(() => ', ?').join('')})
        ON CONFLICT (id) DO UPDATE SET position = excluded.position, doc = excluded.doc${cols.map((x) => `, ${x} = excluded.${x}`).join('')}
        WHERE excluded.position > position`,
     );
-    const checkpoint = this.db.prepare(
+    const checkpoint = this.prepare(
       `INSERT INTO checkpoints (name, position) VALUES (?, ?)
        ON CONFLICT (name) DO UPDATE SET position = max(position, excluded.position)`,
     );
@@ -109,7 +119,7 @@ export class SqliteViewStore implements ViewStore {
   }
 
   async get(view: string, id: string): Promise<ViewDoc | null> {
-    const row = this.db.prepare<[string], { doc: string | null }>(`SELECT doc FROM ${table(view)} WHERE id = ?`).get(id);
+    const row = this.prepare<[string], { doc: string | null }>(`SELECT doc FROM ${table(view)} WHERE id = ?`).get(id);
     return row?.doc ? (JSON.parse(row.doc) as ViewDoc) : null;
   }
 
@@ -124,8 +134,7 @@ export class SqliteViewStore implements ViewStore {
     }
     where.push('doc IS NOT NULL');
     const dir = q.orderBy.direction === 'desc' ? 'DESC' : 'ASC';
-    const rows = this.db
-      .prepare<unknown[], { doc: string }>(
+    const rows = this.prepare<unknown[], { doc: string }>(
         `SELECT doc FROM ${table(view)} WHERE ${where.join(' AND ')} ORDER BY ${order} ${dir}, id ${dir} LIMIT ?`,
       )
       .all(...params, q.limit);
@@ -134,19 +143,18 @@ export class SqliteViewStore implements ViewStore {
 
   async count(view: string, where: Record<string, string | number>): Promise<number> {
     const conditions = [...Object.keys(where).map((f) => `${column(f)} = ?`), 'doc IS NOT NULL'];
-    const row = this.db.prepare<unknown[], { n: number }>(`SELECT count(*) AS n FROM ${table(view)} WHERE ${conditions.join(' AND ')}`).get(...Object.values(where));
+    const row = this.prepare<unknown[], { n: number }>(`SELECT count(*) AS n FROM ${table(view)} WHERE ${conditions.join(' AND ')}`).get(...Object.values(where));
     return row?.n ?? 0;
   }
 
   async all(view: string): Promise<ViewDoc[]> {
-    return this.db
-      .prepare<[], { doc: string }>(`SELECT doc FROM ${table(view)} WHERE doc IS NOT NULL ORDER BY id`)
+    return this.prepare<[], { doc: string }>(`SELECT doc FROM ${table(view)} WHERE doc IS NOT NULL ORDER BY id`)
       .all()
       .map((r) => JSON.parse(r.doc) as ViewDoc);
   }
 
   async checkpoint(name: string): Promise<number> {
-    return this.db.prepare<[string], { position: number }>('SELECT position FROM checkpoints WHERE name = ?').get(name)?.position ?? 0;
+    return this.prepare<[string], { position: number }>('SELECT position FROM checkpoints WHERE name = ?').get(name)?.position ?? 0;
   }
 
   async swap(spec: ViewSpec, shadow: string, checkpointName: string, position: number, lease: Lease): Promise<void> {
@@ -158,7 +166,7 @@ export class SqliteViewStore implements ViewStore {
         // A renamed table keeps its index names: rebuild them under the live names, in the same transaction.
         spec.indexes.forEach((_, i) => this.db.exec(`DROP INDEX IF EXISTS ${ident(`view_${shadow}_i${i}`)}`));
         this.ensureSync(spec);
-        this.db
+        this
           .prepare('INSERT INTO checkpoints (name, position) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET position = excluded.position')
           .run(checkpointName, position);
       })
@@ -175,19 +183,19 @@ export class SqliteViewStore implements ViewStore {
     return this.db
       .transaction((): Lease | null => {
         const now = Date.now();
-        const row = this.db.prepare<[string], LeaseRow>('SELECT * FROM leases WHERE name = ?').get(name);
+        const row = this.prepare<[string], LeaseRow>('SELECT * FROM leases WHERE name = ?').get(name);
         if (!row) {
-          this.db.prepare('INSERT INTO leases (name, owner, token, expires_at) VALUES (?, ?, 1, ?)').run(name, owner, now + ttlMs);
+          this.prepare('INSERT INTO leases (name, owner, token, expires_at) VALUES (?, ?, 1, ?)').run(name, owner, now + ttlMs);
           return { name, owner, token: 1 };
         }
         if (row.owner === owner && row.expires_at > now) {
-          this.db.prepare('UPDATE leases SET expires_at = ? WHERE name = ?').run(now + ttlMs, name);
+          this.prepare('UPDATE leases SET expires_at = ? WHERE name = ?').run(now + ttlMs, name);
           return { name, owner, token: row.token };
         }
         const requestedByOther = row.requested_by !== null && row.requested_by !== owner && (row.requested_at ?? 0) > now - REQUEST_STALE_MS;
         if (row.expires_at > now || requestedByOther) return null;
         const token = row.token + 1;
-        this.db
+        this
           .prepare('UPDATE leases SET owner = ?, token = ?, expires_at = ?, requested_by = NULL, requested_at = NULL WHERE name = ?')
           .run(owner, token, now + ttlMs, name);
         return { name, owner, token };
@@ -196,27 +204,27 @@ export class SqliteViewStore implements ViewStore {
   }
 
   async requestLease(name: string, owner: string): Promise<void> {
-    this.db.prepare('UPDATE leases SET requested_by = ?, requested_at = ? WHERE name = ?').run(owner, Date.now(), name);
+    this.prepare('UPDATE leases SET requested_by = ?, requested_at = ? WHERE name = ?').run(owner, Date.now(), name);
   }
 
   async renewLease(lease: Lease, ttlMs: number): Promise<boolean> {
     return this.db
       .transaction((): boolean => {
-        const row = this.db.prepare<[string], LeaseRow>('SELECT * FROM leases WHERE name = ?').get(lease.name);
+        const row = this.prepare<[string], LeaseRow>('SELECT * FROM leases WHERE name = ?').get(lease.name);
         if (!row || row.owner !== lease.owner || row.token !== lease.token) return false;
         const now = Date.now();
         if (row.requested_by !== null && row.requested_by !== lease.owner && (row.requested_at ?? 0) > now - REQUEST_STALE_MS) {
-          this.db.prepare('UPDATE leases SET expires_at = 0 WHERE name = ?').run(lease.name);
+          this.prepare('UPDATE leases SET expires_at = 0 WHERE name = ?').run(lease.name);
           return false;
         }
-        this.db.prepare('UPDATE leases SET expires_at = ? WHERE name = ?').run(now + ttlMs, lease.name);
+        this.prepare('UPDATE leases SET expires_at = ? WHERE name = ?').run(now + ttlMs, lease.name);
         return true;
       })
       .immediate();
   }
 
   async releaseLease(lease: Lease): Promise<void> {
-    this.db.prepare('UPDATE leases SET expires_at = 0 WHERE name = ? AND owner = ? AND token = ?').run(lease.name, lease.owner, lease.token);
+    this.prepare('UPDATE leases SET expires_at = 0 WHERE name = ? AND owner = ? AND token = ?').run(lease.name, lease.owner, lease.token);
   }
 }
 
