@@ -68,8 +68,8 @@ export function validateMeta(meta: unknown, position: number | null = null): Met
   return parsed.data;
 }
 
-/** Rebuilds a typed event from what an adapter read; every adapter goes through here. */
-export function decodeStored(row: {
+/** An event as an adapter reads it, before validation. */
+export interface RawEvent {
   eventId: string;
   streamId: string;
   version: number;
@@ -79,7 +79,10 @@ export function decodeStored(row: {
   data: unknown;
   meta: unknown;
   recordedAt: string;
-}): StoredEvent {
+}
+
+/** Rebuilds a typed event from what an adapter read; every adapter goes through here. */
+export function decodeStored(row: RawEvent): StoredEvent {
   if (row.schemaVersion !== SCHEMA_VERSION) {
     throw new MalformedEventError(row.position, `${row.type} has schema version ${row.schemaVersion}, this build reads ${SCHEMA_VERSION}`);
   }

@@ -1,21 +1,13 @@
 import { EventEmitter } from 'node:events';
 import type { ChangeStream, Collection, Db } from 'mongodb';
-import { decodeStored, newEventId, validateData, validateMeta, type Meta, type NewEvent, type StoredEvent } from '../../events/envelope.js';
+import { decodeStored, newEventId, validateData, validateMeta, type Meta, type NewEvent, type RawEvent, type StoredEvent } from '../../events/envelope.js';
 import { SCHEMA_VERSION } from '../../events/types.js';
 import { WrongExpectedVersionError, type AppendResult, type EventStore, type ExpectedVersion } from '../port.js';
 import { sleep, waitForWakeUp } from '../wait.js';
 import { isDuplicateKey, upsertRetry, type IndexRef } from './errors.js';
 
-interface EventDoc {
-  eventId: string;
-  version: number;
-  position: number;
-  type: string;
-  schemaVersion: number;
-  data: unknown;
-  meta: unknown;
-  recordedAt: string;
-}
+/** Events are kept inside their commit document, which holds the stream id. */
+type EventDoc = Omit<RawEvent, 'streamId'>;
 
 /**
  * One document per append ("commit"), or a gap seal: positions that were allocated but will never be
