@@ -42,22 +42,26 @@ describe('npm start', () => {
   test('starts on the embedded store with no setup, answers /health, stops cleanly on SIGTERM', async () => {
     const dataDir = path.join(tempDir(), 'fresh', 'data');
     const server = await startServer({ DATA_DIR: dataDir, PORT: '0', SMTP_PORT: '0', HOST: '127.0.0.1' });
-    const res = await fetch(`http://127.0.0.1:${server.port}/health`);
-    assert.equal(res.status, 200);
-    const body = (await res.json()) as { status: string; store: string; projectors: Record<string, { status: string }> };
-    assert.equal(body.status, 'ok');
-    assert.equal(body.store, 'sqlite');
-    assert.deepEqual(Object.keys(body.projectors).sort(), ['domains', 'mailboxes', 'mails', 'outbox', 'users']);
-    const app = await fetch(`http://127.0.0.1:${server.port}/`);
-    assert.equal(app.status, 200, 'the web client is built and served with no extra command');
-    assert.match(app.headers.get('content-type') ?? '', /text\/html/);
-    assert.match(app.headers.get('content-security-policy') ?? '', /frame-ancestors 'none'/);
-    assert.equal((await fetch(`http://127.0.0.1:${server.port}/trpc/nope`)).status, 404);
-    const metrics = await (await fetch(`http://127.0.0.1:${server.port}/metrics`)).text();
-    assert.match(metrics, /^mailtrail_projector_lag_events\{projector="mails"\} 0$/m);
-    assert.equal((await fetch(`http://127.0.0.1:${server.port}/ready`)).status, 200);
-    server.child.kill('SIGTERM');
-    assert.equal(await server.exited, 0);
+    try {
+      const res = await fetch(`http://127.0.0.1:${server.port}/health`);
+      assert.equal(res.status, 200);
+      const body = (await res.json()) as { status: string; store: string; projectors: Record<string, { status: string }> };
+      assert.equal(body.status, 'ok');
+      assert.equal(body.store, 'sqlite');
+      assert.deepEqual(Object.keys(body.projectors).sort(), ['domains', 'mailboxes', 'mails', 'outbox', 'users']);
+      const app = await fetch(`http://127.0.0.1:${server.port}/`);
+      assert.equal(app.status, 200, 'the web client is built and served with no extra command');
+      assert.match(app.headers.get('content-type') ?? '', /text\/html/);
+      assert.match(app.headers.get('content-security-policy') ?? '', /frame-ancestors 'none'/);
+      assert.equal((await fetch(`http://127.0.0.1:${server.port}/trpc/nope`)).status, 404);
+      const metrics = await (await fetch(`http://127.0.0.1:${server.port}/metrics`)).text();
+      assert.match(metrics, /^mailtrail_projector_lag_events\{projector="mails"\} 0$/m);
+      assert.equal((await fetch(`http://127.0.0.1:${server.port}/ready`)).status, 200);
+      server.child.kill('SIGTERM');
+      assert.equal(await server.exited, 0);
+    } finally {
+      server.child.kill('SIGKILL');
+    }
   });
 
   test('a bad setting stops start-up with a message naming it, not a stack trace', async () => {
