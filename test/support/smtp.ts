@@ -58,6 +58,8 @@ export function testEnv(dataDir: string, env: Record<string, string> = {}): Reco
     SMTP_HOSTNAME: 'mx.mail.test',
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
     INSTANCE_ID: `test-${process.pid}`,
+    // Outbound delivery only where a test asks for it (and points it at a sink): nothing leaves the machine.
+    RELAY_ENABLED: 'false',
     ...env,
   };
 }

@@ -1,0 +1,402 @@
+import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
+import { useEffect, useMemo, useRef, useState } from 'react';
+import { api, downloadAttachment, errorCode, errorMessage, type HistoryEntry, type Mail } from './api.js';
+import { addressList, formatBytes, formatFullDate } from './format.js';
+import { StatusBadge } from './MailList.js';
+import { PaperclipIcon } from './icons.js';
+import { Link } from './router.js';
+import { mailDocument } from './sanitize.js';
+import { folderLabel, useFocusHeading } from './Shell.js';
+
+export function MailView({ id }: { id: string }) {
+  const mail = useQuery({ queryKey: ['mail', id], queryFn: () => api.mails.get.query({ id }) });
+  const code = errorCode(mail.error);
+  if (mail.isPending) return <p className="muted">Loading…</p>;
+  // Another user's mail, a deleted draft, or not a mail id at all: the same answer, nothing leaks.
+  if (code === 'NOT_FOUND' || code === 'BAD_REQUEST') return <MailNotFound />;
+  if (mail.isError)
+    return (
+      <p className="error" role="alert">
+        Could not load this message: {errorMessage(mail.error)}{' '}
+        <button type="button" className="link-button" onClick={() => void mail.refetch()}>
+          Try again
+        </button>
+      </p>
+    );
+  return <MailDetail mail={mail.data} />;
+}
+
+function MailNotFound() {
+  const heading = useFocusHeading('Not found');
+  return (
+    <section>
+      <h1 ref={heading} tabIndex={-1}>
+        Message not found
+      </h1>
+      <p>There is no such message in your mailbox. It may have been deleted, or the link is wrong.</p>
+      <p>
+        <Link to="/inbox">Back to the inbox</Link>
+      </p>
+    </section>
+  );
+}
+
+function useMarkRead(mail: Mail) {
+  const queryClient = useQueryClient();
+  return useMutation({
+    mutationFn: (read: boolean) => api.mails.setRead.mutate({ id: mail.id, read }),
+    onSuccess: () => {
+      void queryClient.invalidateQueries({ queryKey: ['mail', mail.id] });
+      void queryClient.invalidateQueries({ queryKey: ['mails'] });
+      void queryClient.invalidateQueries({ queryKey: ['mailboxes'] });
+      void queryClient.invalidateQueries({ queryKey: ['history', mail.id] });
+    },
+  });
+}
+
+function MailDetail({ mail }: { mail: Mail }) {
+  const heading = useFocusHeading(mail.subject || '(no subject)');
+  const markRead = useMarkRead(mail);
+  const autoMarked = useRef(false);
+  const received = mail.folder === 'inbox';
+
+  // Opening an unread mail marks it read, once; "Mark as unread" then sticks.
+  useEffect(() => {
+    if (received && mail.unread && !autoMarked.current) {
+      autoMarked.current = true;
+      markRead.mutate(true);
+    }
+  }, [received, mail.unread, markRead]);
+
+  return (
+    <article className="mail" aria-labelledby="mail-subject">
+      <div className="toolbar" role="toolbar" aria-label="Message actions">
+        <Link to={`/${mail.folder}`} className="button">
+          ← {folderLabel(mail.folder)}
+        </Link>
+        {mail.folder === 'drafts' ? (
+          <Link to={`/compose/${mail.id}`} className="button primary">
+            Edit draft
+          </Link>
+        ) : (
+          <>
+            <Link to={`/compose?reply=${mail.id}`} className="button">
+              Reply
+            </Link>
+            <Link to={`/compose?replyAll=${mail.id}`} className="button">
+              Reply all
+            </Link>
+            <Link to={`/compose?forward=${mail.id}`} className="button">
+              Forward
+            </Link>
+          </>
+        )}
+        {received && (
+          <button type="button" onClick={() => markRead.mutate(mail.unread)} disabled={markRead.isPending}>
+            {mail.unread ? 'Mark as read' : 'Mark as unread'}
+          </button>
+        )}
+      </div>
+      {markRead.isError && (
+        <p className="error" role="alert">
+          {errorMessage(markRead.error)}
+        </p>
+      )}
+      <header className="mail-header">
+        <h1 id="mail-subject" ref={heading} tabIndex={-1}>
+          {mail.subject || '(no subject)'}
+        </h1>
+        <dl className="headers">
+          <dt>From</dt>
+          <dd>{addressList(mail.from) || '(unknown)'}</dd>
+          <dt>To</dt>
+          <dd>{addressList(mail.to) || '(none)'}</dd>
+          {mail.cc.length > 0 && (
+            <>
+              <dt>Cc</dt>
+              <dd>{addressList(mail.cc)}</dd>
+            </>
+          )}
+          {mail.bcc.length > 0 && (
+            <>
+              <dt>Bcc</dt>
+              <dd>{addressList(mail.bcc)}</dd>
+            </>
+          )}
+          <dt>Date</dt>
+          <dd>
+            <time dateTime={mail.date}>{formatFullDate(mail.date)}</time>
+          </dd>
+          {mail.folder === 'sent' && (
+            <>
+              <dt>Delivery</dt>
+              <dd>
+                <StatusBadge status={mail.status} /> <DeliveryDetails recipients={mail.recipients} />
+              </dd>
+            </>
+          )}
+        </dl>
+        {mail.authResults && <AuthResults results={mail.authResults} />}
+      </header>
+      <MailBody mail={mail} />
+      {mail.attachments.length > 0 && <Attachments mail={mail} />}
+      <History id={mail.id} />
+    </article>
+  );
+}
+
+function DeliveryDetails({ recipients }: { recipients: Mail['recipients'] }) {
+  const entries = Object.entries(recipients);
+  if (entries.length === 0) return null;
+  return (
+    <ul className="delivery">
+      {entries.map(([rcpt, r]) => (
+        <li key={rcpt}>
+          {rcpt}: <strong>{r.state === 'queued' ? (r.attempts ? `waiting to retry (${r.attempts} attempts)` : 'queued') : r.state}</strong>
+          {r.response ? <span className="muted"> — {r.response}</span> : null}
+        </li>
+      ))}
+    </ul>
+  );
+}
+
+type Results = NonNullable<Mail['authResults']>;
+
+const EXPLAIN: Record<'spf' | 'dkim' | 'dmarc', Record<string, string>> = {
+  spf: {
+    pass: 'the sending server may send mail for the sender’s domain',
+    fail: 'the sending server is NOT allowed to send for the sender’s domain',
+    softfail: 'the sender’s domain does not vouch for the sending server',
+    neutral: 'the sender’s domain makes no claim about the sending server',
+    none: 'the sender’s domain publishes no SPF policy',
+  },
+  dkim: {
+    pass: 'signed by the sender’s domain and unchanged on the way',
+    fail: 'the signature does not match: the message may have been altered',
+    neutral: 'the signature could not be used',
+    none: 'the message is not signed',
+    policy: 'the signature is not acceptable by policy',
+  },
+  dmarc: {
+    pass: 'the From address’s domain is confirmed',
+    fail: 'the From address’s domain is NOT confirmed: the sender may be forged',
+    none: 'the From address’s domain publishes no DMARC policy',
+  },
+};
+
+function verdictClass(result: string): string {
+  if (result === 'pass') return 'good';
+  if (result === 'fail' || result === 'softfail' || result === 'permerror') return 'bad';
+  return 'neutral';
+}
+
+function explain(kind: 'spf' | 'dkim' | 'dmarc', result: string): string {
+  return EXPLAIN[kind][result] ?? (result.endsWith('error') ? 'could not be checked' : result);
+}
+
+function AuthResults({ results }: { results: Results }) {
+  const rows = [
+    { kind: 'spf' as const, name: 'SPF', result: results.spf },
+    { kind: 'dkim' as const, name: 'DKIM', result: results.dkim },
+    { kind: 'dmarc' as const, name: 'DMARC', result: results.dmarc },
+  ];
+  const forged = results.dmarc === 'fail';
+  return (
+    <section className="auth-results" aria-labelledby="auth-heading">
+      <h2 id="auth-heading" className="small-heading">
+        Sender checks
+      </h2>
+      {forged && (
+        <p className="warning" role="note">
+          Be careful: this message failed DMARC. It may not come from who it says.
+        </p>
+      )}
+      <ul>
+        {rows.map((r) => (
+          <li key={r.kind} className={`verdict ${verdictClass(r.result)}`}>
+            <strong>
+              {r.name}: {r.result}
+            </strong>{' '}
+            — {explain(r.kind, r.result)}
+          </li>
+        ))}
+      </ul>
+      <details>
+        <summary>Authentication-Results header</summary>
+        <pre className="raw">{results.header}</pre>
+      </details>
+    </section>
+  );
+}
+
+function MailBody({ mail }: { mail: Mail }) {
+  const [allowRemote, setAllowRemote] = useState(false);
+  const [showText, setShowText] = useState(!mail.html);
+  const doc = useMemo(() => (mail.html ? mailDocument(mail.html, { allowRemote }) : null), [mail.html, allowRemote]);
+  const text = mail.text ?? '';
+  return (
+    <section className="body" aria-label="Message body">
+      {mail.html && mail.text && (
+        <p className="body-switch">
+          <button type="button" className="link-button" onClick={() => setShowText((s) => !s)} aria-pressed={showText}>
+            {showText ? 'Show formatted (HTML) version' : 'Show plain text version'}
+          </button>
+        </p>
+      )}
+      {!showText && doc && (
+        <>
+          {doc.blocked > 0 && !allowRemote && (
+            <p className="remote-banner" role="note">
+              <span>
+                {doc.blocked === 1 ? '1 remote image was' : `${doc.blocked} remote images were`} blocked: loading them tells the sender when and where you read this.
+              </span>{' '}
+              <button type="button" onClick={() => setAllowRemote(true)}>
+                Show remote images
+              </button>
+            </p>
+          )}
+          {/* No allow-scripts, allow-same-origin, allow-forms, allow-top-navigation: see sanitize.ts. */}
+          <iframe
+            className="mail-frame"
+            title={`Message: ${mail.subject || '(no subject)'}`}
+            sandbox="allow-popups allow-popups-to-escape-sandbox"
+            referrerPolicy="no-referrer"
+            srcDoc={doc.srcdoc}
+            style={{ height: `${doc.height}px` }}
+          />
+        </>
+      )}
+      {(showText || !doc) && (text ? <div className="text-body">{text}</div> : <p className="muted">(This message has no text.)</p>)}
+    </section>
+  );
+}
+
+function Attachments({ mail }: { mail: Mail }) {
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState<string | null>(null);
+  const download = async (a: Mail['attachments'][number]): Promise<void> => {
+    setError(null);
+    setBusy(a.id);
+    try {
+      await downloadAttachment(mail.id, a.id, a.filename ?? 'attachment');
+    } catch (err) {
+      setError(errorMessage(err));
+    } finally {
+      setBusy(null);
+    }
+  };
+  return (
+    <section className="attachments" aria-labelledby="att-heading">
+      <h2 id="att-heading" className="small-heading">
+        Attachments ({mail.attachments.length})
+      </h2>
+      <ul>
+        {mail.attachments.map((a) => (
+          <li key={a.id}>
+            <button type="button" className="attachment" onClick={() => void download(a)} disabled={busy === a.id} aria-label={`Download ${a.filename ?? 'attachment'}, ${formatBytes(a.size)}`}>
+              <PaperclipIcon /> {a.filename ?? 'attachment'} <span className="muted">({formatBytes(a.size)}, {a.contentType})</span>
+            </button>
+          </li>
+        ))}
+      </ul>
+      {error && (
+        <p className="error" role="alert">
+          {error}
+        </p>
+      )}
+    </section>
+  );
+}
+
+const EVENT_TEXT: Record<string, string> = {
+  DraftCreated: 'Draft created',
+  DraftUpdated: 'Draft saved',
+  DraftDeleted: 'Draft deleted',
+  MailReceived: 'Received',
+  MailSent: 'Sent: handed to the relay',
+  MailDelivered: 'Delivered',
+  MailDeliveryFailed: 'Delivery failed',
+  MailRead: 'Marked as read',
+  MailUnread: 'Marked as unread',
+};
+
+/** Detail fields worth a label in the timeline, in this order. */
+const DETAIL_LABELS: [string, string][] = [
+  ['mailFrom', 'Envelope from'],
+  ['rcptTo', 'Envelope to'],
+  ['recipients', 'Recipients'],
+  ['remoteAddress', 'From IP'],
+  ['tls', 'TLS'],
+  ['spf', 'SPF'],
+  ['dkim', 'DKIM'],
+  ['dmarc', 'DMARC'],
+  ['attempt', 'Attempt'],
+  ['permanent', 'Permanent'],
+  ['response', 'Server said'],
+  ['nextAttemptAt', 'Next attempt'],
+  ['messageId', 'Message-ID'],
+];
+
+function detailValue(key: string, value: unknown): string {
+  if (value === null || value === undefined || value === '') return '';
+  if (typeof value === 'boolean') return value ? 'yes' : 'no';
+  if (key === 'nextAttemptAt' && typeof value === 'string') return formatFullDate(value);
+  if (typeof value === 'object') return JSON.stringify(value);
+  return String(value);
+}
+
+function History({ id }: { id: string }) {
+  const history = useQuery({ queryKey: ['history', id], queryFn: () => api.mails.history.query({ id }) });
+  return (
+    <section className="history" aria-labelledby="history-heading">
+      <h2 id="history-heading" className="small-heading">
+        History
+      </h2>
+      <p className="muted small">Every change to this message, from the event log.</p>
+      {history.isPending && <p className="muted">Loading…</p>}
+      {history.isError && (
+        <p className="error" role="alert">
+          Could not load the history: {errorMessage(history.error)}
+        </p>
+      )}
+      {history.data && (
+        <ol className="timeline">
+          {history.data.map((e) => (
+            <HistoryItem key={e.position} entry={e} />
+          ))}
+        </ol>
+      )}
+    </section>
+  );
+}
+
+function HistoryItem({ entry }: { entry: HistoryEntry }) {
+  const fields = entry as unknown as Record<string, unknown>;
+  const details = DETAIL_LABELS.map(([key, label]) => [label, detailValue(key, fields[key])] as const).filter(([, v]) => v !== '');
+  const failed = entry.type === 'MailDeliveryFailed';
+  return (
+    <li className={`event event-${entry.type}${failed ? ' bad' : ''}`} data-event-type={entry.type}>
+      <div className="event-head">
+        <strong>{EVENT_TEXT[entry.type] ?? entry.type}</strong>{' '}
+        <time dateTime={entry.at} className="muted">
+          {formatFullDate(entry.at)}
+        </time>{' '}
+        <span className="muted small">
+          #{entry.position}
+          {entry.actor ? ` · by ${entry.actor}` : ''}
+        </span>
+      </div>
+      {details.length > 0 && (
+        <dl className="event-details">
+          {details.map(([label, value]) => (
+            <div key={label}>
+              <dt>{label}</dt>
+              <dd>{value}</dd>
+            </div>
+          ))}
+        </dl>
+      )}
+    </li>
+  );
+}
+

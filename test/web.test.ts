@@ -1,0 +1,490 @@
+/**
+ * The web client end to end: Debian's Chromium driven by playwright-core against a real mailtrail
+ * (API, SMTP, projectors, relay) started in-process on a temporary store, with a relay sink on
+ * loopback standing for the outside world. Screenshots of the main screens go to docs/screenshots.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { SignJWT } from 'jose';
+import { simpleParser } from 'mailparser';
+import type { Browser, BrowserContext, Frame, Page } from 'playwright-core';
+import { createClient } from '../src/api/client.js';
+import { CONTENT_SECURITY_POLICY, ensureWebBuild } from '../src/web/serve.js';
+import { startSink, type RelaySink } from './support/relay-sink.js';
+import { startTestServer, transport, type TestServer } from './support/smtp.js';
+import { launchChromium, screenshot, watchedPage, type Watched } from './support/web-browser.js';
+import { hostileHtml, IMAGE_PATHS, startHitCounter, type HitCounter } from './support/web-hostile.js';
+
+const SECRET = 'web-test-secret-that-is-long-enough-for-hs256-0123456789';
+const PASSWORD = 'correct horse battery staple';
+
+let server: TestServer;
+let sink: RelaySink;
+let counter: HitCounter;
+let browser: Browser;
+let context: BrowserContext;
+let alice: Watched;
+let base = '';
+/** The mail from the outside that the reading and reply tests use. */
+let firstMailId = '';
+let firstMessageId = '';
+
+async function until(what: string, check: () => Promise<boolean> | boolean, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function registerInUi(page: Page, name: string, email: string, shot?: string): Promise<void> {
+  await page.goto(`${base}/register`);
+  await page.getByLabel('Your name').fill(name);
+  await page.getByLabel('Email address').fill(email);
+  await page.getByLabel('Password').fill(PASSWORD);
+  if (shot) await screenshot(page, shot);
+  await page.getByRole('button', { name: 'Create account' }).click();
+  await page.getByRole('heading', { name: 'Inbox', level: 1 }).waitFor();
+}
+
+async function signInUi(page: Page, email: string): Promise<void> {
+  await page.getByLabel('Email address').fill(email);
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('heading', { name: 'Inbox', level: 1 }).waitFor();
+}
+
+/** The sandboxed frame that shows the open mail's HTML. */
+async function mailFrame(page: Page): Promise<Frame> {
+  const handle = await page.locator('iframe.mail-frame').elementHandle();
+  assert.ok(handle, 'the mail is shown in an iframe');
+  const frame = await handle.contentFrame();
+  assert.ok(frame);
+  await frame.waitForLoadState('load');
+  return frame;
+}
+
+/** Evaluates an expression in the page (a string: the test's own types have no DOM). */
+const js = (page: Page, expression: string): Promise<unknown> => page.evaluate(expression);
+
+const rowWith = (page: Page, text: string) => page.getByTestId('mail-row').filter({ hasText: text });
+
+before(async () => {
+  await ensureWebBuild({ log: (m) => console.log(`# ${m}`) });
+  sink = await startSink();
+  counter = await startHitCounter();
+  server = await startTestServer({
+    JWT_SECRET: SECRET,
+    JWT_EXPIRES_IN: '1h',
+    MAX_ATTACHMENT_SIZE: String(2 * 1024 * 1024),
+    RELAY_ENABLED: 'true',
+    SMTP_RELAY_HOST: '127.0.0.1',
+    SMTP_RELAY_PORT: String(sink.port),
+    RELAY_HELO_NAME: 'relay.mail.test',
+    RELAY_POLL_INTERVAL_MS: '100',
+    RELAY_RETRY_BASE_MS: '200',
+    RELAY_SMTP_TIMEOUT_MS: '60000',
+    RELAY_CLAIM_TTL_MS: '120000',
+  });
+  base = `http://127.0.0.1:${server.app.http.port}`;
+  browser = await launchChromium();
+  context = await browser.newContext({ viewport: { width: 1280, height: 860 }, acceptDownloads: true, locale: 'en-GB', timezoneId: 'UTC' });
+  context.setDefaultTimeout(20_000);
+  alice = await watchedPage(context);
+});
+
+after(async () => {
+  await context?.close();
+  await browser?.close();
+  await server?.stop();
+  await sink?.close();
+  await counter?.close();
+});
+
+describe('web client', () => {
+  test('the app is served at / with its security headers; client routes fall back to index.html', async () => {
+    for (const path of ['/', '/inbox', '/mail/00000000-0000-0000-0000-000000000000']) {
+      const res = await fetch(`${base}${path}`);
+      assert.equal(res.status, 200, path);
+      assert.match(res.headers.get('content-type') ?? '', /^text\/html/);
+      assert.equal(res.headers.get('content-security-policy'), CONTENT_SECURITY_POLICY);
+      assert.equal(res.headers.get('x-content-type-options'), 'nosniff');
+      assert.equal(res.headers.get('referrer-policy'), 'no-referrer');
+      assert.equal(res.headers.get('cache-control'), 'no-cache');
+      assert.match(await res.text(), /<div id="root">/);
+    }
+    const csp = CONTENT_SECURITY_POLICY;
+    for (const directive of ["default-src 'self'", "script-src 'self'", "object-src 'none'", "base-uri 'none'", "frame-ancestors 'none'", "frame-src 'none'"]) assert.ok(csp.includes(directive), directive);
+    const html = await (await fetch(`${base}/`)).text();
+    const asset = /src="(\/assets\/[^"]+\.js)"/.exec(html)?.[1];
+    assert.ok(asset, 'index.html loads a hashed script');
+    const js = await fetch(`${base}${asset}`);
+    assert.equal(js.status, 200);
+    assert.match(js.headers.get('cache-control') ?? '', /immutable/);
+    assert.match(js.headers.get('content-type') ?? '', /javascript/);
+    assert.equal((await fetch(`${base}/assets/missing-0123456789.js`)).status, 404, 'a missing asset is a 404, not the app');
+    assert.equal((await fetch(`${base}/..%2f..%2fpackage.json`)).status, 404);
+    assert.notEqual((await fetch(`${base}/trpc/auth.me`)).headers.get('content-type'), 'text/html; charset=utf-8', '/trpc stays the API');
+    const etag = js.headers.get('etag');
+    assert.ok(etag);
+    assert.equal((await fetch(`${base}${asset}`, { headers: { 'if-none-match': etag } })).status, 304);
+    assert.equal((await fetch(`${base}${asset}`, { headers: { 'accept-encoding': 'gzip' } })).headers.get('content-encoding'), 'gzip');
+  });
+
+  test('ensureWebBuild builds a missing dist, then leaves a current one alone', async () => {
+    const dir = path.join(mkdtempSync(path.join(os.tmpdir(), 'mailtrail-web-')), 'dist');
+    try {
+      const first = await ensureWebBuild({ distDir: dir });
+      assert.equal(first.built, true);
+      assert.match(readFileSync(path.join(dir, 'index.html'), 'utf8'), /<script type="module" crossorigin src="\/assets\/index-[\w-]+\.js"><\/script>/);
+      assert.doesNotMatch(readFileSync(path.join(dir, 'index.html'), 'utf8'), /<script>|<script type="module">[^<]/, 'no inline script (the CSP would block it)');
+      assert.equal((await ensureWebBuild({ distDir: dir })).built, false);
+    } finally {
+      rmSync(path.dirname(dir), { recursive: true, force: true });
+    }
+  });
+
+  test('register, sign out, sign in; the session survives a reload', async () => {
+    const { page } = alice;
+    await page.goto(`${base}/`);
+    await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+    await screenshot(page, 'login');
+    await registerInUi(page, 'Alice Example', 'alice@mail.test', 'register');
+    await page.getByText('alice@mail.test').first().waitFor();
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+    await page.getByText('You have signed out.').waitFor();
+    assert.equal(await js(page, 'localStorage.length'), 0, 'nothing of the session is left behind');
+    await page.getByLabel('Password').fill('wrong password');
+    await page.getByLabel('Email address').fill('alice@mail.test');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('alert').filter({ hasText: 'wrong email or password' }).waitFor();
+    await signInUi(page, 'alice@mail.test');
+    await page.reload();
+    await page.getByRole('heading', { name: 'Inbox', level: 1 }).waitFor();
+    assert.equal(await page.getByRole('button', { name: 'Sign out' }).count(), 1);
+  });
+
+  test('a session ends cleanly: expired token and one the server refuses both go back to login with a message', async () => {
+    // Its own context: storage is per context, and the app follows sign-ins and -outs of other tabs.
+    const other = await browser.newContext();
+    const page = (await watchedPage(other)).page;
+    const me = await createClient(base, { token: await (await createClient(base).auth.login.mutate({ email: 'alice@mail.test', password: PASSWORD })).token }).auth.me.query();
+    const token = (exp: number, secret = SECRET) =>
+      new SignJWT({ email: me.email }).setProtectedHeader({ alg: 'HS256' }).setSubject(me.id).setIssuer('mailtrail').setIssuedAt().setExpirationTime(exp).sign(new TextEncoder().encode(secret));
+    const store = async (t: string) => {
+      await page.goto(`${base}/login`);
+      await js(page, `localStorage.setItem('mailtrail.session', ${JSON.stringify(JSON.stringify({ token: t, user: { id: me.id, email: me.email, name: me.name } }))})`);
+    };
+    // Valid for a few seconds: the app works, then its own timer ends the session.
+    await store(await token(Math.floor(Date.now() / 1000) + 4));
+    await page.goto(`${base}/inbox`);
+    await page.getByRole('heading', { name: 'Inbox', level: 1 }).waitFor();
+    await page.getByText('Your session has expired. Sign in again.').waitFor({ timeout: 15_000 });
+    await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+    // Not expired by its claims, but the server does not accept it (another key: as after a key rotation).
+    await store(await token(Math.floor(Date.now() / 1000) + 3600, 'another-secret-another-secret-another-secret-0123'));
+    await page.goto(`${base}/sent`);
+    await page.getByText('Your session has expired. Sign in again.').waitFor();
+    await screenshot(page, 'session-expired');
+    assert.equal(await js(page, "localStorage.getItem('mailtrail.session')"), null);
+    await other.close();
+  });
+
+  test('a mail sent over SMTP appears live in the inbox, with the unread count', async () => {
+    const { page } = alice;
+    await page.goto(`${base}/inbox`);
+    await page.locator('.live-live').waitFor();
+    await js(page, 'window.__noReload = true');
+    const info = await transport(server.port, { ignoreTLS: true }).sendMail({
+      from: 'Bob Outside <bob@example.org>',
+      to: 'Alice Example <alice@mail.test>',
+      subject: 'Quarterly numbers',
+      text: 'Hi Alice,\n\nthe numbers are attached.\n\nBob',
+      html: '<p>Hi Alice,</p><p>the <b>numbers</b> are attached.</p><p>Bob</p>',
+      attachments: [{ filename: 'numbers.csv', content: 'quarter,revenue\nQ1,100\n', contentType: 'text/csv' }],
+      messageId: '<quarterly-1@example.org>',
+    });
+    assert.ok(info.accepted.length);
+    const row = rowWith(page, 'Quarterly numbers');
+    await row.waitFor();
+    assert.equal(await js(page, 'window.__noReload'), true, 'no reload happened');
+    assert.match((await row.getAttribute('class')) ?? '', /unread/);
+    await row.getByText('Bob Outside').waitFor();
+    await row.locator('.attachment-mark').waitFor();
+    await page.getByTestId('count-inbox').filter({ hasText: '1' }).waitFor();
+    firstMailId = (await row.getAttribute('data-mail-id')) ?? '';
+    firstMessageId = 'quarterly-1@example.org';
+    await screenshot(page, 'inbox');
+  });
+
+  test('open the mail: headers, body, sender checks, attachment download, history; mark unread and read', async () => {
+    const { page } = alice;
+    await rowWith(page, 'Quarterly numbers').getByRole('link').click();
+    await page.getByRole('heading', { name: 'Quarterly numbers', level: 1 }).waitFor();
+    assert.equal(new URL(page.url()).pathname, `/mail/${firstMailId}`);
+    await page.getByText('Bob Outside <bob@example.org>').waitFor();
+    const frame = await mailFrame(page);
+    assert.match(await frame.locator('body').innerText(), /the numbers are attached/);
+    await page.getByText(/SPF: /).waitFor();
+    await page.getByText(/DMARC: /).waitFor();
+    // Opening marked it read: the unread count is gone and the history says so.
+    await page.getByTestId('count-inbox').waitFor({ state: 'detached' });
+    const history = page.locator('.timeline');
+    await history.locator('[data-event-type="MailReceived"]').waitFor();
+    await history.locator('[data-event-type="MailRead"]').waitFor();
+    const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: /Download numbers\.csv/ }).click()]);
+    assert.equal(download.suggestedFilename(), 'numbers.csv');
+    assert.equal(readFileSync((await download.path())!, 'utf8'), 'quarter,revenue\nQ1,100\n');
+    await page.evaluate('window.scrollTo(0, 0)');
+    await screenshot(page, 'mail');
+    await history.scrollIntoViewIfNeeded();
+    await screenshot(page, 'mail-history');
+    await page.getByRole('button', { name: 'Mark as unread' }).click();
+    await page.getByTestId('count-inbox').filter({ hasText: '1' }).waitFor();
+    await history.locator('[data-event-type="MailUnread"]').waitFor();
+    await page.getByRole('button', { name: 'Mark as read' }).click();
+    await page.getByTestId('count-inbox').waitFor({ state: 'detached' });
+    await page.getByRole('button', { name: 'Mark as unread' }).waitFor();
+  });
+
+  test('reply: quoted original, In-Reply-To/References; in Sent its status moves from sending to sent', async () => {
+    const { page } = alice;
+    await page.goto(`${base}/mail/${firstMailId}`);
+    await page.getByRole('link', { name: 'Reply', exact: true }).click();
+    await page.getByRole('heading', { name: 'Reply' }).waitFor();
+    assert.equal(await page.getByLabel('To', { exact: true }).inputValue(), 'Bob Outside <bob@example.org>');
+    assert.equal(await page.getByLabel('Subject', { exact: true }).inputValue(), 'Re: Quarterly numbers');
+    const body = page.getByLabel('Message', { exact: true });
+    assert.match(await body.inputValue(), /wrote:\n> Hi Alice,\n> \n> the numbers are attached\./);
+    await body.press('Control+Home');
+    await body.pressSequentially('Thanks Bob, looks good.');
+    await page.getByText(/Draft saved at/).waitFor();
+    await screenshot(page, 'compose-reply');
+    // The first attempt is refused for now (451) and the retry waits in the sink until the test has seen "Sending".
+    sink.rcptPolicy = (rcpt, attempt) => (rcpt === 'bob@example.org' && attempt === 1 ? 451 : 250);
+    let hold = true;
+    sink.holdPolicy = () => hold;
+    await page.getByRole('button', { name: 'Send' }).click();
+    await page.getByRole('heading', { name: 'Sent', level: 1 }).waitFor();
+    await page.getByText('Message sent.').waitFor();
+    const row = rowWith(page, 'Re: Quarterly numbers');
+    await row.getByText('Sending').waitFor();
+    await until('the sink to get the reply', () => sink.deliveries.some((d) => d.rcptTo.includes('bob@example.org')));
+    hold = false;
+    sink.releaseHeld();
+    await row.getByText('Sent', { exact: true }).waitFor();
+    await screenshot(page, 'sent');
+    const delivered = sink.deliveries.find((d) => d.rcptTo.includes('bob@example.org'))!;
+    const parsed = await simpleParser(delivered.raw);
+    assert.equal(parsed.inReplyTo, `<${firstMessageId}>`);
+    assert.deepEqual([parsed.references].flat(), [`<${firstMessageId}>`]);
+    assert.match(parsed.text ?? '', /^Thanks Bob, looks good\./);
+    assert.match(parsed.text ?? '', /> the numbers are attached\./);
+    sink.rcptPolicy = () => 250;
+    await row.getByRole('link').click();
+    const timeline = page.locator('.timeline');
+    await timeline.locator('[data-event-type="MailDelivered"]').waitFor();
+    const types = await timeline.locator('[data-event-type]').evaluateAll((els) => els.map((e) => e.getAttribute('data-event-type')));
+    assert.deepEqual(
+      types.filter((t) => t !== 'DraftUpdated'),
+      ['DraftCreated', 'MailSent', 'MailDeliveryFailed', 'MailDelivered'],
+      'the audit trail of the reply: drafted, sent, refused once, delivered',
+    );
+    await timeline.locator('[data-event-type="MailDeliveryFailed"]').getByText(/451/).waitFor();
+    await timeline.scrollIntoViewIfNeeded();
+    await screenshot(page, 'sent-history');
+  });
+
+  test('compose with an attachment: the draft autosaves, reopens from Drafts, and sends', async () => {
+    const { page } = alice;
+    await page.getByRole('link', { name: 'Compose' }).click();
+    await page.getByRole('heading', { name: 'New message' }).waitFor();
+    await page.getByLabel('To', { exact: true }).fill('carol@example.net');
+    await page.getByRole('button', { name: 'Cc/Bcc' }).click();
+    await page.getByLabel('Cc', { exact: true }).fill('Dan <dan@example.net>');
+    await page.getByLabel('Subject', { exact: true }).fill('Plans with a picture');
+    await page.getByLabel('Message', { exact: true }).fill('See the attached plan.');
+    await page.getByText(/^Up to .+ per file\.$/).waitFor();
+    await page.locator('input[type=file]').setInputFiles({ name: 'plan.txt', mimeType: 'text/plain', buffer: Buffer.from('the plan: ship it') });
+    await page.getByRole('button', { name: 'Remove plan.txt' }).waitFor();
+    await page.getByText(/Draft saved at/).waitFor();
+    await screenshot(page, 'compose');
+    await page.getByRole('link', { name: /^Drafts/ }).click();
+    const draftRow = rowWith(page, 'Plans with a picture');
+    await draftRow.locator('.attachment-mark').waitFor();
+    await draftRow.getByRole('link').click();
+    await page.getByRole('heading', { name: 'Edit draft' }).waitFor();
+    assert.equal(await page.getByLabel('To', { exact: true }).inputValue(), 'carol@example.net');
+    assert.equal(await page.getByLabel('Cc', { exact: true }).inputValue(), 'Dan <dan@example.net>');
+    assert.equal(await page.getByLabel('Message', { exact: true }).inputValue(), 'See the attached plan.');
+    await page.getByRole('button', { name: 'Remove plan.txt' }).waitFor();
+    await page.getByRole('button', { name: 'Send' }).click();
+    await page.getByText('Message sent.').waitFor();
+    await until('the sink to get the mail with the attachment', () => sink.deliveries.some((d) => d.rcptTo.includes('carol@example.net')));
+    const parsed = await simpleParser(sink.deliveries.find((d) => d.rcptTo.includes('carol@example.net'))!.raw);
+    assert.equal(parsed.subject, 'Plans with a picture');
+    assert.equal(parsed.attachments[0]?.filename, 'plan.txt');
+    assert.equal(parsed.attachments[0]?.content.toString(), 'the plan: ship it');
+    await rowWith(page, 'Plans with a picture').getByText('Sent', { exact: true }).waitFor();
+    await page.getByRole('link', { name: /^Drafts/ }).click();
+    await page.getByText('No messages in Drafts.').waitFor();
+  });
+
+  test('forward: the original below a header, its attachment carried over, References set', async () => {
+    const { page } = alice;
+    await page.goto(`${base}/mail/${firstMailId}`);
+    await page.getByRole('link', { name: 'Forward' }).click();
+    await page.getByRole('heading', { name: 'Forward' }).waitFor();
+    assert.equal(await page.getByLabel('Subject', { exact: true }).inputValue(), 'Fwd: Quarterly numbers');
+    await page.getByRole('button', { name: 'Remove numbers.csv' }).waitFor();
+    await page.getByLabel('To', { exact: true }).fill('erin@example.net');
+    await page.getByRole('button', { name: 'Send' }).click();
+    await page.getByText('Message sent.').waitFor();
+    await until('the sink to get the forward', () => sink.deliveries.some((d) => d.rcptTo.includes('erin@example.net')));
+    const parsed = await simpleParser(sink.deliveries.find((d) => d.rcptTo.includes('erin@example.net'))!.raw);
+    assert.equal(parsed.subject, 'Fwd: Quarterly numbers');
+    assert.match(parsed.text ?? '', /---------- Forwarded message ----------\nFrom: Bob Outside <bob@example\.org>/);
+    assert.match(parsed.text ?? '', /the numbers are attached\./);
+    assert.equal(parsed.attachments[0]?.filename, 'numbers.csv');
+    assert.equal(parsed.attachments[0]?.content.toString(), 'quarter,revenue\nQ1,100\n');
+    assert.equal(parsed.inReplyTo, undefined);
+    assert.deepEqual([parsed.references].flat(), [`<${firstMessageId}>`]);
+  });
+
+  test('a hostile HTML mail runs nothing and loads nothing remote until images are allowed, and then only images', async () => {
+    const { page, dialogs } = alice;
+    await transport(server.port, { ignoreTLS: true }).sendMail({
+      from: 'Mallory <mallory@evil.example>',
+      to: 'alice@mail.test',
+      subject: 'Action required: verify your account',
+      text: 'plain part',
+      html: hostileHtml(counter.base),
+    });
+    await page.goto(`${base}/inbox`);
+    await rowWith(page, 'Action required').getByRole('link').click();
+    await page.getByRole('heading', { name: 'Action required: verify your account' }).waitFor();
+    const iframe = page.locator('iframe.mail-frame');
+    const sandbox = (await iframe.getAttribute('sandbox')) ?? '';
+    assert.ok(!/allow-scripts|allow-same-origin|allow-forms|allow-top-navigation|allow-modals/.test(sandbox), `sandbox="${sandbox}"`);
+    const frame = await mailFrame(page);
+    await frame.locator('#hostile-title').waitFor();
+    // Let anything that could fire (onerror, autofocus, refresh, lazy loads) have its chance.
+    await page.waitForTimeout(1500);
+    await screenshot(page, 'hostile-mail');
+    assert.deepEqual([...counter.hits], [], 'the mail reached nothing on the network');
+    assert.equal(await js(page, 'window.__pwned'), undefined);
+    assert.deepEqual([...dialogs], []);
+    const srcdoc = (await iframe.getAttribute('srcdoc')) ?? '';
+    for (const bad of ['<script', 'onerror', 'onload', 'onfocus', 'onclick', '<form', '<input', '<iframe', '<object', '<embed', '<base', '<link', 'http-equiv="refresh"', 'javascript:', '@import', 'srcset', 'ping=']) {
+      assert.ok(!srcdoc.toLowerCase().includes(bad.toLowerCase()), `srcdoc contains ${bad}`);
+    }
+    assert.match(srcdoc, /Content-Security-Policy" content="default-src 'none'; img-src data:;/);
+    assert.equal(await page.locator('.remote-banner').count(), 1);
+    const safe = frame.locator('#safe-link');
+    assert.equal(await safe.getAttribute('target'), '_blank');
+    assert.equal(await safe.getAttribute('rel'), 'noopener noreferrer');
+    assert.equal(await frame.locator('#js-link').getAttribute('href'), null);
+    // The frame's origin is opaque: the session token in the app's storage is out of its reach.
+    assert.equal(await frame.evaluate('window.origin').catch(() => 'null'), 'null');
+
+    await page.getByRole('button', { name: 'Show remote images' }).click();
+    const allowed = await mailFrame(page);
+    await allowed.locator('#hostile-title').waitFor();
+    await until('the allowed remote images to load', () => counter.count('/img-tracker.png') > 0);
+    await page.waitForTimeout(1000);
+    const paths = [...new Set(counter.hits.map((h) => h.split(' ')[1]!))];
+    assert.deepEqual(paths.filter((p) => !IMAGE_PATHS.includes(p)), [], `only images load once allowed: ${paths.join(', ')}`);
+    assert.ok(counter.hits.every((h) => h.startsWith('GET ')), 'no form was posted');
+    assert.equal(await js(page, 'window.__pwned'), undefined);
+    assert.deepEqual([...dialogs], []);
+    // Allowing is per message: another mail starts blocked again.
+    await page.goto(`${base}/mail/${firstMailId}`);
+    await page.getByRole('heading', { name: 'Quarterly numbers', level: 1 }).waitFor();
+    await page.goBack();
+    await page.getByRole('button', { name: 'Show remote images' }).waitFor();
+  });
+
+  test("another user's mail id in the URL shows not found, and nothing of it", async () => {
+    const bobContext = await browser.newContext();
+    const bob = await watchedPage(bobContext);
+    await registerInUi(bob.page, 'Bob Inside', 'bob@mail.test');
+    await bob.page.goto(`${base}/mail/${firstMailId}`);
+    await bob.page.getByRole('heading', { name: 'Message not found' }).waitFor();
+    assert.equal(await bob.page.getByText('Quarterly numbers').count(), 0);
+    await screenshot(bob.page, 'not-found');
+    await bob.page.goto(`${base}/mail/not-a-mail-id`);
+    await bob.page.getByRole('heading', { name: 'Message not found' }).waitFor();
+    await bob.page.goto(`${base}/compose/${firstMailId}`);
+    await bob.page.getByRole('heading', { name: 'Message not found' }).waitFor();
+    await bobContext.close();
+  });
+
+  test('keyboard only: sign in, open a mail, reply, without a mouse', async () => {
+    const keyboard = await browser.newContext();
+    const { page } = await watchedPage(keyboard);
+    await page.goto(`${base}/login`);
+    await page.getByLabel('Email address').waitFor();
+    await page.keyboard.type('alice@mail.test');
+    await page.keyboard.press('Tab');
+    await page.keyboard.type(PASSWORD);
+    await page.keyboard.press('Enter');
+    await page.getByRole('heading', { name: 'Inbox', level: 1 }).waitFor();
+    const focused = () => js(page, "document.activeElement?.textContent?.trim() ?? ''");
+    assert.equal(await focused(), 'Inbox', 'the page heading has focus');
+    // Tab through to the first message and open it with Enter.
+    let guard = 0;
+    while (!(await js(page, `!!document.activeElement?.closest('[data-testid="mail-row"]')`))) {
+      await page.keyboard.press('Tab');
+      assert.ok(++guard < 40, 'a message row is reachable with Tab');
+    }
+    await page.keyboard.press('Enter');
+    await page.locator('article.mail h1').waitFor();
+    guard = 0;
+    while ((await focused()) !== 'Reply') {
+      await page.keyboard.press('Shift+Tab');
+      assert.ok(++guard < 40, 'Reply is reachable with Tab');
+    }
+    await page.keyboard.press('Enter');
+    await page.getByRole('heading', { name: 'Reply' }).waitFor();
+    assert.equal(await js(page, 'document.activeElement?.tagName'), 'TEXTAREA', 'a reply starts in the message body');
+    await keyboard.close();
+  });
+
+  test('fits a phone screen', async () => {
+    const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true, locale: 'en-GB', timezoneId: 'UTC' });
+    const { page } = await watchedPage(phone);
+    await page.goto(`${base}/login`);
+    await signInUi(page, 'alice@mail.test');
+    const overflow = () => js(page, 'document.documentElement.scrollWidth - document.documentElement.clientWidth');
+    assert.equal(await overflow(), 0, 'no sideways scrolling in the list');
+    await screenshot(page, 'phone-inbox');
+    await rowWith(page, 'Quarterly numbers').getByRole('link').click();
+    await page.getByRole('heading', { name: 'Quarterly numbers', level: 1 }).waitFor();
+    await mailFrame(page);
+    assert.equal(await overflow(), 0, 'no sideways scrolling on a mail');
+    await screenshot(page, 'phone-mail');
+    await phone.close();
+  });
+
+  test('when the live stream is cut, new mail still arrives by polling', async () => {
+    const { page } = await watchedPage(context);
+    await page.route('**/trpc/mails.changes**', (route) => route.abort('connectionrefused'));
+    await page.goto(`${base}/inbox`);
+    await page.getByRole('heading', { name: 'Inbox', level: 1 }).waitFor();
+    await page.locator('.live-polling').waitFor();
+    await transport(server.port, { ignoreTLS: true }).sendMail({ from: 'poller@example.org', to: 'alice@mail.test', subject: 'Arrives by polling', text: 'polled' });
+    await rowWith(page, 'Arrives by polling').waitFor({ timeout: 30_000 });
+    await page.unroute('**/trpc/mails.changes**');
+    await page.close();
+  });
+
+  test('the pages logged no errors (other than the CSP refusing what the hostile mail tried)', () => {
+    // The 401 is the deliberate wrong-password sign-in.
+    const errors = alice.errors.filter((e) => !/violates the following Content Security Policy directive|status of 401 \(Unauthorized\)/.test(e));
+    assert.deepEqual(errors, []);
+  });
+});
