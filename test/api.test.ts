@@ -56,6 +56,7 @@ describe('accounts', () => {
     const [mailbox] = await ann.mailboxes.list.query();
     assert.equal(mailbox!.address, 'Ann@mail.test');
     assert.deepEqual(mailbox!.counts, { inbox: 0, unread: 0, sent: 0, drafts: 0 });
+    assert.deepEqual((await ann.auth.me.query()).limits, { maxAttachmentBytes: 100000 });
   });
 
   test('registration refuses what it must, with the field named', async () => {

@@ -59,5 +59,6 @@ export const authRouter = router({
     return { token: await signToken(authUser, settings.jwtSecret, settings.jwtExpiresIn), user: authUser };
   }),
 
-  me: authedProcedure.query(({ ctx }) => ctx.user),
+  /** The signed-in user, and the limits a client should check before uploading. */
+  me: authedProcedure.query(({ ctx }) => ({ ...ctx.user, limits: { maxAttachmentBytes: ctx.deps.settings.maxAttachmentBytes } })),
 });

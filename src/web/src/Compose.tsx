@@ -2,7 +2,7 @@ import { useQueryClient } from '@tanstack/react-query';
 import { useCallback, useEffect, useId, useRef, useState, type ChangeEvent, type FormEvent, type KeyboardEvent } from 'react';
 import { api, errorCode, errorMessage, fetchAttachment, type DraftInput, type Mail } from './api.js';
 import { addressList, bracketId, displayAddress, fileToBase64, formatBytes, formatFullDate, parseAddresses, prefixSubject, quote, type Address } from './format.js';
-import { MAX_ATTACHMENT_BYTES } from './limits.js';
+import { useMaxAttachmentBytes } from './limits.js';
 import { PaperclipIcon } from './icons.js';
 import { navigate } from './router.js';
 import { htmlToText } from './sanitize.js';
@@ -167,6 +167,7 @@ function ComposeForm({ initial, initialDraftId, mode, composeKey }: { initial: F
   const [title] = useState(() => (initialDraftId ? 'Edit draft' : mode === 'forward' ? 'Forward' : mode === 'new' ? 'New message' : 'Reply'));
   const heading = useFocusHeading(title);
   const queryClient = useQueryClient();
+  const maxAttachmentBytes = useMaxAttachmentBytes();
   const formId = useId();
   const [fields, setFields] = useState<Fields>(initial);
   const [showCc, setShowCc] = useState(!!(initial.cc || initial.bcc));
@@ -250,9 +251,9 @@ function ComposeForm({ initial, initialDraftId, mode, composeKey }: { initial: F
   const addFiles = async (e: ChangeEvent<HTMLInputElement>): Promise<void> => {
     const files = [...(e.target.files ?? [])];
     e.target.value = '';
-    const tooBig = files.filter((f) => f.size > MAX_ATTACHMENT_BYTES);
-    const ok = files.filter((f) => f.size <= MAX_ATTACHMENT_BYTES);
-    setProblems(tooBig.map((f) => `${f.name} is ${formatBytes(f.size)}; the limit is ${formatBytes(MAX_ATTACHMENT_BYTES)} per file.`));
+    const tooBig = files.filter((f) => f.size > maxAttachmentBytes);
+    const ok = files.filter((f) => f.size <= maxAttachmentBytes);
+    setProblems(tooBig.map((f) => `${f.name} is ${formatBytes(f.size)}; the limit is ${formatBytes(maxAttachmentBytes)} per file.`));
     const added = await Promise.all(
       ok.map(async (f) => ({ key: `f${++fileKeys}`, filename: f.name, contentType: /^[\w.+-]+\/[\w.+-]+$/.test(f.type) ? f.type : 'application/octet-stream', size: f.size, content: await fileToBase64(f) })),
     );
@@ -349,7 +350,7 @@ function ComposeForm({ initial, initialDraftId, mode, composeKey }: { initial: F
           </label>
           <input id={`${formId}-files`} type="file" multiple className="file-input" onChange={(e) => void addFiles(e)} aria-describedby={`${formId}-limit`} />
           <span id={`${formId}-limit`} className="muted small">
-            Up to {formatBytes(MAX_ATTACHMENT_BYTES)} per file.
+            Up to {formatBytes(maxAttachmentBytes)} per file.
           </span>
         </div>
         {fields.attachments.length > 0 && (
