@@ -129,8 +129,9 @@ export class SqliteViewStore implements ViewStore {
     const order = column(q.orderBy.field);
     const cmp = q.orderBy.direction === 'desc' ? '<' : '>';
     if (q.after) {
-      where.push(`(${order} ${cmp} ? OR (${order} = ? AND id ${cmp} ?))`);
-      params.push(q.after.value, q.after.value, q.after.id);
+      // A row value lets SQLite seek the index to the cursor instead of scanning from the start.
+      where.push(`(${order}, id) ${cmp} (?, ?)`);
+      params.push(q.after.value, q.after.id);
     }
     where.push('doc IS NOT NULL');
     const dir = q.orderBy.direction === 'desc' ? 'DESC' : 'ASC';
