@@ -10,14 +10,13 @@ export interface ClientOptions {
 }
 
 /**
- * The typed client for mailtrail's API, used by the tests, the scripts and the web client. It
- * remembers the highest log position its mutations returned and sends it with every request, so
- * a query served by another instance still waits until that instance's views include the
- * caller's own writes.
+ * Remembers the highest log position the responses carried (a mutation's own writes) and gives it
+ * back as the `x-mailtrail-position` header, so a query served by another instance still waits
+ * until that instance's views include the caller's writes.
  */
-export function createClient(baseUrl: string, opts: ClientOptions = {}) {
+export function positionTracker(): { link: TRPCLink<AppRouter>; headers(): Record<string, string> } {
   let seen = 0;
-  const trackPositions: TRPCLink<AppRouter> = () => ({ next, op }) =>
+  const link: TRPCLink<AppRouter> = () => ({ next, op }) =>
     observable((observer) =>
       next(op).subscribe({
         next(value) {
@@ -29,14 +28,20 @@ export function createClient(baseUrl: string, opts: ClientOptions = {}) {
         complete: () => observer.complete(),
       }),
     );
+  return { link, headers: (): Record<string, string> => (seen ? { 'x-mailtrail-position': String(seen) } : {}) };
+}
+
+/** The typed client for mailtrail's API, used by the tests and the scripts (the web client builds its own on `positionTracker`). */
+export function createClient(baseUrl: string, opts: ClientOptions = {}) {
+  const positions = positionTracker();
   return createTRPCClient<AppRouter>({
     links: [
-      trackPositions,
+      positions.link,
       httpLink({
         url: `${baseUrl.replace(/\/$/, '')}/trpc`,
         headers() {
           const token = typeof opts.token === 'function' ? opts.token() : opts.token;
-          return { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(seen ? { 'x-mailtrail-position': String(seen) } : {}) };
+          return { ...(token ? { authorization: `Bearer ${token}` } : {}), ...positions.headers() };
         },
       }),
     ],

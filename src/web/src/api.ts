@@ -1,11 +1,11 @@
 /**
  * The web client's connection to mailtrail's API: the typed tRPC client (types from the server's
- * `AppRouter`, never written by hand), the same read-your-writes position tracking as
- * `src/api/client.ts`, and the live `mails.changes` subscription over server-sent events.
+ * `AppRouter`, never written by hand), read-your-writes position tracking
+ * (`positionTracker` from `src/api/client.ts`), and the live `mails.changes` subscription over server-sent events.
  */
-import { createTRPCClient, httpLink, httpSubscriptionLink, splitLink, TRPCClientError, type TRPCLink } from '@trpc/client';
+import { createTRPCClient, httpLink, httpSubscriptionLink, splitLink, TRPCClientError } from '@trpc/client';
 import type { inferRouterInputs, inferRouterOutputs } from '@trpc/server';
-import { observable } from '@trpc/server/observable';
+import { positionTracker } from '../../api/client.js';
 import type { AppRouter } from '../../api/router.js';
 import { session } from './session.js';
 
@@ -19,27 +19,13 @@ export type Folder = Mail['folder'];
 export type DraftInput = RouterInputs['mails']['createDraft'];
 export type User = RouterOutputs['auth']['me'];
 
-/** The highest log position this tab has seen (its own writes, live events): queries wait for the views to reach it. */
-let seen = 0;
-
-const trackPositions: TRPCLink<AppRouter> = () => ({ next, op }) =>
-  observable((observer) =>
-    next(op).subscribe({
-      next(value) {
-        const data = (value.result as { data?: unknown }).data;
-        if (data && typeof data === 'object' && 'position' in data && typeof data.position === 'number') seen = Math.max(seen, data.position);
-        observer.next(value);
-      },
-      error: (err) => observer.error(err),
-      complete: () => observer.complete(),
-    }),
-  );
+const positions = positionTracker();
 
 const url = `${window.location.origin}/trpc`;
 
 export const api = createTRPCClient<AppRouter>({
   links: [
-    trackPositions,
+    positions.link,
     splitLink({
       condition: (op) => op.type === 'subscription',
       // EventSource sends no headers: the token goes as a connection param (see mails.changes).
@@ -51,7 +37,7 @@ export const api = createTRPCClient<AppRouter>({
         url,
         headers() {
           const token = session.token();
-          return { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(seen ? { 'x-mailtrail-position': String(seen) } : {}) };
+          return { ...(token ? { authorization: `Bearer ${token}` } : {}), ...positions.headers() };
         },
       }),
     }),
