@@ -321,6 +321,21 @@ for (const backend of [sqlite, mongoBackend]) {
       assert.equal(b.status, 'running');
     });
 
+    test('pruneLeases deletes free leases with the prefix and keeps held ones', async () => {
+      const { store } = await fresh();
+      const released = (await store.views.acquireLease('relay:<a@x>', 'n1', 60_000))!;
+      await store.views.releaseLease(released);
+      await store.views.acquireLease('relay:<b@x>', 'n1', 60_000);
+      const freeOther = (await store.views.acquireLease('projector:x', 'n1', 60_000))!;
+      await store.views.releaseLease(freeOther);
+      assert.equal(await store.views.pruneLeases('relay:'), 1);
+      assert.equal(await store.views.acquireLease('relay:<b@x>', 'n2', 60_000), null, 'a held claim survives');
+      const again = await store.views.acquireLease('relay:<a@x>', 'n2', 60_000);
+      assert.ok(again, 'a pruned name can be taken again');
+      assert.equal(await store.views.pruneLeases('relay:'), 0);
+      assert.ok(await store.views.acquireLease('projector:x', 'n3', 60_000), 'other prefixes untouched (and still free)');
+    });
+
     test('replay rebuilds views deep-equal to the live ones, while the server keeps running', async () => {
       const { store, second } = await fresh();
       const live = allProjections.map((p) => runner(store, p, 'server', 1000));

@@ -54,6 +54,7 @@ export interface RelayStats {
 }
 
 const claimName = (messageId: string): string => `relay:${messageId}`;
+const PRUNE_CLAIMS_EVERY_MS = 10 * 60_000;
 
 export class Relay {
   readonly owner: string;
@@ -130,8 +131,16 @@ export class Relay {
   private async run(): Promise<void> {
     const signal = this.stopping.signal;
     let failures = 0;
+    let prunedAt = 0;
     while (!signal.aborted) {
       try {
+        if (this.now() - prunedAt > PRUNE_CLAIMS_EVERY_MS) {
+          // Every message leaves a claim row; the free ones mean nothing any more (the mail's
+          // stream, not the claim's token, is what prevents a second delivery).
+          prunedAt = this.now();
+          const pruned = await this.store.views.pruneLeases('relay:');
+          if (pruned) this.logger.debug({ pruned }, 'relay: pruned free claims');
+        }
         const { started, nextDueAt } = await this.scan();
         failures = 0;
         if (started > 0 && this.busy.size < this.options.RELAY_CONCURRENCY) continue;

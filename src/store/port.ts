@@ -120,6 +120,8 @@ export interface ViewStore {
   /** Renews; returns false if the lease was lost or handed over on request. */
   renewLease(lease: Lease, ttlMs: number): Promise<boolean>;
   releaseLease(lease: Lease): Promise<void>;
+  /** Deletes the leases named `prefix…` that nobody holds (released or expired); returns how many. */
+  pruneLeases(prefix: string): Promise<number>;
 }
 
 /** One store: the log, its blobs and the views built from it. */

@@ -171,6 +171,11 @@ export class MongoViewStore implements ViewStore {
     return false;
   }
 
+  async pruneLeases(prefix: string): Promise<number> {
+    const escaped = prefix.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    return (await this.leases.deleteMany({ _id: { $regex: `^${escaped}` }, expiresAt: { $lte: Date.now() } })).deletedCount;
+  }
+
   async releaseLease(lease: Lease): Promise<void> {
     await this.leases.updateOne({ _id: lease.name, owner: lease.owner, token: lease.token }, { $set: { expiresAt: 0 } });
   }

@@ -224,6 +224,10 @@ export class SqliteViewStore implements ViewStore {
       .immediate();
   }
 
+  async pruneLeases(prefix: string): Promise<number> {
+    return this.prepare('DELETE FROM leases WHERE substr(name, 1, ?) = ? AND expires_at <= ?').run(prefix.length, prefix, Date.now()).changes;
+  }
+
   async releaseLease(lease: Lease): Promise<void> {
     this.prepare('UPDATE leases SET expires_at = 0 WHERE name = ? AND owner = ? AND token = ?').run(lease.name, lease.owner, lease.token);
   }
