@@ -4,9 +4,9 @@
  * runs. Restore it with npm run restore. On MongoDB, says how to use mongodump instead.
  */
 import { Progress } from '../src/cli/progress.js';
-import { parseFlags, UsageError } from '../src/cli/run.js';
+import { parseFlags, runWithoutStore, UsageError } from '../src/cli/run.js';
 import { writeBackup } from '../src/ops/backup.js';
-import { mongoBackupHint, runWithoutStore } from '../src/ops/command.js';
+import { mongoBackupHint } from '../src/ops/command.js';
 
 const USAGE = 'npm run backup -- --out <file.tar.gz>';
 

@@ -28,7 +28,7 @@ import { v7 as uuidv7 } from 'uuid';
 import { registerAccount as registerRealAccount } from '../src/accounts/accounts.js';
 import { createClient, type MailtrailClient } from '../src/api/client.js';
 import { Progress } from '../src/cli/progress.js';
-import { parseFlags, UsageError } from '../src/cli/run.js';
+import { parseFlagsOrExit, UsageError } from '../src/cli/run.js';
 import { systemMeta } from '../src/events/envelope.js';
 import { openSqliteStore } from '../src/store/sqlite/index.js';
 import type { Store } from '../src/store/port.js';
@@ -38,14 +38,7 @@ import { machine, percentile, table, writeSection } from './lib/report.js';
 
 const USAGE =
   'npm run bench:api [-- --mails N --seconds S --rate MSGS_PER_S --lag-seconds S --connections N --lag-size BYTES --data-dir DIR --write true|false]';
-const flags = (() => {
-  try {
-    return parseFlags(process.argv.slice(2), ['mails', 'seconds', 'rate', 'lag-seconds', 'connections', 'lag-size', 'data-dir', 'write'], USAGE);
-  } catch (e) {
-    console.error(e instanceof UsageError ? e.message : e);
-    process.exit(2);
-  }
-})();
+const flags = parseFlagsOrExit(process.argv.slice(2), ['mails', 'seconds', 'rate', 'lag-seconds', 'connections', 'lag-size', 'data-dir', 'write'], USAGE);
 const MAILS = Number(flags.mails ?? 1_000_000);
 const SECONDS = Number(flags.seconds ?? 5);
 const RATE = Number(flags.rate ?? 1000);

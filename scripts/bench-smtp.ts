@@ -19,7 +19,7 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseFlags, UsageError } from '../src/cli/run.js';
+import { parseFlagsOrExit } from '../src/cli/run.js';
 import { openSqliteStore } from '../src/store/sqlite/index.js';
 import { ensurePostfix, PostfixInstance } from './lib/postfix.js';
 import { CpuMeter, freePort, loadAvg, note, ROOT, run, sleep, startChild, waitForPort } from './lib/proc.js';
@@ -28,14 +28,7 @@ import { nodemailerLoad, SMTP_SOURCE_COMMAND, smtpSource } from './lib/smtp-load
 
 const USAGE =
   'npm run bench:smtp [-- --sizes 4096,65536 --sessions 1,10,50 --servers mailtrail,postfix,bare --runs 3 --seconds 4 --latency-seconds 3 --quick true|false --write true|false]';
-const flags = (() => {
-  try {
-    return parseFlags(process.argv.slice(2), ['sizes', 'sessions', 'servers', 'runs', 'seconds', 'latency-seconds', 'quick', 'write'], USAGE);
-  } catch (e) {
-    console.error(e instanceof UsageError ? e.message : e);
-    process.exit(2);
-  }
-})();
+const flags = parseFlagsOrExit(process.argv.slice(2), ['sizes', 'sessions', 'servers', 'runs', 'seconds', 'latency-seconds', 'quick', 'write'], USAGE);
 const QUICK = flags.quick === 'true';
 const SIZES = (flags.sizes ?? '4096,65536').split(',').map(Number);
 const SESSIONS = (flags.sessions ?? '1,10,50').split(',').map(Number);

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { v7 as uuidv7 } from 'uuid';
 import { allProjections } from '../projections/index.js';
 import { Progress } from '../src/cli/progress.js';
-import { parseFlags, UsageError } from '../src/cli/run.js';
+import { parseFlagsOrExit } from '../src/cli/run.js';
 import type { NewEvent } from '../src/events/envelope.js';
 import { rebuild } from '../src/projection/rebuild.js';
 import type { Store } from '../src/store/port.js';
@@ -23,14 +23,7 @@ import { startMongo, uniqueDbName } from '../test/support/mongo-java-server.js';
 import { machine, percentile, table, writeSection } from './lib/report.js';
 
 const USAGE = 'npm run bench:store [-- --events N --adapters sqlite,mongo --seconds S --write true|false]';
-const flags = (() => {
-  try {
-    return parseFlags(process.argv.slice(2), ['events', 'adapters', 'seconds', 'write'], USAGE);
-  } catch (e) {
-    console.error(e instanceof UsageError ? e.message : e);
-    process.exit(2);
-  }
-})();
+const flags = parseFlagsOrExit(process.argv.slice(2), ['events', 'adapters', 'seconds', 'write'], USAGE);
 const EVENTS = Number(flags.events ?? 1_000_000);
 const SECONDS = Number(flags.seconds ?? 5);
 const ADAPTERS = (flags.adapters ?? 'sqlite,mongo').split(',');

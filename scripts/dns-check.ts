@@ -4,9 +4,8 @@
  * the API's domains.verify does, and prints each as found, missing or wrong with the record to
  * publish. Exits 1 when anything is missing or wrong.
  */
-import { parseFlags, UsageError } from '../src/cli/run.js';
+import { parseFlags, runWithoutStore, UsageError } from '../src/cli/run.js';
 import { checkDomain, expectedRecords, type DomainSetup } from '../src/dns/records.js';
-import { runWithoutStore } from '../src/ops/command.js';
 import { dkimPublicKey, formatChecks } from '../src/ops/dns.js';
 import { systemResolver } from '../src/smtp/dns.js';
 

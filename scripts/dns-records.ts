@@ -6,9 +6,8 @@
  * it is set; otherwise a new key pair, with where to put the private key.
  */
 import net from 'node:net';
-import { parseFlags, UsageError } from '../src/cli/run.js';
+import { parseFlags, runWithoutStore, UsageError } from '../src/cli/run.js';
 import { expectedRecords } from '../src/dns/records.js';
-import { runWithoutStore } from '../src/ops/command.js';
 import { dkimPublicKey, formatRecords, generateDkimKey } from '../src/ops/dns.js';
 
 const USAGE =

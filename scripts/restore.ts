@@ -6,9 +6,9 @@
 import path from 'node:path';
 import { allProjections } from '../projections/index.js';
 import { Progress } from '../src/cli/progress.js';
-import { parseFlags, UsageError } from '../src/cli/run.js';
+import { parseFlags, runWithoutStore, UsageError } from '../src/cli/run.js';
 import { restoreBackup } from '../src/ops/backup.js';
-import { mongoBackupHint, runWithoutStore } from '../src/ops/command.js';
+import { mongoBackupHint } from '../src/ops/command.js';
 
 const USAGE = 'npm run restore -- --from <file.tar.gz> [--data-dir <folder>] [--force true]';
 

@@ -4,9 +4,6 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { Readable } from 'node:stream';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { pino } from 'pino';
@@ -17,50 +14,13 @@ import { applyBatch } from '../src/projection/apply.js';
 import { defineProjection } from '../src/projection/projection.js';
 import { rebuild } from '../src/projection/rebuild.js';
 import { leaseName, ProjectionRunner } from '../src/projection/runner.js';
-import { openMongoStore } from '../src/store/mongo/index.js';
 import { LeaseLostError, WrongExpectedVersionError, type Store } from '../src/store/port.js';
-import { openSqliteStore } from '../src/store/sqlite/index.js';
+import { backends } from './support/backends.js';
 import { draftSendDeliver, meta, receive, registerAccount } from './support/events.js';
-import { startMongo, uniqueDbName, type MongoHandle } from './support/mongo-java-server.js';
 
 const logger = pino({ level: 'silent' });
 
-interface Backend {
-  name: string;
-  before?(): Promise<void>;
-  after?(): Promise<void>;
-  /** A new, empty location; `open` may be called several times (several processes on one store). */
-  location(): { open(): Promise<Store>; dispose(): Promise<void> };
-}
-
-const sqlite: Backend = {
-  name: 'sqlite',
-  location() {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'mailtrail-contract-'));
-    return {
-      open: () => openSqliteStore({ dataDir: dir, pollIntervalMs: 50 }),
-      dispose: async () => rmSync(dir, { recursive: true, force: true }),
-    };
-  },
-};
-
-let mongo: MongoHandle | null = null;
-const mongoBackend: Backend = {
-  name: 'mongo',
-  async before() {
-    mongo = await startMongo();
-  },
-  async after() {
-    await mongo?.stop();
-  },
-  location() {
-    const dbName = uniqueDbName('contract');
-    return {
-      open: () => openMongoStore({ uri: mongo!.uri, dbName, gapTimeoutMs: 300, pollIntervalMs: 50 }),
-      dispose: async () => {},
-    };
-  },
-};
+const [sqlite, mongoBackend] = backends('contract');
 
 const counter = defineProjection<{ id: string; seen: string[] }>({
   spec: { name: 'seen', indexed: [], indexes: [] },

@@ -23,11 +23,10 @@ import { relayOptionsFromEnv, type RelayOptions } from '../src/relay/options.js'
 import { backoffDelay, planAttempt, type RecipientOutcome } from '../src/relay/plan.js';
 import { Relay, type RelayDeps } from '../src/relay/relay.js';
 import { mxHosts, outcomesFromError, outcomesFromInfo, unreachable, type MxResolver } from '../src/relay/transport.js';
-import { openMongoStore } from '../src/store/mongo/index.js';
 import type { Store } from '../src/store/port.js';
 import { openSqliteStore } from '../src/store/sqlite/index.js';
+import { backends } from './support/backends.js';
 import { meta, registerAccount, summary, type Account } from './support/events.js';
-import { startMongo, uniqueDbName, type MongoHandle } from './support/mongo-java-server.js';
 import { ROOT } from './support/process.js';
 import { startSink, type RelaySink } from './support/relay-sink.js';
 
@@ -88,35 +87,7 @@ function options(sink: RelaySink, over: Record<string, string> = {}): RelayOptio
   });
 }
 
-interface Backend {
-  name: string;
-  before?(): Promise<void>;
-  after?(): Promise<void>;
-  location(): { open(): Promise<Store>; dispose(): Promise<void> };
-}
-
-const sqlite: Backend = {
-  name: 'sqlite',
-  location() {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'mailtrail-relay-'));
-    return { open: () => openSqliteStore({ dataDir: dir, pollIntervalMs: 50 }), dispose: async () => rmSync(dir, { recursive: true, force: true }) };
-  },
-};
-
-let mongo: MongoHandle | null = null;
-const mongoBackend: Backend = {
-  name: 'mongo',
-  async before() {
-    mongo = await startMongo();
-  },
-  async after() {
-    await mongo?.stop();
-  },
-  location() {
-    const dbName = uniqueDbName('relay');
-    return { open: () => openMongoStore({ uri: mongo!.uri, dbName, gapTimeoutMs: 300, pollIntervalMs: 50 }), dispose: async () => {} };
-  },
-};
+const [sqlite, mongoBackend] = backends('relay');
 
 for (const backend of [sqlite, mongoBackend]) {
   describe(`relay: ${backend.name}`, () => {

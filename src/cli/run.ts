@@ -16,13 +16,30 @@ export async function runCommand(name: string, main: (ctx: { config: Config; sto
     store = await openStore(config);
     await main({ config, store, args: process.argv.slice(2) });
   } catch (error) {
-    if (error instanceof ConfigError) console.error(`${name}: ${error.message}\nFix the variables above (see .env.example).`);
-    else if (error instanceof UsageError) console.error(`${name}: ${error.message}`);
-    else console.error(`${name}: ${error instanceof Error ? error.message : String(error)}`);
-    process.exitCode = 1;
+    reportFailure(name, error);
   } finally {
     await store?.close();
   }
+}
+
+/**
+ * `runCommand` for commands that must not open the configured store: backup and restore work on
+ * the files themselves (opening the store would create an empty one where DATA_DIR is wrong), the
+ * DNS commands need no store at all.
+ */
+export async function runWithoutStore(name: string, main: (ctx: { config: Config; args: string[] }) => Promise<void>): Promise<void> {
+  try {
+    await main({ config: loadConfig(), args: process.argv.slice(2) });
+  } catch (error) {
+    reportFailure(name, error);
+  }
+}
+
+function reportFailure(name: string, error: unknown): void {
+  if (error instanceof ConfigError) console.error(`${name}: ${error.message}\nFix the variables above (see .env.example).`);
+  else if (error instanceof UsageError) console.error(`${name}: ${error.message}`);
+  else console.error(`${name}: ${error instanceof Error ? error.message : String(error)}`);
+  process.exitCode = 1;
 }
 
 /** `--key value` pairs; unknown keys are a usage error. */
@@ -39,4 +56,14 @@ export function parseFlags(args: string[], known: string[], usage: string): Reco
     i++;
   }
   return out;
+}
+
+/** `parseFlags` for scripts outside `runCommand` (benchmarks): a usage error ends the process with exit code 2. */
+export function parseFlagsOrExit(args: string[], known: string[], usage: string): Record<string, string> {
+  try {
+    return parseFlags(args, known, usage);
+  } catch (error) {
+    console.error(error instanceof Error ? error.message : error);
+    process.exit(2);
+  }
 }

@@ -9,7 +9,7 @@ import Database from 'better-sqlite3';
 import { z } from 'zod';
 import type { Projection } from '../projection/projection.js';
 import { rebuild, type RebuildProgress, type RebuildResult } from '../projection/rebuild.js';
-import { fsyncDir } from '../store/sqlite/blob-store.js';
+import { fsyncDir, packFileName } from '../store/sqlite/blob-store.js';
 import { openSqliteStore } from '../store/sqlite/index.js';
 import { readTar, TAR_END, tarHeader, TarFormatError, tarPadding } from './tar.js';
 
@@ -24,7 +24,6 @@ const MANIFEST = 'manifest.json';
 /** The names a backup may contain; anything else means it is not one (and keeps paths inside the target). */
 const ENTRY = /^(mailtrail\.db|manifest\.json|blobs\/pack-\d{6})$/;
 /** As PackBlobStore names its pack files. */
-const packName = (n: number): string => `pack-${String(n).padStart(6, '0')}`;
 
 const Manifest = z.object({
   format: z.literal('mailtrail-backup'),
@@ -132,7 +131,7 @@ export async function writeBackup(dataDir: string, out: string, onProgress?: Pro
     const { packs, ...counts } = describeSnapshot(snapshot);
     const entries: Entry[] = [
       { name: DB, path: snapshot, size: statSync(snapshot).size },
-      ...packs.map((p) => ({ name: `blobs/${packName(p.pack)}`, path: path.join(dataDir, 'blobs', packName(p.pack)), size: p.end })),
+      ...packs.map((p) => ({ name: `blobs/${packFileName(p.pack)}`, path: path.join(dataDir, 'blobs', packFileName(p.pack)), size: p.end })),
     ];
     const total = entries.reduce((sum, e) => sum + e.size, 0);
     let done = 0;

@@ -15,6 +15,9 @@ export const BLOBS_SCHEMA = `
     size   INTEGER NOT NULL
   );`;
 
+/** File name of pack `n` under the blobs folder (backups list packs by it). */
+export const packFileName = (n: number): string => `pack-${String(n).padStart(6, '0')}`;
+
 /** A pack is closed for appends past this size and the next one started. */
 const PACK_LIMIT = 1024 ** 3;
 
@@ -70,7 +73,7 @@ export class PackBlobStore implements BlobStore {
   }
 
   private packPath(n: number): string {
-    return path.join(this.dir, `pack-${String(n).padStart(6, '0')}`);
+    return path.join(this.dir, packFileName(n));
   }
 
   private async openPack(number: number): Promise<Pack> {
