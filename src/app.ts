@@ -8,7 +8,7 @@ import { ProjectionRunner } from './projection/runner.js';
 import { SharedLogReader } from './projection/shared-reader.js';
 import { Relay, type RelayDeps } from './relay/relay.js';
 import { systemResolver, type DnsResolver } from './smtp/dns.js';
-import { FailureLimiter } from './smtp/limits.js';
+import { FailureLimiter } from './security/limits.js';
 import { startSmtpServer, type SmtpObserver, type SmtpService } from './smtp/server.js';
 import { ensureWebBuild, webRoutes } from './web/serve.js';
 import { openStore } from './store/open.js';

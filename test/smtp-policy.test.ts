@@ -13,9 +13,9 @@ import { headerDate, htmlToSnippetText, snippetOf } from '../src/mail/summary.js
 import { authResultsFrom, temperrorResults } from '../src/smtp/auth-check.js';
 import { DataGuard } from '../src/smtp/data-guard.js';
 import { budgetedResolver, cachingResolver } from '../src/smtp/dns.js';
-import { FailureLimiter, RateLimiter, takeToken } from '../src/smtp/limits.js';
+import { FailureLimiter, isLoopback, RateLimiter, takeToken } from '../src/security/limits.js';
 import { derInteger, selfSignedCertificate } from '../src/smtp/tls.js';
-import { decideDmarc, decideHeaderFrom, decideRecipient, decideSender, isLoopback, parseAddress, replies } from '../src/smtp/policy.js';
+import { decideDmarc, decideHeaderFrom, decideRecipient, decideSender, parseAddress, replies } from '../src/smtp/policy.js';
 
 const bob: LocalMailbox = { id: 'mb-bob', userId: 'u-bob', address: 'bob@mail.test' };
 const carol: LocalMailbox = { id: 'mb-carol', userId: 'u-carol', address: 'carol@mail.test' };

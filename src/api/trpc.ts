@@ -6,7 +6,7 @@ import type { Metrics } from '../metrics.js';
 import { WrongExpectedVersionError, type Store } from '../store/port.js';
 import type { ProjectionRunner } from '../projection/runner.js';
 import type { DnsResolver } from '../smtp/dns.js';
-import type { FailureLimiter } from '../smtp/limits.js';
+import type { FailureLimiter } from '../security/limits.js';
 import type { AuthUser } from './tokens.js';
 
 export interface ApiSettings {

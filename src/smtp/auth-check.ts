@@ -3,7 +3,7 @@ import { authenticate, type AuthenticateResult } from 'mailauth';
 import { headerField, headerNames, headerSectionEnd, MAX_HEADER_SECTION } from '../mail/headers.js';
 import type { AuthResults } from '../mail/commands.js';
 import { budgetedResolver, type DnsResolver } from './dns.js';
-import type { TtlCache } from './limits.js';
+import type { TtlCache } from '../security/limits.js';
 import type { DmarcVerdict } from './policy.js';
 
 /**

@@ -131,7 +131,6 @@ export function decideDmarc(dmarc: DmarcVerdict | null, dmarcReject: boolean): R
   return dmarc.result === 'fail' && dmarc.policy?.toLowerCase() === 'reject' ? replies.dmarcReject(dmarc.domain ?? 'the sender domain') : null;
 }
 
-export const isLoopback = (ip: string): boolean => /^127\./.test(ip) || ip === '::1' || /^::ffff:127\./i.test(ip);
 
 /** Renders a reply's text the way smtp-server prints it after the code: "5.7.1 relaying denied". */
 export const replyText = (r: Reply): string => `${r.enhanced} ${r.text}`;

@@ -16,14 +16,13 @@ import type { Store } from '../store/port.js';
 import { startAuthCheck, type AuthCheckOutcome } from './auth-check.js';
 import { DataGuard } from './data-guard.js';
 import { cachingResolver, systemResolver, type DnsResolver } from './dns.js';
-import { FailureLimiter, RateLimiter, TtlCache } from './limits.js';
+import { FailureLimiter, isLoopback, RateLimiter, TtlCache } from '../security/limits.js';
 import {
   decideDmarc,
   decideHeaderFrom,
   decideRecipient,
   decideSender,
   isLocalDomain,
-  isLoopback,
   parseAddress,
   replies,
   replyError,

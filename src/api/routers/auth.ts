@@ -2,7 +2,7 @@ import { TRPCError } from '@trpc/server';
 import { z } from 'zod';
 import { AddressTakenError, registerAccount, verifyPassword } from '../../accounts/accounts.js';
 import { isLocalDomain } from '../../accounts/domains.js';
-import { isLoopback } from '../../smtp/policy.js';
+import { isLoopback } from '../../security/limits.js';
 import { awaitViews } from '../consistency.js';
 import { Email } from '../schemas.js';
 import { effectiveRole, signToken } from '../tokens.js';

@@ -99,3 +99,6 @@ export class TtlCache<V> {
     this.entries.set(key, { value, expires: this.now() + this.ttlMs });
   }
 }
+
+/** Loopback clients (local tools, the reverse proxy, tests) are exempt from rate limits unless RATE_LIMIT_LOOPBACK is set. */
+export const isLoopback = (ip: string): boolean => /^127\./.test(ip) || ip === '::1' || /^::ffff:127\./i.test(ip);
