@@ -72,9 +72,11 @@ describe('mail authentication (mailauth, injected resolver)', () => {
     const [e] = await receivedWithSubject(server.store, 'dkim signed');
     assert.equal(e?.data.authResults?.dkim, 'pass');
     assert.equal(e?.data.authResults?.dmarc, 'pass');
-    // The stored raw message is exactly what was received: the signature still verifies from the blob.
-    const raw = await server.store.blobs.get(e!.data.raw.sha256);
-    assert.equal(raw.toString(), signatures + unsigned);
+    // The stored raw message is what was received under this server's Received field, which DKIM
+    // does not sign: the signature still verifies from the blob.
+    const raw = (await server.store.blobs.get(e!.data.raw.sha256)).toString();
+    assert.match(raw, /^Received: from [^\r\n]+\r\n\tby mx\.mail\.test \(mailtrail\) with ESMTP id [^\r\n]+\r\n\tfor <bob@mail\.test>;\r\n\t[^\r\n]+\r\nDKIM-Signature: /);
+    assert.equal(raw.slice(raw.indexOf('DKIM-Signature: ')), signatures + unsigned);
   });
 
   test('a tampered DKIM-signed message does not pass DKIM (body hash mismatch), so DMARC fails', async () => {

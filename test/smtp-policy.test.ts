@@ -12,6 +12,7 @@ import { headerFacts, headerSectionEnd, rewriteHeaderSection, rfc5322Date } from
 import { headerDate, htmlToSnippetText, snippetOf } from '../src/mail/summary.js';
 import { authResultsFrom, temperrorResults } from '../src/smtp/auth-check.js';
 import { DataGuard } from '../src/smtp/data-guard.js';
+import { receivedHeader } from '../src/smtp/received.js';
 import { budgetedResolver, cachingResolver } from '../src/smtp/dns.js';
 import { FailureLimiter, isLoopback, RateLimiter, takeToken } from '../src/security/limits.js';
 import { derInteger, selfSignedCertificate } from '../src/smtp/tls.js';
@@ -163,12 +164,28 @@ describe('headers of submissions', () => {
 
   test('Message-ID/Date added on top, Bcc (folded too) removed, the rest untouched', () => {
     const head = Buffer.from('Subject: s\r\nBcc: a@x.example,\r\n  b@x.example\r\nTo: t@x.example\r\n\r\n');
-    assert.deepEqual(headerFacts(head), { hasMessageId: false, hasDate: false, hasBcc: true, hasFrom: false, eol: '\r\n' });
+    assert.deepEqual(headerFacts(head), { hasMessageId: false, hasDate: false, hasBcc: true, hasFrom: false });
     const out = rewriteHeaderSection(head, { prepend: ['Message-ID: <m@h>', 'Date: d'], dropBcc: true }).toString();
     assert.equal(out, 'Message-ID: <m@h>\r\nDate: d\r\nSubject: s\r\nTo: t@x.example\r\n\r\n');
     const lf = rewriteHeaderSection(Buffer.from('Subject: s\nBCC: z@x\n\n'), { prepend: ['Date: d'], dropBcc: true }).toString();
     assert.equal(lf, 'Date: d\nSubject: s\n\n');
     assert.match(rfc5322Date(new Date(Date.UTC(2026, 10, 23, 10, 0, 0))), /^Mon, 23 Nov 2026 10:00:00 \+0000$/);
+  });
+
+  test('Received trace field: IP literals, printable HELO only, folded in the message\'s own line ending', () => {
+    const at = new Date(Date.UTC(2026, 10, 23, 10, 0, 0));
+    const facts = { helo: 'client.example', remoteAddress: '::ffff:192.0.2.7', by: 'mx.mail.test', protocol: 'ESMTPS', id: 'q1', recipient: 'bob@mail.test', at };
+    assert.equal(
+      receivedHeader(facts),
+      'Received: from client.example ([192.0.2.7])\n\tby mx.mail.test (mailtrail) with ESMTPS id q1\n\tfor <bob@mail.test>;\n\tMon, 23 Nov 2026 10:00:00 +0000',
+    );
+    const v6 = receivedHeader({ ...facts, helo: '', remoteAddress: '2001:db8::1', recipient: null });
+    assert.match(v6, /^Received: from \[IPv6:2001:db8::1\] \(\[IPv6:2001:db8::1\]\)\n\tby mx\.mail\.test \(mailtrail\) with ESMTPS id q1;\n/);
+    assert.match(receivedHeader({ ...facts, helo: 'evil\tX-Injected: yes' }), /^Received: from evil\?X-Injected:\?yes \(/);
+    const lf = rewriteHeaderSection(Buffer.from('Subject: s\n\n'), { prepend: [receivedHeader(facts)], dropBcc: false }).toString();
+    assert.equal(lf, `${receivedHeader(facts)}\nSubject: s\n\n`);
+    const crlf = rewriteHeaderSection(Buffer.from('Subject: s\r\n\r\n'), { prepend: [receivedHeader(facts)], dropBcc: false }).toString();
+    assert.equal(crlf, `${receivedHeader(facts).replaceAll('\n', '\r\n')}\r\nSubject: s\r\n\r\n`);
   });
 });
 

@@ -23,6 +23,7 @@ import {
   startTestServer,
   transport,
   waitForViews,
+  type Reply,
   type TestServer,
 } from './support/smtp.js';
 
@@ -53,6 +54,49 @@ describe('delivery to local mailboxes', () => {
     for (const c of ['PIPELINING', '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES', 'STARTTLS', `SIZE ${256 * 1024}`]) assert.ok(caps.includes(c), `EHLO has ${c}: ${caps.join(', ')}`);
     assert.match(ehlo.lines[0]!, /^250-mx\.mail\.test /);
     await talk.quit();
+  });
+
+  test('every stored copy starts with a Received trace field: HELO name, IP literal, protocol, queue id, the recipient only when it is the only one', async () => {
+    const body = rawMessage({ subject: 'trace one', to: `bob@${DOMAIN}` });
+    const one = await session();
+    await one.envelope('alice@example.org', [`bob@${DOMAIN}`]);
+    const r1 = await one.data(body);
+    assert.equal(r1.code, 250, r1.text);
+    await one.quit();
+    const [e] = await receivedWithSubject(server.store, 'trace one');
+    const raw = (await server.store.blobs.get(e!.data.raw.sha256)).toString('latin1');
+    const trace = /^Received: from client\.example\.org \(\[127\.0\.0\.1\]\)\r\n\tby mx\.mail\.test \(mailtrail\) with ESMTP id (\S+)\r\n\tfor <bob@mail\.test>;\r\n\t([^\r\n]+)\r\n/.exec(raw);
+    assert.ok(trace, raw.slice(0, 300));
+    assert.equal(trace[1], /queued as (\S+)/.exec(r1.text)?.[1]);
+    assert.ok(Math.abs(Date.parse(trace[2]!) - Date.now()) < 60_000, `date ${trace[2]}`);
+    assert.equal(raw.slice(trace[0].length), body, 'the message follows unchanged');
+
+    // HELO (not EHLO), two recipients: protocol SMTP, and no "for" that would show one recipient to the other.
+    const { talk: two } = await SmtpTalk.open(server.port);
+    assert.equal((await two.cmd('HELO old.example.net')).code, 250);
+    await two.envelope('alice@example.org', [`bob@${DOMAIN}`, `carol@${DOMAIN}`]);
+    assert.equal((await two.data(rawMessage({ subject: 'trace two', to: `bob@${DOMAIN}` }))).code, 250);
+    await two.quit();
+    const copies = await receivedWithSubject(server.store, 'trace two');
+    assert.equal(copies.length, 2);
+    const raw2 = (await server.store.blobs.get(copies[0]!.data.raw.sha256)).toString('latin1');
+    assert.match(raw2, /^Received: from old\.example\.net \(\[127\.0\.0\.1\]\)\r\n\tby mx\.mail\.test \(mailtrail\) with SMTP id \S+;\r\n\t[^\r\n]+\r\nFrom: /);
+    assert.doesNotMatch(raw2.slice(0, raw2.indexOf('From: ')), /bob|carol/);
+  });
+
+  test('SMTPUTF8: a sender with a UTF-8 local part is accepted and recorded as given; a UTF-8 recipient is refused with 553 and the session goes on', async () => {
+    const talk = await session();
+    const utf8 = (line: string): Promise<Reply> => (talk.write(Buffer.from(`${line}\r\n`, 'utf8')), talk.reply());
+    assert.equal((await utf8('MAIL FROM:<jörg@bücher.example> SMTPUTF8')).code, 250);
+    const rcpt = await utf8(`RCPT TO:<jörg@${DOMAIN}>`);
+    assert.equal(rcpt.code, 553, rcpt.text);
+    assert.equal((await talk.cmd(`RCPT TO:<bob@${DOMAIN}>`)).code, 250);
+    const r = await talk.data(Buffer.from(rawMessage({ subject: 'utf8 sender', from: 'Jörg <jörg@bücher.example>' }), 'utf8'));
+    assert.equal(r.code, 250, r.text);
+    await talk.quit();
+    const [e] = await receivedWithSubject(server.store, 'utf8 sender');
+    assert.equal(e?.data.envelope.mailFrom, 'jörg@bücher.example');
+    assert.deepEqual(e?.data.message.from, [{ name: 'Jörg', address: 'jörg@bücher.example' }]);
   });
 
   test('one mailbox: stored as MailReceived with raw and text blobs, queue id = correlation id, in the mails view', async () => {
@@ -288,8 +332,9 @@ describe('AUTH and submission', () => {
     const [s] = (await sent(server.store)).filter((e) => e.data.message.subject === 'bare submission');
     assert.ok(s);
     assert.match(s.data.messageId, /^<[0-9a-f-]+@mx\.mail\.test>$/);
+    const queueId = /queued as (\S+)/.exec(r.text)?.[1];
     const raw = (await server.store.blobs.get(s.data.raw.sha256)).toString();
-    assert.match(raw, new RegExp(`^Message-ID: ${s.data.messageId.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\r\nDate: .+\r\nFrom: <sub@mail\\.test>\r\nSubject: bare submission\r\n`));
+    assert.match(raw, new RegExp(`^Received: from client\\.example\\.org \\(\\[127\\.0\\.0\\.1\\]\\)\r\n\tby mx\\.mail\\.test \\(mailtrail\\) with ESMTPSA id ${queueId};\r\n\t.+\r\nMessage-ID: ${s.data.messageId.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\r\nDate: .+\r\nFrom: <sub@mail\\.test>\r\nSubject: bare submission\r\n`));
     assert.doesNotMatch(raw, /^Bcc:/im);
     assert.deepEqual(s.data.bcc.map((a) => a.address), [`bob@${DOMAIN}`]);
     assert.deepEqual(s.data.message.from, [{ name: '', address: `sub@${DOMAIN}` }]);

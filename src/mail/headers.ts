@@ -93,33 +93,39 @@ export interface HeaderFacts {
   hasDate: boolean;
   hasBcc: boolean;
   hasFrom: boolean;
-  /** CRLF unless the section uses bare LF line endings. */
-  eol: '\r\n' | '\n';
 }
 
 export function headerFacts(head: Buffer): HeaderFacts {
   const names = headerNames(head);
-  const firstLf = head.indexOf(0x0a);
   return {
     hasMessageId: names.has('message-id'),
     hasDate: names.has('date'),
     hasBcc: names.has('bcc'),
     hasFrom: names.has('from'),
-    eol: firstLf > 0 && head[firstLf - 1] !== 0x0d ? '\n' : '\r\n',
   };
 }
 
-/** The header section with `prepend` lines (no line endings) added on top and Bcc fields removed. */
+/** CRLF unless the section uses bare LF line endings. */
+function lineEnding(head: Buffer): '\r\n' | '\n' {
+  const firstLf = head.indexOf(0x0a);
+  return firstLf > 0 && head[firstLf - 1] !== 0x0d ? '\n' : '\r\n';
+}
+
+/**
+ * The header section with `prepend` fields added on top and Bcc fields removed. A prepended field
+ * has no line ending; "\n" inside it folds it and becomes the section's own line ending.
+ */
 export function rewriteHeaderSection(head: Buffer, change: { prepend: string[]; dropBcc: boolean }): Buffer {
-  const { eol } = headerFacts(head);
+  const eol = lineEnding(head);
+  const added = Buffer.from(change.prepend.map((l) => `${l.replaceAll('\n', eol)}${eol}`).join(''), 'latin1');
+  // A message without any header section still needs the blank line that ends the new one.
+  if (head.length === 0) return Buffer.concat([added, Buffer.from(eol)]);
+  if (!change.dropBcc) return Buffer.concat([added, head]);
   const kept = fields(head)
-    .filter((f) => !(change.dropBcc && f.name === 'bcc'))
+    .filter((f) => f.name !== 'bcc')
     .map((f) => f.text)
     .join('');
-  const added = change.prepend.map((l) => `${l}${eol}`).join('');
-  // A message without any header section still needs the blank line that ends the new one.
-  const body = head.length === 0 ? eol : kept;
-  return Buffer.from(added + body, 'latin1');
+  return Buffer.concat([added, Buffer.from(kept, 'latin1')]);
 }
 
 /** RFC 5322 date-time for a Date header. */

@@ -30,6 +30,7 @@ import {
   type Reply,
   type SessionUser,
 } from './policy.js';
+import { receivedHeader } from './received.js';
 import { loadTlsMaterial } from './tls.js';
 
 /**
@@ -360,20 +361,28 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
           budgetMs: config.SMTP_DNS_TIMEOUT_MS,
           cache: authOutcomes,
         });
-    // A submission is completed the way an MSA does (RFC 6409 8): Message-ID, Date and From added
-    // when missing, Bcc removed, in the stored copy only.
+    // Every stored copy starts with this server's trace field (RFC 5321 4.4). A submission is
+    // also completed the way an MSA does (RFC 6409 8): Message-ID, Date and From added when
+    // missing, Bcc removed. The parser, mailauth and the dedupe hash see the bytes as received.
+    const trace = receivedHeader({
+      helo: session.hostNameAppearsAs || '',
+      remoteAddress: session.remoteAddress,
+      by: config.SMTP_HOSTNAME,
+      protocol: session.transmissionType,
+      id: tx.id,
+      recipient: envelopeRecipients.length === 1 ? envelopeRecipients[0]!.address : null,
+      at: new Date(),
+    });
     const added: { messageId?: string; date?: string; from?: string } = {};
-    const rewriteHeader =
-      user && tx.sender
-        ? (head: Buffer): Buffer => {
-            const facts = headerFacts(head);
-            const prepend: string[] = [];
-            if (!facts.hasMessageId) prepend.push(`Message-ID: ${(added.messageId = `<${uuidv7()}@${config.SMTP_HOSTNAME}>`)}`);
-            if (!facts.hasDate) prepend.push(`Date: ${(added.date = rfc5322Date(new Date()))}`);
-            if (!facts.hasFrom) prepend.push(`From: <${(added.from = tx.sender!.address)}>`);
-            return prepend.length || facts.hasBcc ? rewriteHeaderSection(head, { prepend, dropBcc: facts.hasBcc }) : head;
-          }
-        : undefined;
+    const rewriteHeader = (head: Buffer): Buffer => {
+      const prepend = [trace];
+      if (!user || !tx.sender) return rewriteHeaderSection(head, { prepend, dropBcc: false });
+      const facts = headerFacts(head);
+      if (!facts.hasMessageId) prepend.push(`Message-ID: ${(added.messageId = `<${uuidv7()}@${config.SMTP_HOSTNAME}>`)}`);
+      if (!facts.hasDate) prepend.push(`Date: ${(added.date = rfc5322Date(new Date()))}`);
+      if (!facts.hasFrom) prepend.push(`From: <${(added.from = tx.sender.address)}>`);
+      return rewriteHeaderSection(head, { prepend, dropBcc: facts.hasBcc });
+    };
     const guard = new DataGuard(config.MAX_MESSAGE_SIZE);
     const outcome = await receiveMessage(stream, {
       blobs: store.blobs,
