@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
@@ -45,5 +45,37 @@ test('kill -9 while appending: every acknowledged append and its blob survive', 
     assert.ok((await store.events.head()) >= acked.length);
   } finally {
     await store.close();
+  }
+});
+
+test('two processes on one DATA_DIR put blobs at the same time: each appends to a pack of its own, every blob reads back intact', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'mailtrail-two-writers-'));
+  try {
+    // The second writer is a real process: the store's own in-process queues cannot hide a clash.
+    const child = spawn(process.execPath, ['--import', 'tsx', 'test/support/blob-writer-child.ts', dir, 'child', '300'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+    const childOut: Buffer[] = [];
+    child.stdout.on('data', (d: Buffer) => childOut.push(d));
+    const childDone = new Promise<number | null>((resolve) => child.on('close', resolve));
+    const store = await openSqliteStore({ dataDir: dir });
+    try {
+      const mine: string[] = [];
+      for (let i = 0; i < 300; i++) {
+        const refs = await Promise.all([0, 1, 2].map((k) => store.blobs.put(Buffer.from(`parent blob ${i}.${k} `.repeat(50 + i)))));
+        mine.push(...refs.map((r) => r.sha256));
+      }
+      assert.equal(await childDone, 0);
+      const theirs = Buffer.concat(childOut).toString().trim().split('\n');
+      assert.equal(theirs.length, 900);
+      for (const sha256 of [...mine, ...theirs]) {
+        const bytes = await store.blobs.get(sha256);
+        assert.equal(createHash('sha256').update(bytes).digest('hex'), sha256);
+      }
+    } finally {
+      await store.close();
+    }
+    const packs = readdirSync(path.join(dir, 'blobs')).filter((f) => f.startsWith('pack-'));
+    assert.equal(packs.length, 2, `one pack per writer: ${packs.join(', ')}`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -22,7 +22,7 @@ import { readTar, TAR_END, tarHeader, TarFormatError, tarPadding } from './tar.j
 const DB = 'mailtrail.db';
 const MANIFEST = 'manifest.json';
 /** The names a backup may contain; anything else means it is not one (and keeps paths inside the target). */
-const ENTRY = /^(mailtrail\.db|manifest\.json|blobs\/pack-\d{6})$/;
+const ENTRY = /^(mailtrail\.db|manifest\.json|blobs\/pack-\d{6,})$/;
 /** As PackBlobStore names its pack files. */
 
 const Manifest = z.object({

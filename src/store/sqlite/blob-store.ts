@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdir, open, readdir, stat, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import type Database from 'better-sqlite3';
@@ -38,6 +38,8 @@ interface Pack {
   sync: GroupSync;
 }
 
+const PACK_NAME = /^pack-(\d{6,})$/;
+
 /**
  * Content-addressed blobs in append-only pack files under `<dir>/pack-NNNNNN`, indexed by sha256
  * in the store's SQLite database. Concurrent puts write at reserved offsets and share one
@@ -45,10 +47,16 @@ interface Pack {
  * the disk does per fsync. Order of durability: bytes fsync'd, then the index row committed; the
  * index row is fsync'd with the WAL by the event append that references the blob, and the WAL
  * is sequential, so no event can survive a crash that its blob's index row did not.
+ *
+ * A process only ever appends to packs it created itself (exclusively, on its first put), so two
+ * processes on one DATA_DIR can never write over each other's blobs.
  */
 export class PackBlobStore implements BlobStore {
-  private current: Pack | null = null;
-  private readonly packs = new Map<number, Pack>();
+  /** The pack this process appends to, created on the first put. */
+  private writable: Promise<Pack> | null = null;
+  /** Read handles by pack number (any process's packs). */
+  private readonly readers = new Map<number, FileHandle>();
+  private readonly owned: Pack[] = [];
   private readonly inflight = new Map<string, Promise<BlobRef>>();
   /** Index rows of the puts of one tick, committed in one transaction. */
   private pendingRows: { row: [string, number, number, number]; done: (error?: unknown) => void }[] = [];
@@ -68,32 +76,40 @@ export class PackBlobStore implements BlobStore {
 
   async init(): Promise<void> {
     await mkdir(this.dir, { recursive: true });
-    const numbers = (await readdir(this.dir)).map((f) => /^pack-(\d{6})$/.exec(f)?.[1]).filter((n): n is string => n !== undefined).map(Number);
-    this.current = await this.openPack(numbers.length ? Math.max(...numbers) : 1);
   }
 
   private packPath(n: number): string {
     return path.join(this.dir, packFileName(n));
   }
 
-  private async openPack(number: number): Promise<Pack> {
-    const file = this.packPath(number);
-    const handle = await open(file, 'a+').then(async (h) => {
-      // 'a+' only to create it; positional writes need a handle without O_APPEND.
-      await h.close();
-      return open(file, 'r+');
-    });
-    await fsyncDir(this.dir);
-    const pack = { number, handle, size: (await stat(file)).size, sync: new GroupSync(file) };
-    this.packs.set(number, pack);
-    return pack;
+  /** A new pack after the highest one in the folder; O_EXCL makes it this process's alone. */
+  private async createPack(): Promise<Pack> {
+    for (;;) {
+      const numbers = (await readdir(this.dir)).map((f) => PACK_NAME.exec(f)?.[1]).filter((n): n is string => n !== undefined).map(Number);
+      const number = numbers.length ? Math.max(...numbers) + 1 : 1;
+      const file = this.packPath(number);
+      let handle: FileHandle;
+      try {
+        handle = await open(file, 'wx');
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'EEXIST') continue; // another process took this number
+        throw error;
+      }
+      await fsyncDir(this.dir);
+      const pack = { number, handle, size: 0, sync: new GroupSync(file) };
+      this.owned.push(pack);
+      return pack;
+    }
   }
 
   private async reserve(size: number): Promise<{ pack: Pack; offset: number }> {
-    let pack = this.current!;
-    if (pack.size > 0 && pack.size + size > PACK_LIMIT) {
-      pack = await this.openPack(pack.number + 1);
-      this.current = pack;
+    let pending = (this.writable ??= this.createPack());
+    let pack = await pending;
+    while (pack.size > 0 && pack.size + size > PACK_LIMIT) {
+      // Full: the first put to notice starts the next pack, the others wait for the same one.
+      if (this.writable === pending) this.writable = this.createPack();
+      pending = this.writable;
+      pack = await pending;
     }
     const offset = pack.size;
     pack.size += size;
@@ -142,9 +158,13 @@ export class PackBlobStore implements BlobStore {
   async get(sha256: string): Promise<Buffer> {
     const row = this.stmt.find.get(sha256);
     if (!row) throw Object.assign(new Error(`no blob ${sha256}`), { code: 'ENOENT' });
-    const pack = this.packs.get(row.pack) ?? (await this.openPack(row.pack));
+    let reader = this.readers.get(row.pack);
+    if (!reader) {
+      reader = await open(this.packPath(row.pack), 'r');
+      this.readers.set(row.pack, reader);
+    }
     const out = Buffer.allocUnsafe(row.size);
-    const { bytesRead } = await pack.handle.read(out, 0, row.size, row.offset);
+    const { bytesRead } = await reader.read(out, 0, row.size, row.offset);
     if (bytesRead !== row.size) throw new Error(`blob ${sha256} is truncated in pack ${row.pack}`);
     return out;
   }
@@ -155,11 +175,14 @@ export class PackBlobStore implements BlobStore {
 
   async close(): Promise<void> {
     await Promise.allSettled(this.inflight.values());
-    for (const pack of this.packs.values()) {
+    for (const pack of this.owned) {
       await pack.sync.close();
       await pack.handle.close();
     }
-    this.packs.clear();
+    for (const reader of this.readers.values()) await reader.close();
+    this.owned.length = 0;
+    this.readers.clear();
+    this.writable = null;
   }
 }
 
