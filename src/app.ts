@@ -9,7 +9,8 @@ import { SharedLogReader } from './projection/shared-reader.js';
 import { Relay, type RelayDeps } from './relay/relay.js';
 import { systemResolver, type DnsResolver } from './smtp/dns.js';
 import { FailureLimiter } from './security/limits.js';
-import { startSmtpServer, type SmtpObserver, type SmtpService } from './smtp/server.js';
+import { SMTP_VIEWS, startSmtpServer, type SmtpObserver, type SmtpService } from './smtp/server.js';
+import { startSmtpWorkers } from './smtp/workers.js';
 import { ensureWebBuild, webRoutes } from './web/serve.js';
 import { openStore } from './store/open.js';
 import type { Store } from './store/port.js';
@@ -35,8 +36,22 @@ export interface AppOverrides {
   mxResolver?: RelayDeps['resolver'];
 }
 
-/** Views the SMTP server reads to decide on senders and recipients. */
-const SMTP_VIEWS = ['users', 'mailboxes', 'domains'];
+/**
+ * SMTP workers report every stored message; the projectors are woken at most this often for them,
+ * so they apply a batch of messages at a time instead of one transaction per view per message.
+ */
+const STORED_WAKE_MS = 10;
+
+/** `fn` at most once per `ms`, `ms` after the first call of a burst. */
+function coalesce(fn: () => void, ms: number): () => void {
+  let timer: NodeJS.Timeout | null = null;
+  return () => {
+    timer ??= setTimeout(() => {
+      timer = null;
+      fn();
+    }, ms);
+  };
+}
 
 /** Starts the whole server: the store, one runner per view, the HTTP endpoints, SMTP. */
 export async function startApp(config: Config, logger: Logger, overrides: AppOverrides = {}): Promise<App> {
@@ -83,7 +98,10 @@ export async function startApp(config: Config, logger: Logger, overrides: AppOve
   };
   let smtp: SmtpService;
   try {
-    smtp = await startSmtpServer({ config, logger, store, resolver: overrides.resolver, viewsCurrent, observer });
+    smtp =
+      config.SMTP_WORKERS > 0
+        ? await startSmtpWorkers({ config, logger, observer, onStored: coalesce(() => store.events.wake(), STORED_WAKE_MS) })
+        : await startSmtpServer({ config, logger, store, resolver: overrides.resolver, viewsCurrent, observer });
   } catch (error) {
     await http.close();
     for (const runner of projectors.values()) await runner.stop();

@@ -53,6 +53,8 @@ export const ConfigSchema = z.object({
   SMTP_AUTH_FAILURE_WINDOW_MS: z.coerce.number().int().min(1000).default(900_000),
   SMTP_DNS_TIMEOUT_MS: z.coerce.number().int().min(100).max(2000).default(2000),
   SMTP_SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().min(0).default(30_000),
+  /** SMTP acceptor processes besides the main one; 0 = SMTP runs in the main process. */
+  SMTP_WORKERS: z.coerce.number().int().min(0).max(64).default(0),
   // HTTP API (tRPC)
   /** Signs session tokens. Required (≥ 32 characters) in production; elsewhere generated into DATA_DIR. */
   JWT_SECRET: z.string().min(1).optional(),

@@ -44,6 +44,9 @@ import { loadTlsMaterial } from './tls.js';
  * with the queue id. Nothing before that point leaves anything in the store.
  */
 
+/** Views the SMTP server reads to decide on senders and recipients: current before it answers "no such mailbox". */
+export const SMTP_VIEWS = ['users', 'mailboxes', 'domains'];
+
 export interface SmtpDeps {
   config: Config;
   logger: Logger;

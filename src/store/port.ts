@@ -39,6 +39,8 @@ export interface EventStore {
   head(): Promise<number>;
   /** Resolves when an event past `after` may exist, after `maxWaitMs`, or when `signal` aborts. A wake-up hint only. */
   waitForAppend(after: number, maxWaitMs: number, signal?: AbortSignal): Promise<void>;
+  /** Another process appended (e.g. an SMTP worker said so): wakes this process's waiters now, not at their next poll. */
+  wake(): void;
 }
 
 export interface BlobStore {

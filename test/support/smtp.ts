@@ -302,8 +302,8 @@ export function swaks(args: string[]): Promise<{ code: number | null; out: strin
   });
 }
 
-/** Starts `src/main.ts` as a child process and resolves with its SMTP port once it logged "mailtrail started". */
-export function startServerProcess(env: Record<string, string>): Promise<{ child: ChildProcess; smtpPort: number; exited: Promise<number | null>; output: () => string }> {
+/** Starts `src/main.ts` as a child process and resolves with its SMTP and HTTP ports once it logged "mailtrail started". */
+export function startServerProcess(env: Record<string, string>): Promise<{ child: ChildProcess; smtpPort: number; httpPort: number; exited: Promise<number | null>; output: () => string }> {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], { cwd: ROOT, env: { ...process.env, ...env, LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   const exited = new Promise<number | null>((resolve) => child.on('close', (code, signal) => resolve(code ?? (signal ? -1 : null))));
@@ -314,7 +314,8 @@ export function startServerProcess(env: Record<string, string>): Promise<{ child
       if (line) {
         child.stdout.off('data', onData);
         child.stdout.on('data', (more: Buffer) => (out += more.toString()));
-        resolve({ child, smtpPort: (JSON.parse(line) as { smtpPort: number }).smtpPort, exited, output: () => out });
+        const started = JSON.parse(line) as { smtpPort: number; port: number };
+        resolve({ child, smtpPort: started.smtpPort, httpPort: started.port, exited, output: () => out });
       }
     };
     child.stdout.on('data', onData);

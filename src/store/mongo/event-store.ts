@@ -169,7 +169,7 @@ export class MongoEventStore implements EventStore {
     await this.watching;
   }
 
-  private wake(): void {
+  wake(): void {
     this.wakeups += 1;
     this.appended.emit('append');
   }

@@ -182,6 +182,10 @@ export class SqliteEventStore implements EventStore {
     return this.stmt.head.get()?.head ?? 0;
   }
 
+  wake(): void {
+    this.appended.emit('append');
+  }
+
   async waitForAppend(after: number, maxWaitMs: number, signal?: AbortSignal): Promise<void> {
     if ((await this.head()) > after) return;
     // Another process may append to the same file: the timer doubles as a poll.
