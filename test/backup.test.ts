@@ -98,7 +98,7 @@ describe('backup and restore of the embedded store', () => {
     const r = await runScript('scripts/restore.ts', ['--from', backup, '--data-dir', restored], {});
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^views: +users, mailboxes, mails, domains/m);
-    assert.deepEqual(readdirSync(restored).sort(), ['blobs', 'mailtrail.db'], 'no staging folder left behind');
+    assert.deepEqual(readdirSync(restored).sort(), ['blobs', 'mailtrail.db', 'views.db'], 'no staging folder left behind');
 
     const copy = await openSqliteStore({ dataDir: restored });
     try {
@@ -185,7 +185,7 @@ describe('backup and restore of the embedded store', () => {
     const refused = await runScript('scripts/restore.ts', ['--from', backup, '--data-dir', restored], {});
     assert.equal(refused.code, 1);
     assert.match(refused.stderr, /restored is not empty \([^)]*mailtrail\.db[^)]*\); restore into a new folder, or add --force true/);
-    const others = readdirSync(restored).filter((f) => !['blobs', 'mailtrail.db', 'mailtrail.db-wal', 'mailtrail.db-shm'].includes(f));
+    const others = readdirSync(restored).filter((f) => !/^(blobs|(mailtrail|views)\.db(-wal|-shm)?)$/.test(f));
     const open = await openSqliteStore({ dataDir: restored });
     try {
       const busy = await runScript('scripts/restore.ts', ['--from', backup, '--data-dir', restored, '--force', 'true'], {});

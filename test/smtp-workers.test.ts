@@ -60,7 +60,7 @@ const workerPids = (output: string): number[] =>
     .filter((l) => l.includes('"smtp listening"'))
     .map((l) => (JSON.parse(l) as { smtpWorker: number }).smtpWorker);
 
-async function until(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 10_000): Promise<void> {
+async function until(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);

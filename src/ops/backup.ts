@@ -10,7 +10,7 @@ import { z } from 'zod';
 import type { Projection } from '../projection/projection.js';
 import { rebuild, type RebuildProgress, type RebuildResult } from '../projection/rebuild.js';
 import { fsyncDir, packFileName } from '../store/sqlite/blob-store.js';
-import { openSqliteStore } from '../store/sqlite/index.js';
+import { dropLegacyViews, LOG_FILE, openSqliteStore, VIEWS_FILE } from '../store/sqlite/index.js';
 import { readTar, TAR_END, tarHeader, TarFormatError, tarPadding } from './tar.js';
 
 /**
@@ -19,7 +19,6 @@ import { readTar, TAR_END, tarHeader, TarFormatError, tarPadding } from './tar.j
  * indexes, and a manifest with each file's sha256. It is taken online: the server keeps running.
  */
 
-const DB = 'mailtrail.db';
 const MANIFEST = 'manifest.json';
 /** The names a backup may contain; anything else means it is not one (and keeps paths inside the target). */
 const ENTRY = /^(mailtrail\.db|manifest\.json|blobs\/pack-\d{6,})$/;
@@ -118,19 +117,19 @@ async function* archive(
  * already in the pack when it is copied. Bytes appended later are left out.
  */
 export async function writeBackup(dataDir: string, out: string, onProgress?: Progress): Promise<BackupManifest & { bytes: number }> {
-  const dbFile = path.join(dataDir, DB);
+  const dbFile = path.join(dataDir, LOG_FILE);
   if (!existsSync(dbFile)) throw new Error(`no event log at ${dbFile}; set DATA_DIR to the server's data folder (the one holding mailtrail.db and blobs/)`);
   if (existsSync(out)) throw new Error(`${out} exists; a backup never overwrites a file: give --out a new name`);
   if (!existsSync(path.dirname(path.resolve(out)))) throw new Error(`the folder of ${out} does not exist; create it first, writable by this user`);
   // Work next to the output: same file system for the final rename, and no surprise in a small /tmp.
   const work = await mkdtemp(path.join(path.dirname(path.resolve(out)), '.mailtrail-backup-'));
   try {
-    const snapshot = path.join(work, DB);
+    const snapshot = path.join(work, LOG_FILE);
     const takenAt = new Date().toISOString();
     await snapshotDatabase(dbFile, snapshot);
     const { packs, ...counts } = describeSnapshot(snapshot);
     const entries: Entry[] = [
-      { name: DB, path: snapshot, size: statSync(snapshot).size },
+      { name: LOG_FILE, path: snapshot, size: statSync(snapshot).size },
       ...packs.map((p) => ({ name: `blobs/${packFileName(p.pack)}`, path: path.join(dataDir, 'blobs', packFileName(p.pack)), size: p.end })),
     ];
     const total = entries.reduce((sum, e) => sum + e.size, 0);
@@ -191,24 +190,25 @@ export async function restoreBackup(
   if (present.length > 0 && !opts.force) {
     throw new Error(`${dataDir} is not empty (${present.slice(0, 5).join(', ')}${present.length > 5 ? ', …' : ''}); restore into a new folder, or add --force true to replace its event log and blobs`);
   }
-  const dbFile = path.join(dataDir, DB);
+  const dbFile = path.join(dataDir, LOG_FILE);
   if (existsSync(dbFile)) assertNotInUse(dbFile);
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   // Inside dataDir: the final renames stay on one file system even when dataDir is a mount point.
   const staging = await mkdtemp(path.join(dataDir, '.restore-'));
   try {
     const manifest = await unpack(from, staging, opts.onExtract);
-    const db = new Database(path.join(staging, DB), { fileMustExist: true });
-    // The leases name processes of the machine the backup came from; left in place they would make
-    // this folder's projectors wait for them to expire.
-    db.exec('DELETE FROM leases');
+    // Backups from before views.db carry views and leases (naming processes of the machine the
+    // backup came from, which would make this folder's projectors wait): the views are rebuilt anyway.
+    const db = new Database(path.join(staging, LOG_FILE), { fileMustExist: true });
+    dropLegacyViews(db);
     db.close();
 
     if (opts.force) {
-      for (const f of [DB, `${DB}-wal`, `${DB}-shm`]) await rm(path.join(dataDir, f), { force: true });
+      // The views go too: they were built from the log being replaced.
+      for (const f of [LOG_FILE, VIEWS_FILE]) for (const suffix of ['', '-wal', '-shm']) await rm(path.join(dataDir, `${f}${suffix}`), { force: true });
       await rm(path.join(dataDir, 'blobs'), { recursive: true, force: true });
     }
-    await rename(path.join(staging, DB), dbFile);
+    await rename(path.join(staging, LOG_FILE), dbFile);
     await mkdir(path.join(staging, 'blobs'), { recursive: true, mode: 0o700 });
     await rename(path.join(staging, 'blobs'), path.join(dataDir, 'blobs'));
     await fsyncDir(dataDir);
@@ -286,7 +286,7 @@ async function unpack(from: string, dir: string, onProgress?: Progress): Promise
     if (!got || got.size !== f.size || got.sha256 !== f.sha256) throw new Error(`${f.name} in ${from} does not match its manifest entry; the backup is damaged, use another one`);
   }
   const extra = [...unpacked.keys()].find((n) => !listed.has(n));
-  if (extra !== undefined || !listed.has(DB)) throw new Error(`${from} does not match its manifest (${extra ?? `no ${DB}`}); the backup is damaged, use another one`);
+  if (extra !== undefined || !listed.has(LOG_FILE)) throw new Error(`${from} does not match its manifest (${extra ?? `no ${LOG_FILE}`}); the backup is damaged, use another one`);
   onProgress?.(total, total);
   return manifest;
 }

@@ -18,19 +18,38 @@ export interface SqliteOptions {
   pollIntervalMs?: number;
 }
 
-/** The embedded store: `<dataDir>/mailtrail.db` (WAL) and blob packs in `<dataDir>/blobs/`. */
-export async function openSqliteStore(opts: SqliteOptions): Promise<Store> {
-  mkdirSync(opts.dataDir, { recursive: true });
-  const file = path.join(opts.dataDir, 'mailtrail.db');
+/** Files of the embedded store in DATA_DIR: the log (with the blob index) and the views. */
+export const LOG_FILE = 'mailtrail.db';
+export const VIEWS_FILE = 'views.db';
+
+function openDatabase(file: string): Database.Database {
   const db = new Database(file);
   db.pragma('journal_mode = WAL');
-  // SQLite itself does not fsync on commit; for FULL the stores fsync the WAL and the blob packs
-  // off the event loop, shared by every commit in flight (see GroupSync). Checkpoints still sync.
+  // SQLite itself does not fsync on commit; for FULL the stores fsync the log's WAL and the blob
+  // packs off the event loop, shared by every commit in flight (see GroupSync). Views need no
+  // fsync: they are rebuilt from the log, and a view row commits with its checkpoint, so a view
+  // that lost its last commits in a power cut just applies those events again.
   db.pragma('synchronous = NORMAL');
-  // Other processes (replay, audit, a second server) may hold the write lock briefly.
+  // Other processes (replay, audit, SMTP workers, a second server) may hold the write lock briefly.
   db.pragma('busy_timeout = 10000');
-  db.exec(EVENTS_SCHEMA + VIEWS_SCHEMA + BLOBS_SCHEMA);
-  // The WAL file exists now; make its directory entry durable once.
+  return db;
+}
+
+/**
+ * The embedded store: `<dataDir>/mailtrail.db` (the log and the blob index, WAL),
+ * `<dataDir>/views.db` (views, checkpoints, leases) and blob packs in `<dataDir>/blobs/`. The views
+ * have a file of their own so that projector commits and log appends never wait for each other,
+ * and appends from other processes (SMTP workers) do not throw away the projectors' page cache.
+ */
+export async function openSqliteStore(opts: SqliteOptions): Promise<Store> {
+  mkdirSync(opts.dataDir, { recursive: true });
+  const file = path.join(opts.dataDir, LOG_FILE);
+  const db = openDatabase(file);
+  db.exec(EVENTS_SCHEMA + BLOBS_SCHEMA);
+  dropLegacyViews(db);
+  const viewsDb = openDatabase(path.join(opts.dataDir, VIEWS_FILE));
+  viewsDb.exec(VIEWS_SCHEMA);
+  // The WAL files exist now; make their directory entries durable once.
   await fsyncDir(opts.dataDir);
   const durable = (opts.synchronous ?? 'FULL') === 'FULL';
   const walSync = durable ? new GroupSync(`${file}-wal`) : null;
@@ -41,12 +60,28 @@ export async function openSqliteStore(opts: SqliteOptions): Promise<Store> {
     kind: 'sqlite',
     events,
     blobs,
-    views: new SqliteViewStore(db),
+    views: new SqliteViewStore(viewsDb),
     async close() {
       await events.drain();
       await blobs.close();
       await walSync?.close();
       db.close();
+      viewsDb.close();
     },
   };
+}
+
+/**
+ * Views, checkpoints and leases lived in the log's file before they moved to views.db. They are
+ * dropped from it (a restored old backup has them too); the projectors rebuild the views from the
+ * log into views.db.
+ */
+export function dropLegacyViews(db: Database.Database): void {
+  const legacy = db
+    .prepare<[], { name: string }>("SELECT name FROM sqlite_master WHERE type = 'table' AND (name LIKE 'view\\_%' ESCAPE '\\' OR name IN ('checkpoints', 'leases'))")
+    .all();
+  if (legacy.length === 0) return;
+  db.transaction(() => {
+    for (const { name } of legacy) db.exec(`DROP TABLE "${name.replaceAll('"', '""')}"`);
+  }).immediate();
 }
