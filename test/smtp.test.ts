@@ -7,6 +7,8 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { systemMeta } from '../src/events/envelope.js';
+import { createLogger } from '../src/log.js';
+import { startSmtpServer } from '../src/smtp/server.js';
 import { HOSTILE_MESSAGES } from './support/smtp-corpus.js';
 import {
   addUser,
@@ -233,6 +235,27 @@ describe('delivery to local mailboxes', () => {
     const [, r] = await talk.envelope('alice@example.org', ['postmaster']);
     assert.equal(r!.code, 550, 'no postmaster mailbox registered');
     await talk.quit();
+  });
+});
+
+describe('while the mailbox views are behind the log', () => {
+  test('a recipient or domain not found yet gets 451 4.3.0 (try later), never a permanent 550 or 554; known ones still pass', async () => {
+    // A second SMTP server on the same store whose views never catch up (as during a rebuild).
+    const behind = await startSmtpServer({ config: { ...server.config, SMTP_PORT: 0 }, logger: createLogger({ LOG_LEVEL: 'silent' }), store: server.store, viewsCurrent: async () => false });
+    try {
+      const { talk } = await SmtpTalk.open(behind.port);
+      await talk.cmd('EHLO client.example.org');
+      assert.equal((await talk.cmd('MAIL FROM:<alice@example.org>')).code, 250);
+      const unknown = await talk.cmd(`RCPT TO:<nobody-yet@${DOMAIN}>`);
+      assert.equal(unknown.code, 451, unknown.text);
+      assert.match(unknown.text, /^4\.3\.0 the mailbox directory is catching up/);
+      const otherDomain = await talk.cmd('RCPT TO:<someone@maybe-added.example>');
+      assert.equal(otherDomain.code, 451, otherDomain.text);
+      assert.equal((await talk.cmd(`RCPT TO:<bob@${DOMAIN}>`)).code, 250, 'a mailbox the view has is found at once');
+      await talk.quit();
+    } finally {
+      await behind.close();
+    }
   });
 });
 

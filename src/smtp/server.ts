@@ -125,6 +125,17 @@ function adjustReplies(conn: SMTPConnection): void {
   };
 }
 
+/**
+ * The views that say which domains and mailboxes exist have not caught up with the log (e.g. while
+ * they are being rebuilt): "no such mailbox" could be wrong, so the answer is a temporary one.
+ */
+class ViewsBehindError extends Error {
+  constructor() {
+    super('the mailbox views are behind the log');
+    this.name = 'ViewsBehindError';
+  }
+}
+
 class MailtrailSmtpServer extends SMTPServer {
   override connect(socket: net.Socket | tls.TLSSocket, socketOptions?: Parameters<SMTPServer['connect']>[1]): void {
     super.connect(socket, socketOptions);
@@ -208,7 +219,7 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
     if (key === config.DEFAULT_DOMAIN) return true;
     const cached = fresh ? undefined : localDomains.get(key);
     if (cached !== undefined) return cached;
-    if (fresh && deps.viewsCurrent) await deps.viewsCurrent(1000);
+    if (fresh && deps.viewsCurrent && !(await deps.viewsCurrent(1000))) throw new ViewsBehindError();
     const added = (await store.views.get('domains', key)) !== null;
     localDomains.set(key, added);
     return isLocalDomain(key, config.DEFAULT_DOMAIN, added);
@@ -220,11 +231,24 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
     const cached = mailboxes.get(key);
     if (cached) return cached;
     let found = await findMailboxByAddress(store, address);
-    if (!found && deps.viewsCurrent && (await deps.viewsCurrent(1000))) found = await findMailboxByAddress(store, address);
+    if (!found && deps.viewsCurrent) {
+      if (!(await deps.viewsCurrent(1000))) throw new ViewsBehindError();
+      found = await findMailboxByAddress(store, address);
+    }
     if (!found) return null;
     const mailbox = toLocalMailbox(found);
     mailboxes.set(key, mailbox);
     return mailbox;
+  };
+
+  /** A sender or recipient could not be looked up: always a temporary answer, the client retries. */
+  const lookupFailed = (error: unknown, command: string): Reply => {
+    if (error instanceof ViewsBehindError) {
+      log.warn({ command }, 'smtp: the mailbox views are behind the log; answering 451');
+      return replies.viewsBehind();
+    }
+    log.error({ err: error, command }, 'smtp lookup failed');
+    return replies.lookupFailed();
   };
 
   const handlers: Pick<SMTPServerOptions, 'onConnect' | 'onAuth' | 'onMailFrom' | 'onRcptTo' | 'onData' | 'onClose'> = {
@@ -288,10 +312,7 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
           state.tx = { id: uuidv7(), startedAt: Date.now(), mailFrom, sender: decision.mailbox, recipients: new Map(), refusedRecipients: 0, done: false };
           callback();
         },
-        (error: unknown) => {
-          log.error({ err: error }, 'smtp MAIL FROM failed');
-          callback(replyError({ code: 451, enhanced: '4.3.0', text: 'local error, try again later' }));
-        },
+        (error: unknown) => callback(replyError(lookupFailed(error, 'MAIL FROM'))),
       );
     },
 
@@ -316,10 +337,7 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
           tx.recipients.set(address.address.toLowerCase(), decision);
           callback();
         },
-        (error: unknown) => {
-          log.error({ err: error }, 'smtp RCPT TO failed');
-          callback(replyError({ code: 451, enhanced: '4.3.0', text: 'local error, try again later' }));
-        },
+        (error: unknown) => callback(replyError(lookupFailed(error, 'RCPT TO'))),
       );
     },
 
