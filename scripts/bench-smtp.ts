@@ -27,23 +27,25 @@ import { machine, percentile, table, writeSection } from './lib/report.js';
 import { nodemailerLoad, SMTP_SOURCE_COMMAND, smtpSource } from './lib/smtp-load.js';
 
 const USAGE =
-  'npm run bench:smtp [-- --sizes 4096,65536 --sessions 1,10,50 --servers mailtrail,postfix,bare --runs 3 --seconds 4 --latency-seconds 3 --quick true|false --write true|false]';
-const flags = parseFlagsOrExit(process.argv.slice(2), ['sizes', 'sessions', 'servers', 'runs', 'seconds', 'latency-seconds', 'quick', 'write'], USAGE);
+  'npm run bench:smtp [-- --sizes 4096,65536 --sessions 1,10,50 --servers mailtrail,mailtrail-workers,postfix,bare --smtp-workers 2 --runs 3 --seconds 4 --latency-seconds 3 --quick true|false --write true|false]';
+const flags = parseFlagsOrExit(process.argv.slice(2), ['sizes', 'sessions', 'servers', 'smtp-workers', 'runs', 'seconds', 'latency-seconds', 'quick', 'write'], USAGE);
 const QUICK = flags.quick === 'true';
 const SIZES = (flags.sizes ?? '4096,65536').split(',').map(Number);
 const SESSIONS = (flags.sessions ?? '1,10,50').split(',').map(Number);
-const SERVERS = (flags.servers ?? 'mailtrail,postfix,bare').split(',');
+const SERVERS = (flags.servers ?? 'mailtrail,mailtrail-workers,postfix,bare').split(',');
+/** SMTP_WORKERS of the mailtrail-workers server. */
+const SMTP_WORKERS = Number(flags['smtp-workers'] ?? 2);
 const RUNS = Number(flags.runs ?? (QUICK ? 1 : 3));
 const SECONDS = Number(flags.seconds ?? (QUICK ? 1.5 : 4));
 const LATENCY_SECONDS = Number(flags['latency-seconds'] ?? (QUICK ? 1 : 3));
-for (const [name, values] of Object.entries({ sizes: SIZES, sessions: SESSIONS, runs: [RUNS], seconds: [SECONDS], 'latency-seconds': [LATENCY_SECONDS] })) {
+for (const [name, values] of Object.entries({ sizes: SIZES, sessions: SESSIONS, 'smtp-workers': [SMTP_WORKERS], runs: [RUNS], seconds: [SECONDS], 'latency-seconds': [LATENCY_SECONDS] })) {
   if (values.some((v) => !Number.isFinite(v) || v <= 0)) {
     console.error(`--${name} must be positive numbers\nusage: ${USAGE}`);
     process.exit(2);
   }
 }
 for (const s of SERVERS) {
-  if (!['mailtrail', 'postfix', 'bare'].includes(s)) {
+  if (!['mailtrail', 'mailtrail-workers', 'postfix', 'bare'].includes(s)) {
     console.error(`unknown server ${s}\nusage: ${USAGE}`);
     process.exit(2);
   }
@@ -51,7 +53,8 @@ for (const s of SERVERS) {
 
 const DOMAIN = 'bench.test';
 const TO = `to@${DOMAIN}`;
-const LABEL: Record<string, string> = { mailtrail: 'mailtrail', postfix: 'Postfix', bare: 'bare smtp-server' };
+const LABEL: Record<string, string> = { mailtrail: 'mailtrail', 'mailtrail-workers': `mailtrail, ${SMTP_WORKERS} SMTP workers`, postfix: 'Postfix', bare: 'bare smtp-server' };
+const isMailtrail = (name: string): boolean => name.startsWith('mailtrail');
 const kb = (size: number): string => `${Math.round(size / 1024)} KB`;
 const version = (pkg: string): string => (JSON.parse(readFileSync(path.join(ROOT, 'node_modules', pkg, 'package.json'), 'utf8')) as { version: string }).version;
 
@@ -80,10 +83,14 @@ interface Measurement {
 // --- servers ----------------------------------------------------------------------------------
 
 /** mailtrail's acknowledgements, to check against its store at the end. */
-const mailtrailAcks = { acked: 0, unknownRuns: 0 };
-let mailtrailStored: { events: number; dataDir: string } | null = null;
+const mailtrailAcks = new Map<string, { acked: number; unknownRuns: number; stored: number | null }>();
+const acksOf = (name: string): { acked: number; unknownRuns: number; stored: number | null } => {
+  let a = mailtrailAcks.get(name);
+  if (!a) mailtrailAcks.set(name, (a = { acked: 0, unknownRuns: 0, stored: null }));
+  return a;
+};
 
-async function startMailtrail(): Promise<Server> {
+async function startMailtrail(name: string, smtpWorkers: number): Promise<Server> {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'mailtrail-bench-smtp-'));
   const smtpPort = await freePort();
   const env = {
@@ -99,13 +106,14 @@ async function startMailtrail(): Promise<Server> {
     MONGODB_URI: '',
     SQLITE_SYNCHRONOUS: 'FULL',
     RATE_LIMIT_LOOPBACK: 'false',
+    SMTP_WORKERS: String(smtpWorkers),
   };
   const add = await run('npm', ['run', '-s', 'user:add', '--', '--email', TO, '--name', 'To', '--password', 'benchpassword'], { env, timeoutMs: 120_000 });
   if (add.code !== 0) throw new Error(`npm run user:add failed: ${add.stderr}${add.stdout}`);
   const child = startChild('mailtrail', process.execPath, ['--import', 'tsx', 'src/main.ts'], { env });
   await waitForPort(smtpPort, 300_000, child);
   return {
-    name: 'mailtrail',
+    name,
     port: smtpPort,
     pid: child.pid,
     settle: async () => (child.exitCode() !== undefined ? `mailtrail exited: ${child.output().slice(-2000)}` : null),
@@ -123,7 +131,7 @@ async function startMailtrail(): Promise<Server> {
           events += batch.filter((e) => e.type === 'MailReceived').length;
           after = batch.at(-1)!.position;
         }
-        mailtrailStored = { events, dataDir };
+        acksOf(name).stored = events;
       } finally {
         await store.close();
         rmSync(dataDir, { recursive: true, force: true });
@@ -197,9 +205,9 @@ async function throughputRun(server: Server, size: number, sessions: number, cou
 async function measure(server: Server, size: number, sessions: number): Promise<Measurement> {
   const m: Measurement = { server: server.name, size, sessions, rates: [], serverCpu: [], machineBusy: [], load: os.loadavg()[0]!, latency: null, problems: [] };
   const ack = (acked: number | null): void => {
-    if (server.name !== 'mailtrail') return;
-    if (acked === null) mailtrailAcks.unknownRuns++;
-    else mailtrailAcks.acked += acked;
+    if (!isMailtrail(server.name)) return;
+    if (acked === null) acksOf(server.name).unknownRuns++;
+    else acksOf(server.name).acked += acked;
   };
   const settle = async (): Promise<void> => {
     const problem = await server.settle();
@@ -239,7 +247,7 @@ async function measure(server: Server, size: number, sessions: number): Promise<
   }
   const lat = await nodemailerLoad({ port: server.port, sessions, size, seconds: LATENCY_SECONDS, to: TO });
   ack(lat.sent);
-  if (server.name === 'mailtrail' && lat.errors > 0) mailtrailAcks.unknownRuns++;
+  if (isMailtrail(server.name) && lat.errors > 0) acksOf(server.name).unknownRuns++;
   await settle();
   m.latency = { rate: lat.sent / lat.secs, p50: percentile(lat.latencies, 50), p99: percentile(lat.latencies, 99), sent: lat.sent, errors: lat.errors };
   if (lat.errors) m.problems.push(`nodemailer: ${lat.errors} errors (${lat.firstError})`);
@@ -260,7 +268,7 @@ for (const name of SERVERS) {
   note(`\n== ${LABEL[name]}`);
   let server: Server | null;
   try {
-    server = name === 'mailtrail' ? await startMailtrail() : name === 'bare' ? await startBare() : await startPostfix();
+    server = isMailtrail(name) ? await startMailtrail(name, name === 'mailtrail' ? 0 : SMTP_WORKERS) : name === 'bare' ? await startBare() : await startPostfix();
   } catch (error) {
     server = null;
     skipped.push(`${LABEL[name]}: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}`);
@@ -295,9 +303,10 @@ const lat = (m: Measurement | undefined): string => (m?.latency && m.latency.sen
 const summaryRows: (string | number)[][] = [];
 for (const size of SIZES) {
   for (const sessions of SESSIONS) {
-    const [mt, pf, bare] = ['mailtrail', 'postfix', 'bare'].map((s) => find(s, size, sessions));
-    const [rMt, rPf, rBare] = [mt, pf, bare].map((m) => median(m?.rates ?? []));
-    summaryRows.push([kb(size), sessions, int(rMt!), int(rPf!), int(rBare!), ratio(rMt!, rPf!), ratio(rMt!, rBare!), lat(mt), lat(pf), lat(bare)]);
+    const [mt, mw, pf, bare] = ['mailtrail', 'mailtrail-workers', 'postfix', 'bare'].map((s) => find(s, size, sessions));
+    const [rMt, rMw, rPf, rBare] = [mt, mw, pf, bare].map((m) => median(m?.rates ?? []));
+    const best = Math.max(rMt || 0, rMw || 0);
+    summaryRows.push([kb(size), sessions, int(rMt!), int(rMw!), int(rPf!), int(rBare!), ratio(best, rPf!), ratio(best, rBare!), lat(mt), lat(mw), lat(pf), lat(bare)]);
   }
 }
 const detailRows = results.map((m) => {
@@ -319,14 +328,14 @@ const detailRows = results.map((m) => {
   ];
 });
 
-const stored = mailtrailStored as { events: number; dataDir: string } | null;
-let verification: string;
-if (!SERVERS.includes('mailtrail') || !results.some((r) => r.server === 'mailtrail')) verification = 'mailtrail was not measured.';
-else if (!stored) verification = 'the store could not be read after the run.';
-else if (mailtrailAcks.unknownRuns > 0)
-  verification = `${int(stored.events)} \`MailReceived\` events in the store; ${int(mailtrailAcks.acked)} messages acknowledged in the client runs that completed, and ${mailtrailAcks.unknownRuns} run(s) failed part-way (their acknowledgements are not known), so stored ≥ acknowledged is all that can be checked: ${stored.events >= mailtrailAcks.acked ? 'it holds' : '**it does not hold**'}.`;
-else
-  verification = `mailtrail acknowledged ${int(mailtrailAcks.acked)} messages (calibration, timed and latency runs) and its store holds ${int(stored.events)} \`MailReceived\` events afterwards: ${stored.events === mailtrailAcks.acked ? 'every acknowledged message was stored, each once' : `**${stored.events > mailtrailAcks.acked ? 'more' : 'fewer'} than acknowledged**`}.`;
+const verifications = [...mailtrailAcks].map(([name, a]) => {
+  const label = LABEL[name]!;
+  if (a.stored === null) return `${label}: the store could not be read after the run.`;
+  if (a.unknownRuns > 0)
+    return `${label}: ${int(a.stored)} \`MailReceived\` events in the store; ${int(a.acked)} messages acknowledged in the client runs that completed, and ${a.unknownRuns} run(s) failed part-way (their acknowledgements are not known), so stored ≥ acknowledged is all that can be checked: ${a.stored >= a.acked ? 'it holds' : '**it does not hold**'}.`;
+  return `${label} acknowledged ${int(a.acked)} messages (calibration, timed and latency runs) and its store holds ${int(a.stored)} \`MailReceived\` events afterwards: ${a.stored === a.acked ? 'every acknowledged message was stored, each once' : `**${a.stored > a.acked ? 'more' : 'fewer'} than acknowledged**`}.`;
+});
+const verification = verifications.length ? verifications.join(' ') : 'mailtrail was not measured.';
 
 const notes: string[] = [];
 if (!haveSmtpSource) notes.push('`smtp-source` (Debian `postfix`) was not available: throughput comes from the nodemailer pool instead, which at a few thousand msgs/s measures the client as much as the server.');
@@ -340,10 +349,10 @@ const markdown = [
   `Machine: ${machine()}. Date: ${new Date().toISOString().slice(0, 10)}. Load average (1/5/15 min) at start ${loadAtStart}, at end ${loadAvg()}; the machine is shared, other processes may have used CPU during the runs (see "machine busy"). Whole command: ${Math.round((Date.now() - startedAt) / 1000)} s.`,
   `Command: \`${command}\`. Versions: smtp-server ${version('smtp-server')}, nodemailer ${version('nodemailer')}, mailparser ${version('mailparser')}, mailauth ${version('mailauth')}${postfixVersion ? `, Postfix ${postfixVersion}` : ''}.`,
   '',
-  `Servers, all on 127.0.0.1: **mailtrail** (\`node --import tsx src/main.ts\`, embedded store in a fresh DATA_DIR with \`SQLITE_SYNCHRONOUS=FULL\`, so a 250 is sent only once the message's blob and event are fsync'd; default checks on: policy, smuggling guard, mailauth SPF/DKIM/DMARC/ARC for these unauthenticated senders — this machine's DNS answers at once with "not found", so look-ups cost little; relay off); **Postfix** from Debian, a separate instance with its own queue, relaying ${DOMAIN} to the \`discard:\` transport (its queue file is fsync'd before 250; the queue is drained between runs); **bare smtp-server**, the \`smtp-server\` package alone, draining DATA and answering 250 (the ceiling of the Node SMTP stack).`,
+  `Servers, all on 127.0.0.1: **mailtrail** (\`node --import tsx src/main.ts\`, embedded store in a fresh DATA_DIR with \`SQLITE_SYNCHRONOUS=FULL\`, so a 250 is sent only once the message's blob and event are fsync'd; default checks on: policy, smuggling guard, mailauth SPF/DKIM/DMARC/ARC for these unauthenticated senders — this machine's DNS answers at once with "not found", so look-ups cost little; relay off) — once with SMTP in the main process (the default) and once with \`SMTP_WORKERS=${SMTP_WORKERS}\` (SMTP in ${SMTP_WORKERS} worker processes sharing the port and the store, the main process projecting); **Postfix** from Debian, a separate instance with its own queue, relaying ${DOMAIN} to the \`discard:\` transport (its queue file is fsync'd before 250; the queue is drained between runs); **bare smtp-server**, the \`smtp-server\` package alone, draining DATA and answering 250 (the ceiling of the Node SMTP stack).`,
   `Throughput: \`${SMTP_SOURCE_COMMAND}\` (Postfix's C client, no pipelining, each session keeps its connection). For each row a calibration run (grown until it lasts ≥ 1 s, also the warm-up) sizes COUNT to ~${SECONDS} s, then ${RUNS} timed run(s); msgs/s = COUNT / wall time of smtp-source, median shown. Message = ~120 B of headers + SIZE bytes of body. Latency: a nodemailer pool (\`maxConnections\` = sessions, one message in flight per connection, a unique Message-ID each) sends for ${LATENCY_SECONDS} s; p50/p99 of the time from handing a message to the pool to the 250 after DATA. Server CPU is the server's process tree in % of one core; machine busy is all CPU use on the machine in % (max ${os.cpus().length * 100}). Each server handles 4 KB first, then 64 KB.`,
   '',
-  table(['size', 'sessions', 'mailtrail msgs/s', 'Postfix msgs/s', 'bare smtp-server msgs/s', 'mailtrail ÷ Postfix', 'mailtrail ÷ bare', 'mailtrail p50 / p99 ms', 'Postfix p50 / p99 ms', 'bare p50 / p99 ms'], summaryRows),
+  table(['size', 'sessions', 'mailtrail msgs/s', `mailtrail, ${SMTP_WORKERS} SMTP workers, msgs/s`, 'Postfix msgs/s', 'bare smtp-server msgs/s', 'best mailtrail ÷ Postfix', 'best mailtrail ÷ bare', 'mailtrail p50 / p99 ms', `${SMTP_WORKERS} workers p50 / p99 ms`, 'Postfix p50 / p99 ms', 'bare p50 / p99 ms'], summaryRows),
   '',
   'Every measurement:',
   '',
