@@ -281,6 +281,22 @@ for (const backend of [sqlite, mongoBackend]) {
       assert.equal(b.status, 'running');
     });
 
+    test('commits of several views at once are fenced each by its own lease', async () => {
+      const { store } = await fresh();
+      await store.views.ensure(counter.spec);
+      await store.views.ensure({ ...counter.spec, name: 'seen2' });
+      const held = (await store.views.acquireLease(leaseName('seen'), 'node-a', 5000))!;
+      const stale = { ...(await store.views.acquireLease(leaseName('seen2'), 'node-a', 5000))!, token: 0 };
+      const doc = (view: string, position: number) => ({ view, docs: [{ id: 'all', doc: { id: 'all', seen: [] }, position }], checkpoint: { name: view, position } });
+      // Issued in the same tick: the SQLite store writes them in one transaction.
+      const [ok, lost] = await Promise.allSettled([store.views.commit({ ...doc('seen', 3), lease: held }), store.views.commit({ ...doc('seen2', 3), lease: stale })]);
+      assert.equal(ok.status, 'fulfilled');
+      assert.ok(lost.status === 'rejected' && lost.reason instanceof LeaseLostError);
+      assert.equal(await store.views.checkpoint('seen'), 3);
+      assert.equal(await store.views.checkpoint('seen2'), 0);
+      assert.deepEqual(await store.views.all('seen2'), []);
+    });
+
     test('pruneLeases deletes free leases with the prefix and keeps held ones', async () => {
       const { store } = await fresh();
       const released = (await store.views.acquireLease('relay:<a@x>', 'n1', 60_000))!;

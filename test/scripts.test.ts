@@ -4,10 +4,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
-import { allProjections } from '../projections/index.js';
+import Database from 'better-sqlite3';
+import { allProjections, mails } from '../projections/index.js';
 import { ProjectionRunner } from '../src/projection/runner.js';
 import type { Store } from '../src/store/port.js';
-import { openSqliteStore } from '../src/store/sqlite/index.js';
+import { openSqliteStore, VIEWS_FILE } from '../src/store/sqlite/index.js';
 import { draftSendDeliver, receive, registerAccount } from './support/events.js';
 import { runScript } from './support/process.js';
 
@@ -54,6 +55,19 @@ describe('operator scripts on the embedded store', () => {
     assert.equal(wrong.code, 1);
     assert.match(wrong.stderr, /no projection named "mail"/);
     assert.match(wrong.stderr, /users\|mailboxes\|mails\|domains\|outbox/);
+  });
+
+  test('a replay swaps in the indexes it built: the live view never has two of one', async () => {
+    await runScript('scripts/replay.ts', ['--projection', 'mails'], env);
+    const db = new Database(path.join(dataDir, VIEWS_FILE), { readonly: true });
+    try {
+      const indexes = db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'view_mails' AND sql IS NOT NULL").all();
+      assert.equal(indexes.length, mails.spec.indexes.length);
+      const plan = db.prepare("EXPLAIN QUERY PLAN SELECT doc FROM view_mails WHERE f_userId = 'u' AND f_folder = 'inbox' ORDER BY f_sortAt DESC, id DESC LIMIT 50").all() as { detail: string }[];
+      assert.match(plan.map((p) => p.detail).join('\n'), /USING INDEX/);
+    } finally {
+      db.close();
+    }
   });
 
   test('npm run audit -- --mail prints the mail history in order', async () => {

@@ -1,7 +1,7 @@
 import { v7 as uuidv7 } from 'uuid';
 import type { Lease, Store } from '../store/port.js';
 import { sleep } from '../store/wait.js';
-import { applyBatch } from './apply.js';
+import { applyBatch, DocCache } from './apply.js';
 import type { Projection } from './projection.js';
 import { leaseName } from './runner.js';
 
@@ -19,6 +19,8 @@ export interface RebuildResult {
 }
 
 const LEASE_TTL_MS = 30_000;
+/** Documents kept per view between batches: enough for the ones a stretch of the log keeps touching. */
+const CACHE_DOCS = 20_000;
 /** How long to wait for a running server to hand over the live views. */
 const HANDOFF_TIMEOUT_MS = 60_000;
 
@@ -36,7 +38,8 @@ async function acquireOrThrow(store: Store, name: string, owner: string, timeout
  * Rebuilds views from the log into shadows, in one pass over the log, then swaps each in
  * atomically. Safe while the server runs: the live views keep serving until the swap; for the
  * last stretch the rebuild asks the live projectors for their leases, so nothing writes a live
- * view while it is replaced.
+ * view while it is replaced. The shadows get their indexes once the bulk of the log is in:
+ * building an index once is cheaper than keeping it up to date row by row.
  */
 export async function rebuild(
   store: Store,
@@ -45,17 +48,17 @@ export async function rebuild(
 ): Promise<RebuildResult> {
   const started = Date.now();
   const owner = `rebuild-${uuidv7()}`;
-  const batchSize = opts.batchSize ?? 5000;
-  const shadows: { projection: Projection; view: string; shadow: string; lease: Lease }[] = [];
+  const batchSize = opts.batchSize ?? 10_000;
+  const shadows: { projection: Projection; view: string; shadow: string; lease: Lease; cache: DocCache }[] = [];
   const liveLeases: Lease[] = [];
   try {
     for (const projection of projections) {
       const view = projection.spec.name;
       const shadow = `${view}__rebuild`;
       const lease = await acquireOrThrow(store, leaseName(shadow), owner, 5_000);
-      shadows.push({ projection, view, shadow, lease });
+      shadows.push({ projection, view, shadow, lease, cache: new DocCache(CACHE_DOCS) });
       await store.views.drop(shadow);
-      await store.views.ensure({ ...projection.spec, name: shadow });
+      await store.views.ensure({ ...projection.spec, name: shadow, indexes: [] });
     }
     let position = 0;
     let events = 0;
@@ -65,9 +68,10 @@ export async function rebuild(
       while (position < head) {
         const batch = await store.events.readAll({ after: position, limit: batchSize });
         if (batch.length === 0) break;
-        for (const s of shadows) {
-          await applyBatch(store.views, s.projection, batch, { view: s.shadow, checkpoint: `rebuild:${s.view}`, lease: s.lease });
-        }
+        // All views at once: the store may write them in one transaction.
+        await Promise.all(
+          shadows.map((s) => applyBatch(store.views, s.projection, batch, { view: s.shadow, checkpoint: `rebuild:${s.view}`, lease: s.lease, cache: s.cache })),
+        );
         position = batch.at(-1)!.position;
         events += batch.length;
         opts.onProgress?.({ position, head });
@@ -78,6 +82,7 @@ export async function rebuild(
       }
     };
     await catchUp();
+    for (const s of shadows) await store.views.ensure({ ...s.projection.spec, name: s.shadow });
     for (const s of shadows) await store.views.requestLease(leaseName(s.view), owner);
     for (const s of shadows) liveLeases.push(await acquireOrThrow(store, leaseName(s.view), owner, HANDOFF_TIMEOUT_MS));
     // The live projectors have stopped: apply what arrived meanwhile, then swap.

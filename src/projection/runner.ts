@@ -1,9 +1,9 @@
-import { EventEmitter } from 'node:events';
+import { EventEmitter, setMaxListeners } from 'node:events';
 import type { Logger } from 'pino';
 import { MalformedEventError } from '../events/envelope.js';
 import { LeaseLostError, type Lease, type Store } from '../store/port.js';
 import { sleep, waitForWakeUp } from '../store/wait.js';
-import { applyBatch } from './apply.js';
+import { applyBatch, DocCache } from './apply.js';
 import type { Projection } from './projection.js';
 
 export interface RunnerOptions {
@@ -16,11 +16,20 @@ export interface RunnerOptions {
   maxFailures?: number;
   /** Where batches come from; share one SharedLogReader between the runners of a process. */
   reader?: Pick<Store['events'], 'readAll'>;
+  /**
+   * After a wake-up, how long to let further appends gather before reading, so that one batch
+   * (one transaction for all the views of the process) carries them. Nobody waits for it: a
+   * read-your-writes wait (`waitFor`) cuts it short.
+   */
+  gatherMs?: number;
 }
 
 export type RunnerStatus = 'standby' | 'running' | 'parked' | 'stopped';
 
 export const leaseName = (view: string): string => `projector:${view}`;
+
+/** Documents a runner keeps between batches (see DocCache). */
+const CACHE_DOCS = 10_000;
 
 /**
  * Keeps one view up to date with the log: holds the view's lease (only one process projects a
@@ -33,11 +42,16 @@ export class ProjectionRunner {
   position = 0;
   lastError: string | null = null;
   private readonly progressed = new EventEmitter();
+  /** Told when someone starts waiting for this view, so a runner gathering appends stops gathering. */
+  private readonly awaited = new EventEmitter();
+  private waiting = 0;
+  private readonly cache = new DocCache(CACHE_DOCS);
   private readonly abort = new AbortController();
   private loop: Promise<void> | null = null;
   private readonly ttl: number;
   private readonly batchSize: number;
   private readonly maxFailures: number;
+  private readonly gatherMs: number;
 
   constructor(
     private readonly store: Store,
@@ -47,7 +61,10 @@ export class ProjectionRunner {
     this.ttl = opts.leaseTtlMs ?? 15_000;
     this.batchSize = opts.batchSize ?? 500;
     this.maxFailures = opts.maxFailures ?? 10;
+    this.gatherMs = opts.gatherMs ?? 5;
     this.progressed.setMaxListeners(0);
+    // Every waitFor listens on it while it waits: many concurrent readers are no leak.
+    setMaxListeners(0, this.abort.signal);
   }
 
   get name(): string {
@@ -69,14 +86,21 @@ export class ProjectionRunner {
   /** Resolves true once the view has applied `position` (read-your-writes), false after `timeoutMs`. */
   async waitFor(position: number, timeoutMs: number): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
-    while (this.position < position) {
-      const left = deadline - Date.now();
-      if (left <= 0 || this.abort.signal.aborted) return false;
-      // Another process may hold the lease and project this view: read the shared checkpoint too.
-      if (this.status === 'standby') this.position = Math.max(this.position, await this.store.views.checkpoint(this.name));
-      await waitForWakeUp(this.progressed, 'progress', Math.min(left, this.status === 'standby' ? 50 : left), this.abort.signal);
+    if (this.position >= position) return true;
+    this.waiting += 1;
+    this.awaited.emit('waiting');
+    try {
+      while (this.position < position) {
+        const left = deadline - Date.now();
+        if (left <= 0 || this.abort.signal.aborted) return false;
+        // Another process may hold the lease and project this view: read the shared checkpoint too.
+        if (this.status === 'standby') this.position = Math.max(this.position, await this.store.views.checkpoint(this.name));
+        await waitForWakeUp(this.progressed, 'progress', Math.min(left, this.status === 'standby' ? 50 : left), this.abort.signal);
+      }
+      return true;
+    } finally {
+      this.waiting -= 1;
     }
-    return true;
   }
 
   private async run(): Promise<void> {
@@ -96,6 +120,8 @@ export class ProjectionRunner {
           }
           renewedAt = Date.now();
           this.position = await views.checkpoint(this.name);
+          // Someone else may have written the view since this process last held it.
+          this.cache.clear();
           this.status = 'running';
           this.opts.logger.info({ projector: this.name, token: lease.token, position: this.position }, 'projector lease acquired');
         } else if (Date.now() - renewedAt > this.ttl / 3) {
@@ -109,9 +135,10 @@ export class ProjectionRunner {
         const batch = await (this.opts.reader ?? events).readAll({ after: this.position, limit: this.batchSize });
         if (batch.length === 0) {
           await events.waitForAppend(this.position, Math.min(1000, this.ttl / 3), signal);
+          if (this.waiting === 0) await waitForWakeUp(this.awaited, 'waiting', this.gatherMs, signal);
           continue;
         }
-        this.position = await applyBatch(views, this.projection, batch, { view: this.name, checkpoint: this.name, lease });
+        this.position = await applyBatch(views, this.projection, batch, { view: this.name, checkpoint: this.name, lease, cache: this.cache });
         failures = 0;
         this.progressed.emit('progress');
       } catch (error) {

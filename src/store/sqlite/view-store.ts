@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type Database from 'better-sqlite3';
 import { LeaseLostError, type Lease, type ListQuery, type ViewCommit, type ViewDoc, type ViewSpec, type ViewStore } from '../port.js';
 
@@ -34,6 +35,9 @@ export class SqliteViewStore implements ViewStore {
   /** Prepared statements by SQL text: preparing costs more than running most of them. */
   private readonly statements = new Map<string, Database.Statement>();
 
+  /** Commits waiting for the next flush: those that arrive in the same tick share one transaction. */
+  private pending: { commit: ViewCommit; resolve: () => void; reject: (e: unknown) => void }[] = [];
+
   constructor(private readonly db: Database.Database) {}
 
   private prepare<P extends unknown[], R>(sql: string): Database.Statement<P, R> {
@@ -65,10 +69,19 @@ export class SqliteViewStore implements ViewStore {
     this.db.exec(
       `CREATE TABLE IF NOT EXISTS ${table(spec.name)} (id TEXT PRIMARY KEY, position INTEGER NOT NULL, doc TEXT${cols ? `, ${cols}` : ''})`,
     );
-    spec.indexes.forEach((fields, i) => {
-      const name = ident(`view_${spec.name}_i${i}`);
-      this.db.exec(`CREATE INDEX IF NOT EXISTS ${name} ON ${table(spec.name)} (${fields.map(column).join(', ')}, id)`);
-    });
+    // Indexes are matched by their columns, not by name: a shadow swapped in keeps the indexes (and
+    // names) it was built with, so the swap need not build them again. A fresh name per index
+    // keeps the next shadow's from colliding with them.
+    const existing = new Set(
+      this.prepare<[string], { name: string }>("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?")
+        .all(`view_${spec.name}`)
+        .map(({ name }) => this.prepare<[string], { name: string }>('SELECT name FROM pragma_index_info(?) ORDER BY seqno').all(name).map((c) => c.name).join(',')),
+    );
+    for (const fields of spec.indexes) {
+      if (existing.has([...fields.map((f) => `f_${f}`), 'id'].join(','))) continue;
+      const name = ident(`view_${spec.name}_${randomBytes(4).toString('hex')}`);
+      this.db.exec(`CREATE INDEX ${name} ON ${table(spec.name)} (${fields.map(column).join(', ')}, id)`);
+    }
     this.fields.set(spec.name, spec.indexed);
   }
 
@@ -86,13 +99,58 @@ export class SqliteViewStore implements ViewStore {
     return out;
   }
 
-  private assertLease(lease: Lease): void {
-    const row = this.prepare<[string, string, number], { token: number }>('SELECT token FROM leases WHERE name = ? AND owner = ? AND token = ?')
-      .get(lease.name, lease.owner, lease.token);
-    if (!row) throw new LeaseLostError(lease);
+  private holds(lease: Lease): boolean {
+    return this.prepare<[string, string, number], { token: number }>('SELECT token FROM leases WHERE name = ? AND owner = ? AND token = ?')
+      .get(lease.name, lease.owner, lease.token) !== undefined;
   }
 
+  /**
+   * Commits that arrive in the same tick (the projectors of a process woken by the same append,
+   * the views of a replay batch) are written in one transaction; each is still fenced by its own
+   * lease.
+   */
   async commit(c: ViewCommit): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.pending.push({ commit: c, resolve, reject });
+      if (this.pending.length === 1) setImmediate(() => this.flush());
+    });
+  }
+
+  private flush(): void {
+    const batch = this.pending;
+    this.pending = [];
+    // Each commit in a savepoint of its own, so one that fails (a lost lease, a missing view) is refused alone.
+    const writeOne = this.db.transaction((c: ViewCommit) => {
+      if (!this.holds(c.lease)) throw new LeaseLostError(c.lease);
+      this.write(c);
+    });
+    let outcomes: unknown[];
+    try {
+      // View rows and checkpoints commit together: a crash leaves both before or both after the batch.
+      outcomes = this.db
+        .transaction(() =>
+          batch.map(({ commit }) => {
+            try {
+              writeOne(commit);
+              return null;
+            } catch (error) {
+              return error;
+            }
+          }),
+        )
+        .immediate();
+    } catch (error) {
+      for (const p of batch) p.reject(error);
+      return;
+    }
+    batch.forEach((p, i) => {
+      const error = outcomes[i];
+      if (error) p.reject(error);
+      else p.resolve();
+    });
+  }
+
+  private write(c: ViewCommit): void {
     const fields = this.fieldsOf(c.view);
     const cols = fields.map(column);
     const upsert = this.prepare(
@@ -101,21 +159,16 @@ export class SqliteViewStore implements ViewStore {
        ON CONFLICT (id) DO UPDATE SET position = excluded.position, doc = excluded.doc${cols.map((x) => `, ${x} = excluded.${x}`).join('')}
        WHERE excluded.position > position`,
     );
-    const checkpoint = this.prepare(
-      `INSERT INTO checkpoints (name, position) VALUES (?, ?)
-       ON CONFLICT (name) DO UPDATE SET position = max(position, excluded.position)`,
-    );
-    // View rows and checkpoint commit together: a crash leaves both before or both after the batch.
-    this.db
-      .transaction(() => {
-        this.assertLease(c.lease);
-        for (const { id, doc, position } of c.docs) {
-          const values = fields.map((f) => (doc ? indexValue(doc[f]) : null));
-          upsert.run(id, position, doc ? JSON.stringify(doc) : null, ...values);
-        }
-        checkpoint.run(c.checkpoint.name, c.checkpoint.position);
-      })
-      .immediate();
+    for (const { id, doc, position } of c.docs) {
+      const values = fields.map((f) => (doc ? indexValue(doc[f]) : null));
+      upsert.run(id, position, doc ? JSON.stringify(doc) : null, ...values);
+    }
+    this
+      .prepare(
+        `INSERT INTO checkpoints (name, position) VALUES (?, ?)
+         ON CONFLICT (name) DO UPDATE SET position = max(position, excluded.position)`,
+      )
+      .run(c.checkpoint.name, c.checkpoint.position);
   }
 
   async get(view: string, id: string): Promise<ViewDoc | null> {
@@ -161,11 +214,10 @@ export class SqliteViewStore implements ViewStore {
   async swap(spec: ViewSpec, shadow: string, checkpointName: string, position: number, lease: Lease): Promise<void> {
     this.db
       .transaction(() => {
-        this.assertLease(lease);
+        if (!this.holds(lease)) throw new LeaseLostError(lease);
         this.db.exec(`DROP TABLE IF EXISTS ${table(spec.name)}`);
         this.db.exec(`ALTER TABLE ${table(shadow)} RENAME TO ${table(spec.name)}`);
-        // A renamed table keeps its index names: rebuild them under the live names, in the same transaction.
-        spec.indexes.forEach((_, i) => this.db.exec(`DROP INDEX IF EXISTS ${ident(`view_${shadow}_i${i}`)}`));
+        // Builds only the indexes the shadow lacks (none, if the rebuild ensured them on the shadow first).
         this.ensureSync(spec);
         this
           .prepare('INSERT INTO checkpoints (name, position) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET position = excluded.position')
