@@ -7,25 +7,13 @@ import { rmSync } from 'node:fs';
 import net from 'node:net';
 import { after, describe, test } from 'node:test';
 import { registerAccount } from '../src/accounts/accounts.js';
-import { loadConfig } from '../src/config.js';
 import { systemMeta } from '../src/events/envelope.js';
-import { openStore } from '../src/store/open.js';
-import type { Store } from '../src/store/port.js';
-import { DOMAIN, rawMessage, received, SmtpTalk, startServerProcess, tempDir, testEnv } from './support/smtp.js';
+import { DOMAIN, rawMessage, received, SmtpTalk, startServerProcess, tempDir, testEnv, withStore } from './support/smtp.js';
 
 const dirs: string[] = [];
 after(() => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
-
-async function withStore<T>(env: Record<string, string>, fn: (store: Store) => Promise<T>): Promise<T> {
-  const store = await openStore(loadConfig(env));
-  try {
-    return await fn(store);
-  } finally {
-    await store.close();
-  }
-}
 
 async function prepare(): Promise<{ env: Record<string, string>; mailboxId: string }> {
   const dir = tempDir('smtp-workers');

@@ -16,6 +16,7 @@ import { loadConfig, type Config } from '../../src/config.js';
 import { systemMeta, type EventOf, type StoredEvent } from '../../src/events/envelope.js';
 import { createLogger } from '../../src/log.js';
 import type { DnsResolver } from '../../src/smtp/dns.js';
+import { openStore } from '../../src/store/open.js';
 import type { Store } from '../../src/store/port.js';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -45,6 +46,16 @@ export function fakeResolver(records: Record<string, Record<string, unknown>> = 
 
 export function tempDir(prefix: string): string {
   return mkdtempSync(path.join(os.tmpdir(), `mailtrail-${prefix}-`));
+}
+
+/** Opens the store a server process with `env` uses (while it runs, or after), for `fn`. */
+export async function withStore<T>(env: Record<string, string>, fn: (store: Store) => Promise<T>): Promise<T> {
+  const store = await openStore(loadConfig(env));
+  try {
+    return await fn(store);
+  } finally {
+    await store.close();
+  }
 }
 
 export function testEnv(dataDir: string, env: Record<string, string> = {}): Record<string, string> {
