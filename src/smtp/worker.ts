@@ -3,19 +3,29 @@
  * to the store, reporting connections and transactions to the main process.
  */
 import process from 'node:process';
-import { loadConfig } from '../config.js';
+import type { Config } from '../config.js';
 import { createLogger } from '../log.js';
 import { openStore } from '../store/open.js';
 import { sleep } from '../store/wait.js';
 import { SMTP_VIEWS, startSmtpServer } from './server.js';
-import { workerShare, type PrimaryMessage, type WorkerMessage } from './workers.js';
+import type { PrimaryMessage, WorkerMessage } from './workers.js';
 
 const tell = (m: WorkerMessage): void => {
   if (process.connected) process.send!(m);
 };
 
-const full = loadConfig();
-const config = workerShare(full, full.SMTP_WORKERS);
+const config = await new Promise<Config>((resolve) => {
+  const onStart = (m: PrimaryMessage): void => {
+    if (m.kind !== 'start') return;
+    process.off('message', onStart);
+    process.off('disconnect', gone);
+    resolve(m.config);
+  };
+  const gone = (): never => process.exit(0);
+  process.on('message', onStart);
+  process.once('disconnect', gone);
+  tell({ kind: 'ready' });
+});
 const logger = createLogger(config).child({ smtpWorker: process.pid });
 const store = await openStore(config);
 

@@ -16,10 +16,13 @@ import { loadTlsMaterial } from './tls.js';
 
 /** Messages between this process and its SMTP workers. */
 export type WorkerMessage =
+  /** Listening for `start`: a message sent before that could be lost. */
+  | { kind: 'ready' }
   | { kind: 'listening'; port: number; securePort: number | null }
   | { kind: 'connection' }
   | { kind: 'transaction'; t: Parameters<NonNullable<SmtpObserver['transaction']>>[0] };
-export type PrimaryMessage = { kind: 'shutdown' };
+/** `start` carries the main process's validated settings, so a worker runs with exactly those. */
+export type PrimaryMessage = { kind: 'start'; config: Config } | { kind: 'shutdown' };
 
 /** Limits meant for the whole server, shared out between `workers` processes (rounded up). */
 export function workerShare(config: Config, workers: number): Config {
@@ -56,12 +59,13 @@ export async function startSmtpWorkers(deps: {
 
   const fork = (): Promise<{ port: number; securePort: number | null }> =>
     new Promise((resolve, reject) => {
-      const worker = cluster.fork({ SMTP_WORKERS: String(config.SMTP_WORKERS) });
+      const worker = cluster.fork();
       live.add(worker);
       const startedAt = Date.now();
       let listening = false;
       worker.on('message', (m: WorkerMessage) => {
-        if (m.kind === 'listening') {
+        if (m.kind === 'ready') worker.send({ kind: 'start', config: workerShare(config, config.SMTP_WORKERS) } satisfies PrimaryMessage);
+        else if (m.kind === 'listening') {
           listening = true;
           resolve({ port: m.port, securePort: m.securePort });
         } else if (m.kind === 'connection') observer.connection?.();
