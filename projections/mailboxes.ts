@@ -1,6 +1,7 @@
 import { defineProjection } from '../src/projection/projection.js';
 
-export type MailboxCounts = { inbox: number; unread: number; sent: number; drafts: number };
+/** Mail per folder; `unread` counts the inbox's unread mail. */
+export type MailboxCounts = { inbox: number; unread: number; sent: number; drafts: number; trash: number };
 
 export type MailboxDoc = {
   id: string;
@@ -15,7 +16,8 @@ export type MailboxDoc = {
 const count = (doc: MailboxDoc | null, change: Partial<MailboxCounts>): MailboxDoc | null => {
   if (!doc) return null;
   const counts = { ...doc.counts };
-  for (const [k, v] of Object.entries(change) as [keyof MailboxCounts, number][]) counts[k] = Math.max(0, counts[k] + v);
+  // `?? 0`: documents built before the trash existed have no trash count.
+  for (const [k, v] of Object.entries(change) as [keyof MailboxCounts, number][]) counts[k] = Math.max(0, (counts[k] ?? 0) + v);
   return { ...doc, counts };
 };
 
@@ -32,7 +34,7 @@ export const mailboxes = defineProjection<MailboxDoc>({
           userId: e.data.userId,
           address: e.data.address,
           addressKey: e.data.address.toLowerCase(),
-          counts: { inbox: 0, unread: 0, sent: 0, drafts: 0 },
+          counts: { inbox: 0, unread: 0, sent: 0, drafts: 0, trash: 0 },
         };
       case 'MailReceived':
         return count(doc, { inbox: 1, unread: 1 });
@@ -44,6 +46,10 @@ export const mailboxes = defineProjection<MailboxDoc>({
         return count(doc, { drafts: 1 });
       case 'DraftDeleted':
         return count(doc, { drafts: -1 });
+      case 'MailTrashed':
+        return count(doc, { [e.data.folder]: -1, trash: 1, unread: e.data.unread ? -1 : 0 });
+      case 'MailRestored':
+        return count(doc, { [e.data.folder]: 1, trash: -1, unread: e.data.unread ? 1 : 0 });
       case 'MailSent':
         return count(doc, e.data.wasDraft ? { sent: 1, drafts: -1 } : { sent: 1 });
       default:

@@ -2,7 +2,7 @@ import type { EventOf } from '../src/events/envelope.js';
 import type { Address, Attachment, BlobRef, Draft, MessageSummary } from '../src/events/types.js';
 import { defineProjection } from '../src/projection/projection.js';
 
-export type Folder = 'inbox' | 'sent' | 'drafts';
+export type Folder = 'inbox' | 'sent' | 'drafts' | 'trash';
 export type MailStatus = 'received' | 'draft' | 'queued' | 'sent' | 'failed';
 export type RecipientState = { state: 'queued' | 'sent' | 'failed'; attempts: number; response: string | null };
 
@@ -11,6 +11,8 @@ export type MailDoc = {
   mailboxId: string;
   userId: string;
   folder: Folder;
+  /** Where a mail in the trash came from, and goes back to; null outside the trash. */
+  trashedFrom: 'inbox' | 'sent' | null;
   status: MailStatus;
   /** Without angle brackets; null for drafts and for received mail that had none. */
   messageId: string | null;
@@ -108,6 +110,7 @@ export const mails = defineProjection<MailDoc>({
           mailboxId: e.data.mailboxId,
           userId: e.data.userId,
           folder: 'drafts',
+          trashedFrom: null,
           status: 'draft',
           messageId: null,
           from: [],
@@ -130,6 +133,7 @@ export const mails = defineProjection<MailDoc>({
           mailboxId: e.data.mailboxId,
           userId: e.data.userId,
           folder: 'inbox',
+          trashedFrom: null,
           status: 'received',
           bcc: [],
           sortAt: e.recordedAt,
@@ -148,6 +152,7 @@ export const mails = defineProjection<MailDoc>({
           mailboxId: e.data.mailboxId,
           userId: e.data.userId,
           folder: 'sent',
+          trashedFrom: null,
           status: deliveryStatus(recipients),
           bcc: e.data.bcc,
           sortAt: e.recordedAt,
@@ -163,6 +168,11 @@ export const mails = defineProjection<MailDoc>({
         return doc && { ...doc, unread: false };
       case 'MailUnread':
         return doc && { ...doc, unread: true };
+      // sortAt stays: a restored mail goes back to its place in the folder.
+      case 'MailTrashed':
+        return doc && { ...doc, folder: 'trash', trashedFrom: e.data.folder };
+      case 'MailRestored':
+        return doc && { ...doc, folder: e.data.folder, trashedFrom: null };
       case 'MailDelivered':
         return doc && recordAttempt(doc, e.data.recipients, 'sent', e.data.attempt, e.data.response);
       case 'MailDeliveryFailed':

@@ -55,7 +55,7 @@ describe('accounts', () => {
     const ann = createClient(base, { token });
     const [mailbox] = await ann.mailboxes.list.query();
     assert.equal(mailbox!.address, 'Ann@mail.test');
-    assert.deepEqual(mailbox!.counts, { inbox: 0, unread: 0, sent: 0, drafts: 0 });
+    assert.deepEqual(mailbox!.counts, { inbox: 0, unread: 0, sent: 0, drafts: 0, trash: 0 });
     assert.deepEqual((await ann.auth.me.query()).limits, { maxAttachmentBytes: 100000 });
   });
 
@@ -200,6 +200,57 @@ describe('mail', () => {
     assert.equal(await own.text(), 'secret');
     assert.match(own.headers.get('content-disposition') ?? '', /^attachment; filename="secret\.txt"/);
     assert.equal(own.headers.get('x-content-type-options'), 'nosniff');
+  });
+
+  test('trash: received and sent mail go to Trash and back to their folder, counted, in the history, owner only', async () => {
+    const hana = await signUp('hana@mail.test', 'Hana');
+    const transport = nodemailer.createTransport({ host: '127.0.0.1', port: server.port, secure: false, ignoreTLS: true });
+    for (const subject of ['junk', 'keep']) await transport.sendMail({ from: 'x@example.org', to: 'hana@mail.test', subject, text: subject });
+    transport.close();
+    const junk = (await hana.client.mails.list.query({ folder: 'inbox' })).items.find((m) => m.subject === 'junk')!;
+    const { id: sentId } = await hana.client.mails.createDraft.mutate({ to: ['x@remote.example'], subject: 'outgoing', text: 'hi' });
+    await hana.client.mails.send.mutate({ id: sentId });
+    const counts = async () => (await hana.client.mailboxes.list.query())[0]!.counts;
+    const subjects = async (folder: 'inbox' | 'sent' | 'trash') => (await hana.client.mails.list.query({ folder })).items.map((m) => m.subject);
+    assert.deepEqual(await counts(), { inbox: 2, unread: 2, sent: 1, drafts: 0, trash: 0 });
+
+    const trashed = await hana.client.mails.trash.mutate({ id: junk.id });
+    await hana.client.mails.trash.mutate({ id: sentId });
+    assert.deepEqual(await hana.client.mails.trash.mutate({ id: junk.id }), trashed, 'trashing again is a no-op');
+    assert.deepEqual((await subjects('trash')).sort(), ['junk', 'outgoing']);
+    assert.deepEqual(await subjects('inbox'), ['keep']);
+    assert.deepEqual(await subjects('sent'), []);
+    assert.deepEqual(await counts(), { inbox: 1, unread: 1, sent: 0, drafts: 0, trash: 2 });
+    const inTrash = await hana.client.mails.get.query({ id: junk.id });
+    assert.deepEqual([inTrash.folder, inTrash.trashedFrom, inTrash.unread], ['trash', 'inbox', true]);
+    await expectCode(hana.client.mails.setRead.mutate({ id: junk.id, read: true }), 'BAD_REQUEST', /in the trash; restore it first/);
+
+    await expectCode(fred.client.mails.trash.mutate({ id: junk.id }), 'NOT_FOUND');
+    await expectCode(fred.client.mails.restore.mutate({ id: junk.id }), 'NOT_FOUND');
+    const { id: draftId } = await hana.client.mails.createDraft.mutate({ subject: 'unfinished' });
+    await expectCode(hana.client.mails.trash.mutate({ id: draftId }), 'BAD_REQUEST', /is a draft; delete it instead/);
+    await hana.client.mails.deleteDraft.mutate({ id: draftId });
+
+    const restored = await hana.client.mails.restore.mutate({ id: junk.id });
+    assert.deepEqual(await hana.client.mails.restore.mutate({ id: junk.id }), restored, 'restoring a mail not in Trash is a no-op');
+    await hana.client.mails.restore.mutate({ id: sentId });
+    assert.deepEqual(await subjects('inbox'), ['keep', 'junk'], 'back in its place');
+    assert.deepEqual(await subjects('sent'), ['outgoing']);
+    assert.deepEqual(await subjects('trash'), []);
+    assert.deepEqual(await counts(), { inbox: 2, unread: 2, sent: 1, drafts: 0, trash: 0 });
+    const back = await hana.client.mails.get.query({ id: junk.id });
+    assert.deepEqual([back.folder, back.trashedFrom, back.unread], ['inbox', null, true]);
+
+    const history = await hana.client.mails.history.query({ id: junk.id });
+    assert.deepEqual(
+      history.map((h) => [h.type, h.actor, (h as { folder?: string }).folder]),
+      [
+        ['MailReceived', 'smtp', undefined],
+        ['MailTrashed', `user:${hana.userId}`, 'inbox'],
+        ['MailRestored', `user:${hana.userId}`, 'inbox'],
+      ],
+    );
+    assert.deepEqual([history[1]!.position, history[2]!.position], [trashed.position, restored.position]);
   });
 
   test('attachments over the limit are refused, naming the attachment', async () => {

@@ -235,7 +235,7 @@ for (const backend of [sqlite, mongoBackend]) {
       await applyBatch(store.views, mailboxes, events, target);
       await applyBatch(store.views, mailboxes, events.slice(1), target);
       assert.deepEqual(await store.views.all('mailboxes'), once);
-      assert.deepEqual((once[0] as { id: string; counts: unknown }).counts, { inbox: 2, unread: 2, sent: 0, drafts: 0 });
+      assert.deepEqual((once[0] as { id: string; counts: unknown }).counts, { inbox: 2, unread: 2, sent: 0, drafts: 0, trash: 0 });
     });
 
     test('a crash between the view write and the checkpoint is repaired by the next run', async () => {

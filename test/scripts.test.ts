@@ -9,7 +9,7 @@ import { allProjections, mails } from '../projections/index.js';
 import { ProjectionRunner } from '../src/projection/runner.js';
 import type { Store } from '../src/store/port.js';
 import { openSqliteStore, VIEWS_FILE } from '../src/store/sqlite/index.js';
-import { draftSendDeliver, receive, registerAccount } from './support/events.js';
+import { draftSendDeliver, meta, receive, registerAccount } from './support/events.js';
 import { runScript } from './support/process.js';
 
 describe('operator scripts on the embedded store', () => {
@@ -22,8 +22,13 @@ describe('operator scripts on the embedded store', () => {
   before(async () => {
     store = await openSqliteStore({ dataDir });
     const bob = await registerAccount(store, 'bob@mail.test');
-    for (let i = 0; i < 25; i++) await receive(store, bob, `hello ${i}`);
+    const received: string[] = [];
+    for (let i = 0; i < 25; i++) received.push(await receive(store, bob, `hello ${i}`));
     mailId = await draftSendDeliver(store, bob, 'failed');
+    // One mail read and trashed, one trashed and restored, so the folder and unread counts move too.
+    const mailbox = { mailboxId: bob.mailboxId, folder: 'inbox' as const };
+    await store.events.append(`mail-${received[0]}`, [{ type: 'MailRead', data: { mailId: received[0]!, mailboxId: bob.mailboxId } }, { type: 'MailTrashed', data: { mailId: received[0]!, ...mailbox, unread: false } }], { expectedVersion: 1, meta: meta() });
+    await store.events.append(`mail-${received[1]}`, [{ type: 'MailTrashed', data: { mailId: received[1]!, ...mailbox, unread: true } }, { type: 'MailRestored', data: { mailId: received[1]!, ...mailbox, unread: true } }], { expectedVersion: 1, meta: meta() });
     const runners = allProjections.map((p) => new ProjectionRunner(store, p, { owner: 'test', logger: pino({ level: 'silent' }) }));
     for (const r of runners) await r.start();
     const head = await store.events.head();
@@ -45,6 +50,8 @@ describe('operator scripts on the embedded store', () => {
     assert.match(r.stdout, /^events\/s: +\d+$/m);
     assert.match(r.stderr, /100%/, 'shows progress');
     for (const p of allProjections) assert.deepEqual(await store.views.all(p.spec.name), views[p.spec.name], p.spec.name);
+    const [mailbox] = (await store.views.all('mailboxes')) as { counts: Record<string, number> }[];
+    assert.deepEqual(mailbox?.counts, { inbox: 24, unread: 24, sent: 1, drafts: 0, trash: 1 });
   });
 
   test('npm run replay -- --projection rebuilds one view; a wrong name says what exists', async () => {
@@ -85,8 +92,10 @@ describe('operator scripts on the embedded store', () => {
     const r = await runScript('scripts/audit.ts', ['--mailbox', 'BOB@mail.test'], env);
     assert.equal(r.code, 0, r.stderr);
     const lines = r.stdout.trim().split('\n');
-    assert.equal(lines.length, 2 + 25 + 4);
+    assert.equal(lines.length, 2 + 25 + 4 + 4, 'account, received mails, the sent mail, the read/trash/restore events');
     assert.match(lines[0]!, /UserRegistered/);
+    assert.match(r.stdout, /MailTrashed/);
+    assert.match(r.stdout, /MailRestored/);
     assert.doesNotMatch(r.stdout, /\$2b\$/, 'no password hash');
   });
 

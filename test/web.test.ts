@@ -482,6 +482,34 @@ describe('web client', () => {
     await page.close();
   });
 
+  test('trash: move an open mail to Trash with the keyboard, find it there, restore it to the inbox', async () => {
+    const { page } = alice;
+    await page.goto(`${base}/inbox`);
+    await transport(server.port, { ignoreTLS: true }).sendMail({ from: 'Offers <offers@example.org>', to: 'alice@mail.test', subject: 'Weekly offers', text: 'Buy now.' });
+    await rowWith(page, 'Weekly offers').getByRole('link').click();
+    await page.getByRole('heading', { name: 'Weekly offers', level: 1 }).waitFor();
+    await page.getByRole('button', { name: 'Move to trash' }).focus();
+    await page.keyboard.press('Enter');
+    await page.getByRole('heading', { name: 'Inbox', level: 1 }).waitFor();
+    await page.getByRole('status').filter({ hasText: 'Message moved to Trash.' }).waitFor();
+    await rowWith(page, 'Weekly offers').waitFor({ state: 'detached' });
+    await page.getByTestId('count-trash').filter({ hasText: '1' }).waitFor();
+    await page.getByRole('link', { name: /^Trash/ }).click();
+    await page.getByRole('heading', { name: 'Trash', level: 1 }).waitFor();
+    const row = rowWith(page, 'Weekly offers');
+    await row.getByText('Offers', { exact: true }).waitFor();
+    await screenshot(page, 'trash');
+    await row.getByRole('link').click();
+    await page.getByRole('button', { name: 'Restore to Inbox' }).click();
+    await page.getByRole('button', { name: 'Move to trash' }).waitFor();
+    await page.getByTestId('count-trash').waitFor({ state: 'detached' });
+    const history = page.locator('.timeline');
+    await history.locator('[data-event-type="MailTrashed"]').waitFor();
+    await history.locator('[data-event-type="MailRestored"]').waitFor();
+    await page.getByRole('link', { name: '← Inbox' }).click();
+    await rowWith(page, 'Weekly offers').waitFor();
+  });
+
   test('the pages logged no errors (other than the CSP refusing what the hostile mail tried)', () => {
     // The 401 is the deliberate wrong-password sign-in.
     const errors = alice.errors.filter((e) => !/violates the following Content Security Policy directive|status of 401 \(Unauthorized\)/.test(e));

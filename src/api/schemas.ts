@@ -14,7 +14,7 @@ export const Recipient = z.union([Email, z.object({ name: z.string().max(200).de
 
 export const Id = z.string().uuid('must be a mail id as returned by mails.list');
 
-export const Folder = z.enum(['inbox', 'sent', 'drafts']);
+export const Folder = z.enum(['inbox', 'sent', 'drafts', 'trash']);
 
 export const AttachmentUpload = z.object({
   filename: z.string().min(1).max(255),

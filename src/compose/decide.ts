@@ -6,8 +6,8 @@ export type MailState =
   | { status: 'none' }
   | { status: 'draft'; userId: string; mailboxId: string; draft: Draft; version: number }
   | { status: 'deleted'; userId: string; version: number }
-  | { status: 'received'; userId: string; mailboxId: string; unread: boolean; version: number }
-  | { status: 'sent'; userId: string; messageId: string; version: number };
+  | { status: 'received'; userId: string; mailboxId: string; unread: boolean; trashed: boolean; version: number }
+  | { status: 'sent'; userId: string; mailboxId: string; messageId: string; trashed: boolean; version: number };
 
 function evolve(state: MailState, e: StoredEvent): MailState {
   const version = e.version;
@@ -19,12 +19,15 @@ function evolve(state: MailState, e: StoredEvent): MailState {
     case 'DraftDeleted':
       return state.status === 'draft' ? { status: 'deleted', userId: state.userId, version } : state;
     case 'MailReceived':
-      return { status: 'received', userId: e.data.userId, mailboxId: e.data.mailboxId, unread: true, version };
+      return { status: 'received', userId: e.data.userId, mailboxId: e.data.mailboxId, unread: true, trashed: false, version };
     case 'MailRead':
     case 'MailUnread':
       return state.status === 'received' ? { ...state, unread: e.type === 'MailUnread', version } : state;
     case 'MailSent':
-      return { status: 'sent', userId: e.data.userId, messageId: e.data.messageId, version };
+      return { status: 'sent', userId: e.data.userId, mailboxId: e.data.mailboxId, messageId: e.data.messageId, trashed: false, version };
+    case 'MailTrashed':
+    case 'MailRestored':
+      return state.status === 'received' || state.status === 'sent' ? { ...state, trashed: e.type === 'MailTrashed', version } : state;
     default:
       return state.status === 'none' ? state : { ...state, version };
   }
@@ -39,8 +42,22 @@ export const mailState = (events: StoredEvent[]): MailState => events.reduce(evo
 export function decideSetRead(state: MailState, userId: string, mailId: string, read: boolean): { type: 'MailRead' | 'MailUnread'; data: { mailId: string; mailboxId: string } } | null {
   if (state.status === 'none' || state.userId !== userId) throw new CommandError('NOT_FOUND', `no mail ${mailId}`);
   if (state.status !== 'received') throw new CommandError('BAD_REQUEST', `id: mail ${mailId} is not a received mail`);
+  // The inbox's unread count only follows mail in the inbox (MailTrashed carries the read state).
+  if (state.trashed) throw new CommandError('BAD_REQUEST', `id: mail ${mailId} is in the trash; restore it first`);
   if (state.unread === !read) return null;
   return { type: read ? 'MailRead' : 'MailUnread', data: { mailId, mailboxId: state.mailboxId } };
+}
+
+/**
+ * MailTrashed / MailRestored for a received or sent mail of `userId`, or nothing when it already is
+ * where it would go (a retried click or request changes nothing).
+ */
+export function decideTrash(state: MailState, userId: string, mailId: string, trash: boolean): { type: 'MailTrashed' | 'MailRestored'; data: { mailId: string; mailboxId: string; folder: 'inbox' | 'sent'; unread: boolean } } | null {
+  if (state.status === 'none' || state.status === 'deleted' || state.userId !== userId) throw new CommandError('NOT_FOUND', `no mail ${mailId}`);
+  if (state.status === 'draft') throw new CommandError('BAD_REQUEST', `id: mail ${mailId} is a draft; delete it instead`);
+  if (state.trashed === trash) return null;
+  const data = { mailId, mailboxId: state.mailboxId, ...(state.status === 'received' ? { folder: 'inbox' as const, unread: state.unread } : { folder: 'sent' as const, unread: false }) };
+  return { type: trash ? 'MailTrashed' : 'MailRestored', data };
 }
 
 export class CommandError extends Error {

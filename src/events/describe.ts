@@ -32,6 +32,9 @@ export function describeEvent(e: StoredEvent): EventSummary {
     case 'MailRead':
     case 'MailUnread':
       return { ...base, details: {} };
+    case 'MailTrashed':
+    case 'MailRestored':
+      return { ...base, details: { folder: e.data.folder } };
     case 'MailReceived':
       return {
         ...base,

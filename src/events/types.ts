@@ -115,6 +115,13 @@ export const eventSchemas = {
   /** The owner opened the mail (or marked it read); MailUnread undoes it. */
   MailRead: z.object({ mailId: id, mailboxId: id }),
   MailUnread: z.object({ mailId: id, mailboxId: id }),
+  /**
+   * The owner moved a received or sent mail to the trash; MailRestored puts it back into `folder`.
+   * `unread` is the mail's read state then (it cannot change in the trash), so the mailbox's
+   * unread count can move with it without looking the mail up.
+   */
+  MailTrashed: z.object({ mailId: id, mailboxId: id, folder: z.enum(['inbox', 'sent']), unread: z.boolean() }),
+  MailRestored: z.object({ mailId: id, mailboxId: id, folder: z.enum(['inbox', 'sent']), unread: z.boolean() }),
   MailDelivered: z.object({
     mailId: id,
     messageId: z.string(),

@@ -3,11 +3,11 @@ import { v7 as uuidv7 } from 'uuid';
 import { z } from 'zod';
 import type { MailboxDoc } from '../../../projections/mailboxes.js';
 import type { MailDoc } from '../../../projections/mails.js';
-import { decideSetRead, mailState, ownDraft } from '../../compose/decide.js';
+import { decideSetRead, decideTrash, mailState, ownDraft, type MailState } from '../../compose/decide.js';
 import { storeDraft } from '../../compose/drafts.js';
 import { sendDraft } from '../../compose/send.js';
 import { describeEvent } from '../../events/describe.js';
-import type { Meta, StoredEvent } from '../../events/envelope.js';
+import type { Meta, NewEvent, StoredEvent } from '../../events/envelope.js';
 import { mailStream } from '../../mail/ids.js';
 import { awaitViews } from '../consistency.js';
 import { decodeCursor, DraftInput, encodeCursor, Folder, Id } from '../schemas.js';
@@ -30,6 +30,19 @@ async function userMailbox(ctx: Authed): Promise<MailboxDoc> {
   const [mailbox] = (await ctx.deps.store.views.list('mailboxes', { where: { userId: ctx.user.id }, orderBy: { field: 'addressKey', direction: 'asc' }, limit: 1 })) as MailboxDoc[];
   if (!mailbox) throw new TRPCError({ code: 'PRECONDITION_FAILED', message: 'this account has no mailbox' });
   return mailbox;
+}
+
+/**
+ * Appends what `decide` makes of the mail's stream, if anything; the position to wait for either
+ * way (the last event when nothing changed), for read-your-writes.
+ */
+async function command(ctx: Authed, id: string, decide: (state: MailState) => NewEvent | null) {
+  const events = await ctx.deps.store.events.readStream(mailStream(id));
+  const state = mailState(events);
+  const change = decide(state);
+  if (!change) return { id, position: events.at(-1)!.position };
+  const r = await ctx.deps.store.events.append(mailStream(id), [change], { expectedVersion: state.status === 'none' ? 0 : state.version, meta: meta(ctx) });
+  return { id, position: r.lastPosition };
 }
 
 const blobText = async (ctx: Authed, ref: { sha256: string } | null): Promise<string | null> => (ref ? (await ctx.deps.store.blobs.get(ref.sha256)).toString('utf8') : null);
@@ -81,6 +94,8 @@ export const mailsRouter = router({
       attachments: m.attachments.map((a) => ({ id: a.id, filename: a.filename, contentType: a.contentType, size: a.size })),
       status: m.status,
       folder: m.folder,
+      // Absent in views built before the trash existed.
+      trashedFrom: m.trashedFrom ?? null,
       date: m.date,
       unread: m.unread,
       inReplyTo: m.inReplyTo,
@@ -132,14 +147,15 @@ export const mailsRouter = router({
   }),
 
   /** Marks a received mail read or unread; a no-op when it already is. */
-  setRead: authedProcedure.input(z.object({ id: Id, read: z.boolean() })).mutation(async ({ ctx, input }) => {
-    const events = await ctx.deps.store.events.readStream(mailStream(input.id));
-    const state = mailState(events);
-    const change = decideSetRead(state, ctx.user.id, input.id, input.read);
-    if (!change) return { id: input.id, position: events.at(-1)!.position };
-    const r = await ctx.deps.store.events.append(mailStream(input.id), [change], { expectedVersion: state.status === 'none' ? 0 : state.version, meta: meta(ctx) });
-    return { id: input.id, position: r.lastPosition };
-  }),
+  setRead: authedProcedure
+    .input(z.object({ id: Id, read: z.boolean() }))
+    .mutation(({ ctx, input }) => command(ctx, input.id, (state) => decideSetRead(state, ctx.user.id, input.id, input.read))),
+
+  /** Moves a received or sent mail to the trash; a no-op when it already is there. */
+  trash: authedProcedure.input(z.object({ id: Id })).mutation(({ ctx, input }) => command(ctx, input.id, (state) => decideTrash(state, ctx.user.id, input.id, true))),
+
+  /** Puts a mail in the trash back into the folder it came from; a no-op when it is not in the trash. */
+  restore: authedProcedure.input(z.object({ id: Id })).mutation(({ ctx, input }) => command(ctx, input.id, (state) => decideTrash(state, ctx.user.id, input.id, false))),
 
   /**
    * Server-sent events: `{ position }` whenever the signed-in user's mail changes (new mail,

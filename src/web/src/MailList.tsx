@@ -21,7 +21,7 @@ export function StatusBadge({ status }: { status: MailListItem['status'] }) {
 }
 
 function Row({ mail, folder }: { mail: MailListItem; folder: Folder }) {
-  const who = folder === 'inbox' ? shortAddress(mail.from[0]) || '(unknown sender)' : mail.to.length ? `To: ${mail.to.map(shortAddress).join(', ')}` : '(no recipients)';
+  const who = mail.status === 'received' ? shortAddress(mail.from[0]) || '(unknown sender)' : mail.to.length ? `To: ${mail.to.map(shortAddress).join(', ')}` : '(no recipients)';
   const to = folder === 'drafts' ? `/compose/${mail.id}` : `/mail/${mail.id}`;
   const subject = mail.subject || '(no subject)';
   return (

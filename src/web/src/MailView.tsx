@@ -4,9 +4,9 @@ import { api, downloadAttachment, errorCode, errorMessage, type HistoryEntry, ty
 import { addressList, formatBytes, formatFullDate } from './format.js';
 import { StatusBadge } from './MailList.js';
 import { PaperclipIcon } from './icons.js';
-import { Link } from './router.js';
+import { Link, navigate } from './router.js';
 import { mailDocument } from './sanitize.js';
-import { folderLabel, useFocusHeading } from './Shell.js';
+import { folderLabel, setFlash, useFocusHeading } from './Shell.js';
 
 export function MailView({ id }: { id: string }) {
   const mail = useQuery({ queryKey: ['mail', id], queryFn: () => api.mails.get.query({ id }) });
@@ -54,9 +54,24 @@ function useMarkRead(mail: Mail) {
   });
 }
 
+/** Moves the mail to the trash (then back to the list it was in) or restores it from there. */
+function useTrash(mail: Mail) {
+  const queryClient = useQueryClient();
+  return useMutation({
+    mutationFn: (trash: boolean) => (trash ? api.mails.trash.mutate({ id: mail.id }) : api.mails.restore.mutate({ id: mail.id })),
+    onSuccess: (_, trash) => {
+      void queryClient.invalidateQueries();
+      if (!trash) return;
+      setFlash('Message moved to Trash.');
+      navigate(`/${mail.folder}`);
+    },
+  });
+}
+
 function MailDetail({ mail }: { mail: Mail }) {
   const heading = useFocusHeading(mail.subject || '(no subject)');
   const markRead = useMarkRead(mail);
+  const trash = useTrash(mail);
   const autoMarked = useRef(false);
   const received = mail.folder === 'inbox';
 
@@ -96,10 +111,26 @@ function MailDetail({ mail }: { mail: Mail }) {
             {mail.unread ? 'Mark as read' : 'Mark as unread'}
           </button>
         )}
+        {mail.trashedFrom ? (
+          <button type="button" onClick={() => trash.mutate(false)} disabled={trash.isPending}>
+            Restore to {folderLabel(mail.trashedFrom)}
+          </button>
+        ) : (
+          mail.folder !== 'drafts' && (
+            <button type="button" className="danger" onClick={() => trash.mutate(true)} disabled={trash.isPending}>
+              Move to trash
+            </button>
+          )
+        )}
       </div>
       {markRead.isError && (
         <p className="error" role="alert">
           {errorMessage(markRead.error)}
+        </p>
+      )}
+      {trash.isError && (
+        <p className="error" role="alert">
+          {errorMessage(trash.error)}
         </p>
       )}
       <header className="mail-header">
@@ -127,7 +158,7 @@ function MailDetail({ mail }: { mail: Mail }) {
           <dd>
             <time dateTime={mail.date}>{formatFullDate(mail.date)}</time>
           </dd>
-          {mail.folder === 'sent' && (
+          {(mail.trashedFrom ?? mail.folder) === 'sent' && (
             <>
               <dt>Delivery</dt>
               <dd>
@@ -318,6 +349,8 @@ const EVENT_TEXT: Record<string, string> = {
   MailDeliveryFailed: 'Delivery failed',
   MailRead: 'Marked as read',
   MailUnread: 'Marked as unread',
+  MailTrashed: 'Moved to Trash',
+  MailRestored: 'Restored from Trash',
 };
 
 /** Detail fields worth a label in the timeline, in this order. */
@@ -330,6 +363,7 @@ const DETAIL_LABELS: [string, string][] = [
   ['spf', 'SPF'],
   ['dkim', 'DKIM'],
   ['dmarc', 'DMARC'],
+  ['folder', 'Folder'],
   ['attempt', 'Attempt'],
   ['permanent', 'Permanent'],
   ['response', 'Server said'],

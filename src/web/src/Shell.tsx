@@ -12,6 +12,7 @@ const FOLDERS: { id: Folder; label: string }[] = [
   { id: 'inbox', label: 'Inbox' },
   { id: 'sent', label: 'Sent' },
   { id: 'drafts', label: 'Drafts' },
+  { id: 'trash', label: 'Trash' },
 ];
 
 export const folderLabel = (f: Folder): string => FOLDERS.find((x) => x.id === f)?.label ?? f;
@@ -37,6 +38,7 @@ function useCounts() {
       unread: boxes.reduce((n, b) => n + b.counts.unread, 0),
       sent: boxes.reduce((n, b) => n + b.counts.sent, 0),
       drafts: boxes.reduce((n, b) => n + b.counts.drafts, 0),
+      trash: boxes.reduce((n, b) => n + b.counts.trash, 0),
     }),
   });
 }
@@ -68,7 +70,7 @@ export function Shell({ user }: { user: SessionUser }) {
 
   let content;
   let current: Folder | null = null;
-  const folder = /^\/(inbox|sent|drafts)$/.exec(path);
+  const folder = /^\/(inbox|sent|drafts|trash)$/.exec(path);
   const mail = /^\/mail\/([^/]+)$/.exec(path);
   const compose = /^\/compose(?:\/([^/]+))?$/.exec(path);
   if (folder) {
