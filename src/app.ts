@@ -36,23 +36,6 @@ export interface AppOverrides {
   mxResolver?: RelayDeps['resolver'];
 }
 
-/**
- * SMTP workers report every stored message; the projectors are woken at most this often for them,
- * so they apply a batch of messages at a time instead of one transaction per view per message.
- */
-const STORED_WAKE_MS = 10;
-
-/** `fn` at most once per `ms`, `ms` after the first call of a burst. */
-function coalesce(fn: () => void, ms: number): () => void {
-  let timer: NodeJS.Timeout | null = null;
-  return () => {
-    timer ??= setTimeout(() => {
-      timer = null;
-      fn();
-    }, ms);
-  };
-}
-
 /** Starts the whole server: the store, one runner per view, the HTTP endpoints, SMTP. */
 export async function startApp(config: Config, logger: Logger, overrides: AppOverrides = {}): Promise<App> {
   const metrics = new Metrics();
@@ -100,7 +83,7 @@ export async function startApp(config: Config, logger: Logger, overrides: AppOve
   try {
     smtp =
       config.SMTP_WORKERS > 0
-        ? await startSmtpWorkers({ config, logger, observer, onStored: coalesce(() => store.events.wake(), STORED_WAKE_MS) })
+        ? await startSmtpWorkers({ config, logger, observer, onStored: () => store.events.wake() })
         : await startSmtpServer({ config, logger, store, resolver: overrides.resolver, viewsCurrent, observer });
   } catch (error) {
     await http.close();

@@ -45,7 +45,7 @@ export async function startSmtpWorkers(deps: {
   config: Config;
   logger: Logger;
   observer: SmtpObserver;
-  /** A worker stored a message: wake this process's projectors now rather than at their next poll. */
+  /** A worker stored a message: wake this process's projectors now rather than at their next poll (they gather a few ms of appends after a wake-up). */
   onStored: () => void;
 }): Promise<SmtpService> {
   const { config, observer } = deps;
