@@ -33,7 +33,7 @@ import { systemMeta } from '../src/events/envelope.js';
 import { openSqliteStore } from '../src/store/sqlite/index.js';
 import type { Store } from '../src/store/port.js';
 import { draftSendDeliver, mailReceived, registerAccount, type Account } from '../test/support/events.js';
-import { freePort, loadAvg, note, ROOT, sleep, startChild, waitForPort, type Child } from './lib/proc.js';
+import { benchServerEnv, freePort, loadAvg, note, ROOT, sleep, startChild, waitForPort, type Child } from './lib/proc.js';
 import { machine, percentile, table, writeSection } from './lib/report.js';
 
 const USAGE =
@@ -129,19 +129,7 @@ interface Ready {
 
 async function startServer(dataDir: string): Promise<{ child: Child; base: string; smtpPort: number; readySeconds: number; caughtUpSeconds: number; head: number }> {
   const [httpPort, smtpPort] = [await freePort(), await freePort()];
-  const env = {
-    ...process.env,
-    DATA_DIR: dataDir,
-    PORT: String(httpPort),
-    SMTP_PORT: String(smtpPort),
-    HOST: '127.0.0.1',
-    DEFAULT_DOMAIN: DOMAIN,
-    LOG_LEVEL: 'warn',
-    RELAY_ENABLED: 'false',
-    MONGODB_URI: '',
-    SQLITE_SYNCHRONOUS: 'FULL',
-    RATE_LIMIT_LOOPBACK: 'false',
-  };
+  const env = benchServerEnv({ dataDir, httpPort, smtpPort, domain: DOMAIN });
   const started = Date.now();
   const child = startChild('mailtrail', process.execPath, ['--import', 'tsx', 'src/main.ts'], { env });
   await waitForPort(httpPort, 1_800_000, child);

@@ -22,7 +22,7 @@ import path from 'node:path';
 import { parseFlagsOrExit } from '../src/cli/run.js';
 import { openSqliteStore } from '../src/store/sqlite/index.js';
 import { ensurePostfix, PostfixInstance } from './lib/postfix.js';
-import { CpuMeter, freePort, loadAvg, note, ROOT, run, sleep, startChild, waitForPort } from './lib/proc.js';
+import { benchServerEnv, CpuMeter, freePort, loadAvg, note, ROOT, run, sleep, startChild, waitForPort } from './lib/proc.js';
 import { machine, percentile, table, writeSection } from './lib/report.js';
 import { nodemailerLoad, SMTP_SOURCE_COMMAND, smtpSource } from './lib/smtp-load.js';
 
@@ -93,21 +93,7 @@ const acksOf = (name: string): { acked: number; unknownRuns: number; stored: num
 async function startMailtrail(name: string, smtpWorkers: number): Promise<Server> {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'mailtrail-bench-smtp-'));
   const smtpPort = await freePort();
-  const env = {
-    ...process.env,
-    DATA_DIR: dataDir,
-    PORT: '0',
-    SMTP_PORT: String(smtpPort),
-    HOST: '127.0.0.1',
-    DEFAULT_DOMAIN: DOMAIN,
-    LOG_LEVEL: 'warn',
-    RELAY_ENABLED: 'false',
-    // The embedded store, durable before 250, whatever the caller's environment or .env says.
-    MONGODB_URI: '',
-    SQLITE_SYNCHRONOUS: 'FULL',
-    RATE_LIMIT_LOOPBACK: 'false',
-    SMTP_WORKERS: String(smtpWorkers),
-  };
+  const env = benchServerEnv({ dataDir, httpPort: 0, smtpPort, domain: DOMAIN, smtpWorkers });
   const add = await run('npm', ['run', '-s', 'user:add', '--', '--email', TO, '--name', 'To', '--password', 'benchpassword'], { env, timeoutMs: 120_000 });
   if (add.code !== 0) throw new Error(`npm run user:add failed: ${add.stderr}${add.stdout}`);
   const child = startChild('mailtrail', process.execPath, ['--import', 'tsx', 'src/main.ts'], { env });

@@ -57,6 +57,28 @@ export interface Child {
   stop(graceMs?: number): Promise<number | null>;
 }
 
+/**
+ * The environment of a mailtrail server under benchmark: the embedded store in `dataDir`, durable
+ * before every 250, whatever the caller's environment or .env says; loopback clients not rate
+ * limited; no outbound delivery.
+ */
+export function benchServerEnv(opts: { dataDir: string; httpPort: number; smtpPort: number; domain: string; smtpWorkers?: number }): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    DATA_DIR: opts.dataDir,
+    PORT: String(opts.httpPort),
+    SMTP_PORT: String(opts.smtpPort),
+    HOST: '127.0.0.1',
+    DEFAULT_DOMAIN: opts.domain,
+    LOG_LEVEL: 'warn',
+    RELAY_ENABLED: 'false',
+    MONGODB_URI: '',
+    SQLITE_SYNCHRONOUS: 'FULL',
+    RATE_LIMIT_LOOPBACK: 'false',
+    SMTP_WORKERS: String(opts.smtpWorkers ?? 0),
+  };
+}
+
 /** Starts a long-running child (stdout and stderr collected, not shown). */
 export function startChild(name: string, command: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Child {
   const proc = spawn(command, args, { cwd: opts.cwd ?? ROOT, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
