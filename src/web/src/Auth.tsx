@@ -53,24 +53,29 @@ async function signIn(email: string, password: string): Promise<void> {
   session.start(token, { id: user.id, email: user.email, name: user.name });
 }
 
-export function Login() {
-  const [notice] = useState(() => session.peekEndReason());
-  const [email, setEmail] = useState('');
-  const [password, setPassword] = useState('');
+/** A form's submit handler with its busy flag and error message; `action` throws to show an error. */
+function useFormAction(action: () => Promise<void>): { busy: boolean; error: string | null; submit: (e: FormEvent) => Promise<void> } {
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
-
   const submit = async (e: FormEvent): Promise<void> => {
     e.preventDefault();
     setBusy(true);
     setError(null);
     try {
-      await signIn(email, password);
+      await action();
     } catch (err) {
       setError(errorMessage(err));
       setBusy(false);
     }
   };
+  return { busy, error, submit };
+}
+
+export function Login() {
+  const [notice] = useState(() => session.peekEndReason());
+  const [email, setEmail] = useState('');
+  const [password, setPassword] = useState('');
+  const { busy, error, submit } = useFormAction(() => signIn(email, password));
 
   return (
     <AuthFrame title="Sign in">
@@ -102,22 +107,11 @@ export function Register() {
   const [name, setName] = useState('');
   const [email, setEmail] = useState('');
   const [password, setPassword] = useState('');
-  const [error, setError] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
-
-  const submit = async (e: FormEvent): Promise<void> => {
-    e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      await api.auth.register.mutate({ name, email, password });
-      await signIn(email, password);
-      navigate('/inbox', { replace: true });
-    } catch (err) {
-      setError(errorMessage(err));
-      setBusy(false);
-    }
-  };
+  const { busy, error, submit } = useFormAction(async () => {
+    await api.auth.register.mutate({ name, email, password });
+    await signIn(email, password);
+    navigate('/inbox', { replace: true });
+  });
 
   return (
     <AuthFrame title="Create an account">
