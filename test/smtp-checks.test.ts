@@ -29,6 +29,16 @@ const resolver = fakeResolver(
   { hang: /slow\.example$/ },
 );
 
+/**
+ * mailauth computes `t=` twice when no signTime is given: once for the signed header and once for
+ * the one it returns, so a signature made across a second boundary never verifies. Fix the time.
+ */
+async function dkimSignature(unsigned: string): Promise<string> {
+  const privateKeyPem = privateKey.export({ type: 'pkcs8', format: 'pem' });
+  const { signatures } = await dkimSign(unsigned, { signTime: new Date(), signatureData: [{ signingDomain: 'signed.example', selector: 'sel', privateKey: privateKeyPem }] });
+  return signatures;
+}
+
 let server: TestServer;
 before(async () => {
   server = await startTestServer(
@@ -66,7 +76,7 @@ describe('mail authentication (mailauth, injected resolver)', () => {
 
   test('a DKIM-signed message verifies (dkim=pass, DMARC aligned through DKIM)', async () => {
     const unsigned = rawMessage({ subject: 'dkim signed', from: 'ceo@signed.example' });
-    const { signatures } = await dkimSign(unsigned, { signatureData: [{ signingDomain: 'signed.example', selector: 'sel', privateKey: privateKey.export({ type: 'pkcs8', format: 'pem' }) }] });
+    const signatures = await dkimSignature(unsigned);
     const r = await deliver('bounces@unrelated.example', signatures + unsigned);
     assert.equal(r.code, 250, r.text);
     const [e] = await receivedWithSubject(server.store, 'dkim signed');
@@ -81,7 +91,7 @@ describe('mail authentication (mailauth, injected resolver)', () => {
 
   test('a tampered DKIM-signed message does not pass DKIM (body hash mismatch), so DMARC fails', async () => {
     const unsigned = rawMessage({ subject: 'dkim tampered', from: 'ceo@signed.example', body: 'original' });
-    const { signatures } = await dkimSign(unsigned, { signatureData: [{ signingDomain: 'signed.example', selector: 'sel', privateKey: privateKey.export({ type: 'pkcs8', format: 'pem' }) }] });
+    const signatures = await dkimSignature(unsigned);
     const r = await deliver('bounces@unrelated.example', signatures + unsigned.replace('original', 'changed!'));
     assert.equal(r.code, 250, 'p=quarantine is not a reject');
     const [e] = await receivedWithSubject(server.store, 'dkim tampered');
