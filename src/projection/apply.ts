@@ -41,7 +41,7 @@ export class DocCache {
  * checkpoint, a second delivery) changes nothing. Only documents the batch changed are written.
  */
 export async function applyBatch(
-  views: ViewStore,
+  views: Pick<ViewStore, 'load' | 'commit'>,
   projection: Projection,
   events: StoredEvent[],
   target: { view: string; checkpoint: string; lease: Lease; cache?: DocCache },

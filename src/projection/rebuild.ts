@@ -1,5 +1,5 @@
 import { v7 as uuidv7 } from 'uuid';
-import type { Lease, Store } from '../store/port.js';
+import type { Lease, ShadowWriter, Store, ViewStore } from '../store/port.js';
 import { sleep } from '../store/wait.js';
 import { applyBatch, DocCache } from './apply.js';
 import type { Projection } from './projection.js';
@@ -23,6 +23,14 @@ const LEASE_TTL_MS = 30_000;
 const CACHE_DOCS = 20_000;
 /** How long to wait for a running server to hand over the live views. */
 const HANDOFF_TIMEOUT_MS = 60_000;
+
+/** For stores without a write-behind writer: every commit written before it resolves. */
+const writeThrough = (views: ViewStore): ShadowWriter => ({
+  load: (view, ids) => views.load(view, ids),
+  commit: (c) => views.commit(c),
+  flush: async () => undefined,
+  close: async () => undefined,
+});
 
 async function acquireOrThrow(store: Store, name: string, owner: string, timeoutMs: number): Promise<Lease> {
   const deadline = Date.now() + timeoutMs;
@@ -51,6 +59,7 @@ export async function rebuild(
   const batchSize = opts.batchSize ?? 10_000;
   const shadows: { projection: Projection; view: string; shadow: string; lease: Lease; cache: DocCache }[] = [];
   const liveLeases: Lease[] = [];
+  const writer = store.views.shadowWriter?.() ?? writeThrough(store.views);
   try {
     for (const projection of projections) {
       const view = projection.spec.name;
@@ -70,7 +79,7 @@ export async function rebuild(
         if (batch.length === 0) break;
         // All views at once: the store may write them in one transaction.
         await Promise.all(
-          shadows.map((s) => applyBatch(store.views, s.projection, batch, { view: s.shadow, checkpoint: `rebuild:${s.view}`, lease: s.lease, cache: s.cache })),
+          shadows.map((s) => applyBatch(writer, s.projection, batch, { view: s.shadow, checkpoint: `rebuild:${s.view}`, lease: s.lease, cache: s.cache })),
         );
         position = batch.at(-1)!.position;
         events += batch.length;
@@ -82,14 +91,17 @@ export async function rebuild(
       }
     };
     await catchUp();
+    await writer.flush();
     for (const s of shadows) await store.views.ensure({ ...s.projection.spec, name: s.shadow });
     for (const s of shadows) await store.views.requestLease(leaseName(s.view), owner);
     for (const s of shadows) liveLeases.push(await acquireOrThrow(store, leaseName(s.view), owner, HANDOFF_TIMEOUT_MS));
     // The live projectors have stopped: apply what arrived meanwhile, then swap.
     await catchUp();
+    await writer.flush();
     for (const [i, s] of shadows.entries()) await store.views.swap(s.projection.spec, s.shadow, s.view, position, liveLeases[i]!);
     return { views: shadows.map((s) => s.view), events, position, ms: Date.now() - started };
   } finally {
+    await writer.close();
     for (const lease of [...liveLeases, ...shadows.map((s) => s.lease)]) await store.views.releaseLease(lease);
   }
 }

@@ -124,6 +124,18 @@ export interface ViewStore {
   releaseLease(lease: Lease): Promise<void>;
   /** Deletes the leases named `prefix…` that nobody holds (released or expired); returns how many. */
   pruneLeases(prefix: string): Promise<number>;
+  /** A writer for the shadows of a rebuild that writes behind, off the caller's thread; absent: the rebuild writes through `commit`. */
+  shadowWriter?(): ShadowWriter;
+}
+
+/**
+ * The loads and commits of a rebuild. `commit` may resolve before the batch is written (later
+ * loads still see it); `flush` resolves once everything committed so far is written, and throws
+ * the first failure (a lost lease, a full disk).
+ */
+export interface ShadowWriter extends Pick<ViewStore, 'load' | 'commit'> {
+  flush(): Promise<void>;
+  close(): Promise<void>;
 }
 
 /** One store: the log, its blobs and the views built from it. */

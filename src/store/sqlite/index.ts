@@ -1,9 +1,10 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import type { Store } from '../port.js';
 import { BLOBS_SCHEMA, fsyncDir, PackBlobStore } from './blob-store.js';
 import { EVENTS_SCHEMA, SqliteEventStore } from './event-store.js';
+import { openDatabase } from './database.js';
 import { GroupSync } from './group-sync.js';
 import { SqliteViewStore, VIEWS_SCHEMA } from './view-store.js';
 
@@ -21,19 +22,6 @@ export interface SqliteOptions {
 /** Files of the embedded store in DATA_DIR: the log (with the blob index) and the views. */
 export const LOG_FILE = 'mailtrail.db';
 export const VIEWS_FILE = 'views.db';
-
-function openDatabase(file: string): Database.Database {
-  const db = new Database(file);
-  db.pragma('journal_mode = WAL');
-  // SQLite itself does not fsync on commit; for FULL the stores fsync the log's WAL and the blob
-  // packs off the event loop, shared by every commit in flight (see GroupSync). Views need no
-  // fsync: they are rebuilt from the log, and a view row commits with its checkpoint, so a view
-  // that lost its last commits in a power cut just applies those events again.
-  db.pragma('synchronous = NORMAL');
-  // Other processes (replay, audit, SMTP workers, a second server) may hold the write lock briefly.
-  db.pragma('busy_timeout = 10000');
-  return db;
-}
 
 /**
  * The embedded store: `<dataDir>/mailtrail.db` (the log and the blob index, WAL),

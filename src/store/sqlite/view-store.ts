@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type Database from 'better-sqlite3';
-import { LeaseLostError, type Lease, type ListQuery, type ViewCommit, type ViewDoc, type ViewSpec, type ViewStore } from '../port.js';
+import { LeaseLostError, type Lease, type ListQuery, type ShadowWriter, type ViewCommit, type ViewDoc, type ViewSpec, type ViewStore } from '../port.js';
+import { SqliteShadowWriter } from './shadow-writer.js';
 
 /** A handoff request older than this is from a requester that died; it no longer blocks others. */
 const REQUEST_STALE_MS = 60_000;
@@ -20,6 +21,15 @@ const ident = (name: string): string => {
 };
 const table = (view: string): string => ident(`view_${view}`);
 const column = (field: string): string => ident(`f_${field}`);
+
+/** A document row: id, position, JSON text (null: tombstone), then the indexed fields' values. */
+export type SerializedRow = [id: string, position: number, doc: string | null, ...values: (string | number | null)[]];
+export interface SerializedCommit {
+  view: string;
+  rows: SerializedRow[];
+  checkpoint: { name: string; position: number };
+  lease: Lease;
+}
 
 type LeaseRow = { owner: string; token: number; expires_at: number; requested_by: string | null; requested_at: number | null };
 
@@ -122,7 +132,7 @@ export class SqliteViewStore implements ViewStore {
     // Each commit in a savepoint of its own, so one that fails (a lost lease, a missing view) is refused alone.
     const writeOne = this.db.transaction((c: ViewCommit) => {
       if (!this.holds(c.lease)) throw new LeaseLostError(c.lease);
-      this.write(c);
+      this.write(this.serialize(c));
     });
     let outcomes: unknown[];
     try {
@@ -150,25 +160,42 @@ export class SqliteViewStore implements ViewStore {
     });
   }
 
-  private write(c: ViewCommit): void {
+  /** A commit as rows ready to write: documents as JSON text, indexed fields as column values. */
+  serialize(c: ViewCommit): SerializedCommit {
     const fields = this.fieldsOf(c.view);
-    const cols = fields.map(column);
+    const rows = c.docs.map(({ id, doc, position }): SerializedRow => [id, position, doc ? JSON.stringify(doc) : null, ...fields.map((f) => (doc ? indexValue(doc[f]) : null))]);
+    return { view: c.view, rows, checkpoint: c.checkpoint, lease: c.lease };
+  }
+
+  /** Commits a serialized batch in a transaction of its own, fenced by its lease (the shadow writer thread). */
+  commitSerialized(s: SerializedCommit): void {
+    this.db
+      .transaction(() => {
+        if (!this.holds(s.lease)) throw new LeaseLostError(s.lease);
+        this.write(s);
+      })
+      .immediate();
+  }
+
+  shadowWriter(): ShadowWriter {
+    return new SqliteShadowWriter(this, this.db.name);
+  }
+
+  private write(s: SerializedCommit): void {
+    const cols = this.fieldsOf(s.view).map(column);
     const upsert = this.prepare(
-      `INSERT INTO ${table(c.view)} (id, position, doc${cols.map((x) => `, ${x}`).join('')})
+      `INSERT INTO ${table(s.view)} (id, position, doc${cols.map((x) => `, ${x}`).join('')})
        VALUES (?, ?, ?${cols.map(() => ', ?').join('')})
        ON CONFLICT (id) DO UPDATE SET position = excluded.position, doc = excluded.doc${cols.map((x) => `, ${x} = excluded.${x}`).join('')}
        WHERE excluded.position > position`,
     );
-    for (const { id, doc, position } of c.docs) {
-      const values = fields.map((f) => (doc ? indexValue(doc[f]) : null));
-      upsert.run(id, position, doc ? JSON.stringify(doc) : null, ...values);
-    }
+    for (const row of s.rows) upsert.run(...row);
     this
       .prepare(
         `INSERT INTO checkpoints (name, position) VALUES (?, ?)
          ON CONFLICT (name) DO UPDATE SET position = max(position, excluded.position)`,
       )
-      .run(c.checkpoint.name, c.checkpoint.position);
+      .run(s.checkpoint.name, s.checkpoint.position);
   }
 
   async get(view: string, id: string): Promise<ViewDoc | null> {

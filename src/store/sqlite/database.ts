@@ -1,0 +1,15 @@
+import Database from 'better-sqlite3';
+
+/** Opens one of the embedded store's files with the settings every connection to it shares. */
+export function openDatabase(file: string): Database.Database {
+  const db = new Database(file);
+  db.pragma('journal_mode = WAL');
+  // SQLite itself does not fsync on commit; for FULL the stores fsync the log's WAL and the blob
+  // packs off the event loop, shared by every commit in flight (see GroupSync). Views need no
+  // fsync: they are rebuilt from the log, and a view row commits with its checkpoint, so a view
+  // that lost its last commits in a power cut just applies those events again.
+  db.pragma('synchronous = NORMAL');
+  // Other processes (replay, audit, SMTP workers, a second server) may hold the write lock briefly.
+  db.pragma('busy_timeout = 10000');
+  return db;
+}
