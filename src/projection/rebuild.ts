@@ -26,6 +26,7 @@ const HANDOFF_TIMEOUT_MS = 60_000;
 
 /** For stores without a write-behind writer: every commit written before it resolves. */
 const writeThrough = (views: ViewStore): ShadowWriter => ({
+  indexesAsRowsArrive: false,
   load: (view, ids) => views.load(view, ids),
   commit: (c) => views.commit(c),
   flush: async () => undefined,
@@ -46,8 +47,9 @@ async function acquireOrThrow(store: Store, name: string, owner: string, timeout
  * Rebuilds views from the log into shadows, in one pass over the log, then swaps each in
  * atomically. Safe while the server runs: the live views keep serving until the swap; for the
  * last stretch the rebuild asks the live projectors for their leases, so nothing writes a live
- * view while it is replaced. The shadows get their indexes once the bulk of the log is in:
- * building an index once is cheaper than keeping it up to date row by row.
+ * view while it is replaced. Where the writes run on the same thread as the fold, the shadows get
+ * their indexes once the bulk of the log is in (building an index once is cheaper than keeping it
+ * up to date row by row); where a writer thread has time to spare, it keeps them up to date.
  */
 export async function rebuild(
   store: Store,
@@ -67,7 +69,7 @@ export async function rebuild(
       const lease = await acquireOrThrow(store, leaseName(shadow), owner, 5_000);
       shadows.push({ projection, view, shadow, lease, cache: new DocCache(CACHE_DOCS) });
       await store.views.drop(shadow);
-      await store.views.ensure({ ...projection.spec, name: shadow, indexes: [] });
+      await store.views.ensure({ ...projection.spec, name: shadow, indexes: writer.indexesAsRowsArrive ? projection.spec.indexes : [] });
     }
     let position = 0;
     let events = 0;

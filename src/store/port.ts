@@ -134,6 +134,11 @@ export interface ViewStore {
  * the first failure (a lost lease, a full disk).
  */
 export interface ShadowWriter extends Pick<ViewStore, 'load' | 'commit'> {
+  /**
+   * true: the writes run beside the fold (another thread), so maintaining the shadows' indexes
+   * row by row costs the rebuild nothing; false: indexes are built once after the bulk load.
+   */
+  readonly indexesAsRowsArrive: boolean;
   flush(): Promise<void>;
   close(): Promise<void>;
 }

@@ -20,6 +20,7 @@ type Unwritten = { doc: ViewDoc | null; position: number; n: number };
  * answer loads, so the fold never reads a row older than what it committed.
  */
 export class SqliteShadowWriter implements ShadowWriter {
+  readonly indexesAsRowsArrive = true;
   private readonly worker: Worker;
   private readonly unwritten = new Map<string, Unwritten>();
   /** The keys and lease of each batch not written yet. */
