@@ -50,6 +50,8 @@ export const mailboxes = defineProjection<MailboxDoc>({
         return count(doc, { [e.data.folder]: -1, trash: 1, unread: e.data.unread ? -1 : 0 });
       case 'MailRestored':
         return count(doc, { [e.data.folder]: 1, trash: -1, unread: e.data.unread ? 1 : 0 });
+      case 'MailDeleted':
+        return count(doc, { trash: -1 });
       case 'MailSent':
         return count(doc, e.data.wasDraft ? { sent: 1, drafts: -1 } : { sent: 1 });
       default:

@@ -173,6 +173,8 @@ export const mails = defineProjection<MailDoc>({
         return doc && { ...doc, folder: 'trash', trashedFrom: e.data.folder };
       case 'MailRestored':
         return doc && { ...doc, folder: e.data.folder, trashedFrom: null };
+      case 'MailDeleted':
+        return null;
       case 'MailDelivered':
         return doc && recordAttempt(doc, e.data.recipients, 'sent', e.data.attempt, e.data.response);
       case 'MailDeliveryFailed':

@@ -253,6 +253,50 @@ describe('mail', () => {
     assert.deepEqual([history[1]!.position, history[2]!.position], [trashed.position, restored.position]);
   });
 
+  test('delete for good: only from the trash, owner only, gone from every view, history kept; empty trash deletes the rest', async () => {
+    const ines = await signUp('ines@mail.test', 'Ines');
+    const transport = nodemailer.createTransport({ host: '127.0.0.1', port: server.port, secure: false, ignoreTLS: true });
+    for (const subject of ['spam 1', 'spam 2', 'spam 3', 'keep']) await transport.sendMail({ from: 'x@example.org', to: 'ines@mail.test', subject, text: subject });
+    transport.close();
+    const inbox = (await ines.client.mails.list.query({ folder: 'inbox' })).items;
+    const idOf = (subject: string) => inbox.find((m) => m.subject === subject)!.id;
+    const counts = async () => (await ines.client.mailboxes.list.query())[0]!.counts;
+    const subjects = async (folder: 'inbox' | 'trash') => (await ines.client.mails.list.query({ folder })).items.map((m) => m.subject).sort();
+
+    await expectCode(ines.client.mails.delete.mutate({ id: idOf('keep') }), 'BAD_REQUEST', /not in the trash; move it there first/);
+    for (const subject of ['spam 1', 'spam 2', 'spam 3']) await ines.client.mails.trash.mutate({ id: idOf(subject) });
+    await expectCode(fred.client.mails.delete.mutate({ id: idOf('spam 1') }), 'NOT_FOUND');
+    const { id: draftId } = await ines.client.mails.createDraft.mutate({ subject: 'unfinished' });
+    await expectCode(ines.client.mails.delete.mutate({ id: draftId }), 'BAD_REQUEST', /is a draft/);
+
+    const deleted = await ines.client.mails.delete.mutate({ id: idOf('spam 1') });
+    await expectCode(ines.client.mails.delete.mutate({ id: idOf('spam 1') }), 'NOT_FOUND', /no mail/);
+    await expectCode(ines.client.mails.get.query({ id: idOf('spam 1') }), 'NOT_FOUND');
+    await expectCode(ines.client.mails.restore.mutate({ id: idOf('spam 1') }), 'NOT_FOUND');
+    assert.deepEqual(await subjects('trash'), ['spam 2', 'spam 3']);
+    assert.deepEqual(await counts(), { inbox: 1, unread: 1, sent: 0, drafts: 1, trash: 2 });
+    const history = await ines.client.mails.history.query({ id: idOf('spam 1') });
+    assert.deepEqual(
+      history.map((h) => [h.type, h.actor]),
+      [
+        ['MailReceived', 'smtp'],
+        ['MailTrashed', `user:${ines.userId}`],
+        ['MailDeleted', `user:${ines.userId}`],
+      ],
+      'the audit trail outlives the mail',
+    );
+    assert.equal(history[2]!.position, deleted.position);
+
+    assert.equal((await fred.client.mails.emptyTrash.mutate()).deleted, 0);
+    assert.deepEqual(await subjects('trash'), ['spam 2', 'spam 3'], "another user's empty trash leaves this one alone");
+    const emptied = await ines.client.mails.emptyTrash.mutate();
+    assert.equal(emptied.deleted, 2);
+    assert.deepEqual(await subjects('trash'), []);
+    assert.deepEqual(await subjects('inbox'), ['keep']);
+    assert.deepEqual(await counts(), { inbox: 1, unread: 1, sent: 0, drafts: 1, trash: 0 });
+    assert.equal((await ines.client.mails.emptyTrash.mutate()).deleted, 0, 'an empty trash stays empty');
+  });
+
   test('attachments over the limit are refused, naming the attachment', async () => {
     await expectCode(
       eve.client.mails.createDraft.mutate({ to: ['x@remote.example'], subject: 'big', attachments: [{ filename: 'big.bin', content: Buffer.alloc(150_000).toString('base64') }] }),

@@ -17,6 +17,7 @@ describe('operator scripts on the embedded store', () => {
   const env = { DATA_DIR: dataDir };
   let store: Store;
   let mailId = '';
+  let deletedId = '';
   let views: Record<string, unknown[]> = {};
 
   before(async () => {
@@ -25,10 +26,12 @@ describe('operator scripts on the embedded store', () => {
     const received: string[] = [];
     for (let i = 0; i < 25; i++) received.push(await receive(store, bob, `hello ${i}`));
     mailId = await draftSendDeliver(store, bob, 'failed');
-    // One mail read and trashed, one trashed and restored, so the folder and unread counts move too.
+    // One mail read and trashed, one trashed and restored, one deleted for good, so the folder and unread counts move too.
     const mailbox = { mailboxId: bob.mailboxId, folder: 'inbox' as const };
     await store.events.append(`mail-${received[0]}`, [{ type: 'MailRead', data: { mailId: received[0]!, mailboxId: bob.mailboxId } }, { type: 'MailTrashed', data: { mailId: received[0]!, ...mailbox, unread: false } }], { expectedVersion: 1, meta: meta() });
     await store.events.append(`mail-${received[1]}`, [{ type: 'MailTrashed', data: { mailId: received[1]!, ...mailbox, unread: true } }, { type: 'MailRestored', data: { mailId: received[1]!, ...mailbox, unread: true } }], { expectedVersion: 1, meta: meta() });
+    await store.events.append(`mail-${received[2]}`, [{ type: 'MailTrashed', data: { mailId: received[2]!, ...mailbox, unread: true } }, { type: 'MailDeleted', data: { mailId: received[2]!, mailboxId: bob.mailboxId, userId: bob.userId } }], { expectedVersion: 1, meta: meta() });
+    deletedId = received[2]!;
     const runners = allProjections.map((p) => new ProjectionRunner(store, p, { owner: 'test', logger: pino({ level: 'silent' }) }));
     for (const r of runners) await r.start();
     const head = await store.events.head();
@@ -51,7 +54,8 @@ describe('operator scripts on the embedded store', () => {
     assert.match(r.stderr, /100%/, 'shows progress');
     for (const p of allProjections) assert.deepEqual(await store.views.all(p.spec.name), views[p.spec.name], p.spec.name);
     const [mailbox] = await store.views.all('mailboxes');
-    assert.deepEqual(mailbox?.counts, { inbox: 24, unread: 24, sent: 1, drafts: 0, trash: 1 });
+    assert.deepEqual(mailbox?.counts, { inbox: 23, unread: 23, sent: 1, drafts: 0, trash: 1 });
+    assert.equal(await store.views.get('mails', deletedId), null, 'the mail deleted for good stays gone');
   });
 
   test('npm run replay -- --projection rebuilds one view; a wrong name says what exists', async () => {
@@ -92,10 +96,11 @@ describe('operator scripts on the embedded store', () => {
     const r = await runScript('scripts/audit.ts', ['--mailbox', 'BOB@mail.test'], env);
     assert.equal(r.code, 0, r.stderr);
     const lines = r.stdout.trim().split('\n');
-    assert.equal(lines.length, 2 + 25 + 4 + 4, 'account, received mails, the sent mail, the read/trash/restore events');
+    assert.equal(lines.length, 2 + 25 + 4 + 6, 'account, received mails, the sent mail, the read/trash/restore/delete events');
     assert.match(lines[0]!, /UserRegistered/);
     assert.match(r.stdout, /MailTrashed/);
     assert.match(r.stdout, /MailRestored/);
+    assert.match(r.stdout, /MailDeleted/, 'a mail deleted for good is still audited');
     assert.doesNotMatch(r.stdout, /\$2b\$/, 'no password hash');
   });
 

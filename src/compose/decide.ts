@@ -28,6 +28,8 @@ function evolve(state: MailState, e: StoredEvent): MailState {
     case 'MailTrashed':
     case 'MailRestored':
       return state.status === 'received' || state.status === 'sent' ? { ...state, trashed: e.type === 'MailTrashed', version } : state;
+    case 'MailDeleted':
+      return state.status === 'received' || state.status === 'sent' ? { status: 'deleted', userId: state.userId, version } : state;
     default:
       return state.status === 'none' ? state : { ...state, version };
   }
@@ -58,6 +60,14 @@ export function decideTrash(state: MailState, userId: string, mailId: string, tr
   if (state.trashed === trash) return null;
   const data = { mailId, mailboxId: state.mailboxId, ...(state.status === 'received' ? { folder: 'inbox' as const, unread: state.unread } : { folder: 'sent' as const, unread: false }) };
   return { type: trash ? 'MailTrashed' : 'MailRestored', data };
+}
+
+/** MailDeleted for a mail of `userId` in the trash: deleting for good takes two steps, never one click. */
+export function decideDelete(state: MailState, userId: string, mailId: string): { type: 'MailDeleted'; data: { mailId: string; mailboxId: string; userId: string } } {
+  if (state.status === 'none' || state.status === 'deleted' || state.userId !== userId) throw new CommandError('NOT_FOUND', `no mail ${mailId}`);
+  if (state.status === 'draft') throw new CommandError('BAD_REQUEST', `id: mail ${mailId} is a draft; delete it as a draft`);
+  if (!state.trashed) throw new CommandError('BAD_REQUEST', `id: mail ${mailId} is not in the trash; move it there first`);
+  return { type: 'MailDeleted', data: { mailId, mailboxId: state.mailboxId, userId } };
 }
 
 export class CommandError extends Error {

@@ -29,6 +29,7 @@ export function describeEvent(e: StoredEvent): EventSummary {
     case 'DraftUpdated':
       return { ...base, details: { subject: e.data.draft.subject, to: addresses(e.data.draft.to) } };
     case 'DraftDeleted':
+    case 'MailDeleted':
     case 'MailRead':
     case 'MailUnread':
       return { ...base, details: {} };

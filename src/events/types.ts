@@ -122,6 +122,11 @@ export const eventSchemas = {
    */
   MailTrashed: z.object({ mailId: id, mailboxId: id, folder: z.enum(['inbox', 'sent']), unread: z.boolean() }),
   MailRestored: z.object({ mailId: id, mailboxId: id, folder: z.enum(['inbox', 'sent']), unread: z.boolean() }),
+  /**
+   * The owner deleted a mail in the trash for good: it leaves every view. The log keeps its
+   * history, and its blobs stay in the store (which never deletes; they may be shared).
+   */
+  MailDeleted: z.object({ mailId: id, mailboxId: id, userId: id }),
   MailDelivered: z.object({
     mailId: id,
     messageId: z.string(),

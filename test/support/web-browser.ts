@@ -30,24 +30,27 @@ export interface Watched {
   page: Page;
   /** Uncaught page errors and console errors, for assertions and failure messages. */
   errors: string[];
-  /** JavaScript dialogs (alert/confirm/prompt) that opened; each is dismissed. */
+  /** JavaScript dialogs (alert/confirm/prompt) that opened. */
   dialogs: string[];
+  /** How the next confirm() dialogs are answered, first first (true: OK); when empty, OK. */
+  confirmAnswers: boolean[];
 }
 
-/** A new page whose errors and dialogs are recorded (confirm() dialogs are accepted). */
+/** A new page whose errors and dialogs are recorded (confirm() dialogs answered from confirmAnswers, else accepted; others dismissed). */
 export async function watchedPage(context: BrowserContext): Promise<Watched> {
   const page = await context.newPage();
   const errors: string[] = [];
   const dialogs: string[] = [];
+  const confirmAnswers: boolean[] = [];
   page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
   page.on('console', (m) => {
     if (m.type() === 'error') errors.push(`console: ${m.text()}`);
   });
   page.on('dialog', (d) => {
     dialogs.push(`${d.type()}: ${d.message()}`);
-    void (d.type() === 'confirm' ? d.accept() : d.dismiss());
+    void (d.type() === 'confirm' && (confirmAnswers.shift() ?? true) ? d.accept() : d.dismiss());
   });
-  return { page, errors, dialogs };
+  return { page, errors, dialogs, confirmAnswers };
 }
 
 /** Saves a screenshot of the viewport into docs/screenshots (iframes are in it, unlike full-page shots). */

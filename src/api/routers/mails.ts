@@ -3,12 +3,13 @@ import { v7 as uuidv7 } from 'uuid';
 import { z } from 'zod';
 import type { MailboxDoc } from '../../../projections/mailboxes.js';
 import type { MailDoc } from '../../../projections/mails.js';
-import { decideSetRead, decideTrash, mailState, ownDraft, type MailState } from '../../compose/decide.js';
+import { CommandError, decideDelete, decideSetRead, decideTrash, mailState, ownDraft, type MailState } from '../../compose/decide.js';
 import { storeDraft } from '../../compose/drafts.js';
 import { sendDraft } from '../../compose/send.js';
 import { describeEvent } from '../../events/describe.js';
 import type { Meta, NewEvent, StoredEvent } from '../../events/envelope.js';
 import { mailStream } from '../../mail/ids.js';
+import { WrongExpectedVersionError } from '../../store/port.js';
 import { awaitViews } from '../consistency.js';
 import { decodeCursor, DraftInput, encodeCursor, Folder, Id } from '../schemas.js';
 import { authedProcedure, router, type Context } from '../trpc.js';
@@ -156,6 +157,43 @@ export const mailsRouter = router({
 
   /** Puts a mail in the trash back into the folder it came from; a no-op when it is not in the trash. */
   restore: authedProcedure.input(z.object({ id: Id })).mutation(({ ctx, input }) => command(ctx, input.id, (state) => decideTrash(state, ctx.user.id, input.id, false))),
+
+  /** Deletes a mail in the trash for good (its history stays in the log); NOT_FOUND once deleted. */
+  delete: authedProcedure.input(z.object({ id: Id })).mutation(({ ctx, input }) => command(ctx, input.id, (state) => decideDelete(state, ctx.user.id, input.id))),
+
+  /** Deletes every mail in the caller's trash for good; a mail that changes meanwhile (restored, say) is left alone. */
+  emptyTrash: authedProcedure.mutation(async ({ ctx }) => {
+    await awaitViews(ctx, ['mails']);
+    let deleted = 0;
+    let position = await ctx.deps.store.events.head();
+    let after: { value: string; id: string } | undefined;
+    for (;;) {
+      // Paged by cursor, not re-listed: the view may not show the deletions yet.
+      const page = (await ctx.deps.store.views.list('mails', {
+        where: { userId: ctx.user.id, folder: 'trash' },
+        orderBy: { field: 'sortAt', direction: 'desc' },
+        after,
+        limit: 100,
+      })) as MailDoc[];
+      if (page.length === 0) break;
+      const results = await Promise.all(
+        page.map((m) =>
+          command(ctx, m.id, (state) => decideDelete(state, ctx.user.id, m.id)).catch((error: unknown) => {
+            if (error instanceof CommandError || error instanceof WrongExpectedVersionError) return null;
+            throw error;
+          }),
+        ),
+      );
+      for (const r of results) {
+        if (!r) continue;
+        deleted += 1;
+        position = Math.max(position, r.position);
+      }
+      const last = page.at(-1)!;
+      after = { value: last.sortAt, id: last.id };
+    }
+    return { deleted, position };
+  }),
 
   /**
    * Server-sent events: `{ position }` whenever the signed-in user's mail changes (new mail,

@@ -1,4 +1,4 @@
-import { keepPreviousData, useQuery } from '@tanstack/react-query';
+import { keepPreviousData, useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { useState } from 'react';
 import { api, errorMessage, type Folder, type MailListItem } from './api.js';
 import { formatFullDate, formatListDate, shortAddress } from './format.js';
@@ -50,9 +50,38 @@ function Row({ mail, folder }: { mail: MailListItem; folder: Folder }) {
   );
 }
 
+/** Deletes everything in the trash for good, after asking. */
+function EmptyTrash({ onEmptied }: { onEmptied: (deleted: number) => void }) {
+  const queryClient = useQueryClient();
+  const empty = useMutation({
+    mutationFn: () => api.mails.emptyTrash.mutate(),
+    onSuccess: ({ deleted }) => {
+      void queryClient.invalidateQueries();
+      onEmptied(deleted);
+    },
+  });
+  return (
+    <>
+      <button
+        type="button"
+        className="danger"
+        onClick={() => window.confirm('Delete every message in Trash for good? This cannot be undone.') && empty.mutate()}
+        disabled={empty.isPending}
+      >
+        Empty trash
+      </button>
+      {empty.isError && (
+        <p className="error" role="alert">
+          {errorMessage(empty.error)}
+        </p>
+      )}
+    </>
+  );
+}
+
 export function MailList({ folder }: { folder: Folder }) {
   const heading = useFocusHeading(folderLabel(folder));
-  const [flash] = useState(() => takeFlash());
+  const [flash, setFlash] = useState(() => takeFlash());
   /** Cursors of the pages above the current one; the last is the current page's. */
   const [cursors, setCursors] = useState<(string | null)[]>([null]);
   const cursor = cursors.at(-1) ?? null;
@@ -73,6 +102,14 @@ export function MailList({ folder }: { folder: Folder }) {
           <span className="muted small" aria-hidden="true">
             Updating…
           </span>
+        )}
+        {folder === 'trash' && Boolean(list.data?.items.length) && (
+          <EmptyTrash
+            onEmptied={(deleted) => {
+              setFlash(`${deleted} ${deleted === 1 ? 'message' : 'messages'} deleted for good.`);
+              setCursors([null]);
+            }}
+          />
         )}
       </div>
       {flash && (

@@ -68,10 +68,27 @@ function useTrash(mail: Mail) {
   });
 }
 
+/** Deletes a mail in the trash for good, after asking; then back to the trash. */
+function useDeleteForGood(mail: Mail) {
+  const queryClient = useQueryClient();
+  return useMutation({
+    mutationFn: () => api.mails.delete.mutate({ id: mail.id }),
+    onSuccess: () => {
+      setFlash('Message deleted for good.');
+      navigate('/trash');
+      // Dropped, not refetched: the mail is gone.
+      queryClient.removeQueries({ queryKey: ['mail', mail.id] });
+      void queryClient.invalidateQueries({ queryKey: ['mails'] });
+      void queryClient.invalidateQueries({ queryKey: ['mailboxes'] });
+    },
+  });
+}
+
 function MailDetail({ mail }: { mail: Mail }) {
   const heading = useFocusHeading(mail.subject || '(no subject)');
   const markRead = useMarkRead(mail);
   const trash = useTrash(mail);
+  const deleteForGood = useDeleteForGood(mail);
   const autoMarked = useRef(false);
   const received = mail.folder === 'inbox';
 
@@ -112,9 +129,19 @@ function MailDetail({ mail }: { mail: Mail }) {
           </button>
         )}
         {mail.trashedFrom ? (
-          <button type="button" onClick={() => trash.mutate(false)} disabled={trash.isPending}>
-            Restore to {folderLabel(mail.trashedFrom)}
-          </button>
+          <>
+            <button type="button" onClick={() => trash.mutate(false)} disabled={trash.isPending}>
+              Restore to {folderLabel(mail.trashedFrom)}
+            </button>
+            <button
+              type="button"
+              className="danger"
+              onClick={() => window.confirm('Delete this message for good? This cannot be undone.') && deleteForGood.mutate()}
+              disabled={deleteForGood.isPending}
+            >
+              Delete for good
+            </button>
+          </>
         ) : (
           mail.folder !== 'drafts' && (
             <button type="button" className="danger" onClick={() => trash.mutate(true)} disabled={trash.isPending}>
@@ -131,6 +158,11 @@ function MailDetail({ mail }: { mail: Mail }) {
       {trash.isError && (
         <p className="error" role="alert">
           {errorMessage(trash.error)}
+        </p>
+      )}
+      {deleteForGood.isError && (
+        <p className="error" role="alert">
+          {errorMessage(deleteForGood.error)}
         </p>
       )}
       <header className="mail-header">
@@ -351,6 +383,7 @@ const EVENT_TEXT: Record<string, string> = {
   MailUnread: 'Marked as unread',
   MailTrashed: 'Moved to Trash',
   MailRestored: 'Restored from Trash',
+  MailDeleted: 'Deleted for good',
 };
 
 /** Detail fields worth a label in the timeline, in this order. */
