@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { TRPCClientError } from '@trpc/client';
 import { SignJWT, UnsecuredJWT } from 'jose';
+import { simpleParser } from 'mailparser';
 import nodemailer from 'nodemailer';
 import { createClient, type MailtrailClient } from '../src/api/client.js';
 import { mailStream } from '../src/mail/ids.js';
@@ -200,6 +201,31 @@ describe('mail', () => {
     assert.equal(await own.text(), 'secret');
     assert.match(own.headers.get('content-disposition') ?? '', /^attachment; filename="secret\.txt"/);
     assert.equal(own.headers.get('x-content-type-options'), 'nosniff');
+    assert.equal((await fetch(`${base}/original/${id}`, { headers: { authorization: `Bearer ${eve.token}` } })).status, 404, 'a draft has no original message yet');
+  });
+
+  test('the original message: as stored, with the Authentication-Results field on top of the Received field; owner only', async () => {
+    const gil = await signUp('gil@mail.test', 'Gil');
+    const transport = nodemailer.createTransport({ host: '127.0.0.1', port: server.port, secure: false, ignoreTLS: true });
+    await transport.sendMail({ from: 'x@example.org', to: 'gil@mail.test', subject: 'keep the source', text: 'line one\nline two' });
+    transport.close();
+    const mail = (await gil.client.mails.list.query({ folder: 'inbox' })).items.find((m) => m.subject === 'keep the source')!;
+    const url = `${base}/original/${mail.id}`;
+    assert.equal((await fetch(url)).status, 401);
+    assert.equal((await fetch(url, { headers: { authorization: `Bearer ${fred.token}` } })).status, 404);
+    const res = await fetch(url, { headers: { authorization: `Bearer ${gil.token}` } });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('content-type'), 'message/rfc822');
+    assert.equal(res.headers.get('content-disposition'), `attachment; filename="${mail.id}.eml"`);
+    const original = await res.text();
+    const { authResults } = await gil.client.mails.get.query({ id: mail.id });
+    assert.ok(authResults);
+    assert.ok(original.startsWith(`${authResults.header}\r\nReceived: from `), original.slice(0, 300));
+    assert.match(original, /\r\nSubject: keep the source\r\n/);
+    assert.match(original, /\r\n\r\nline one\r\nline two/);
+    const parsed = await simpleParser(original);
+    assert.equal(parsed.subject, 'keep the source');
+    assert.match(String(parsed.headers.get('authentication-results')), /spf=/);
   });
 
   test('trash: received and sent mail go to Trash and back to their folder, counted, in the history, owner only', async () => {

@@ -240,6 +240,11 @@ describe('web client', () => {
     const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: /Download numbers\.csv/ }).click()]);
     assert.equal(download.suggestedFilename(), 'numbers.csv');
     assert.equal(readFileSync((await download.path())!, 'utf8'), 'quarter,revenue\nQ1,100\n');
+    const [source] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Download original' }).click()]);
+    assert.equal(source.suggestedFilename(), `${firstMailId}.eml`);
+    const eml = readFileSync((await source.path())!, 'utf8');
+    assert.match(eml, /^Authentication-Results: [^\r\n]+/);
+    assert.match(eml, /\r\nSubject: Quarterly numbers\r\n/);
     await page.evaluate('window.scrollTo(0, 0)');
     await screenshot(page, 'mail');
     await history.scrollIntoViewIfNeeded();

@@ -2,6 +2,7 @@ import type http from 'node:http';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import { v7 as uuidv7 } from 'uuid';
 import type { MailDoc } from '../../projections/mails.js';
+import { prependFields } from '../mail/headers.js';
 import { appRouter } from './router.js';
 import { userFromToken, type AuthUser } from './tokens.js';
 import type { ApiDeps, Context } from './trpc.js';
@@ -31,7 +32,14 @@ function correlationId(req: http.IncomingMessage, res: http.ServerResponse): str
 
 export type RouteHandler = (req: http.IncomingMessage, res: http.ServerResponse, url: URL) => Promise<boolean>;
 
-/** `/trpc/*` (the typed API) and `/attachments/<mailId>/<attachmentId>` (raw bytes, owner only). */
+const ATTACHMENT = /^\/attachments\/([0-9a-f-]{36})\/([A-Za-z0-9_-]{1,64})$/;
+const ORIGINAL = /^\/original\/([0-9a-f-]{36})$/;
+
+/**
+ * `/trpc/*` (the typed API), and downloads for the owner of a mail only:
+ * `/attachments/<mailId>/<attachmentId>` (the attachment's bytes) and `/original/<mailId>` (the
+ * message as stored, with this server's Authentication-Results field on top for received mail).
+ */
 export function apiRoutes(deps: ApiDeps, trustProxy: boolean): RouteHandler {
   // Behind nginx on this host every client is 127.0.0.1: the proxy's X-Real-IP is the client.
   const clientIp = (req: http.IncomingMessage): string => {
@@ -64,16 +72,35 @@ export function apiRoutes(deps: ApiDeps, trustProxy: boolean): RouteHandler {
       trpc(req, res);
       return true;
     }
-    const match = /^\/attachments\/([0-9a-f-]{36})\/([A-Za-z0-9_-]{1,64})$/.exec(url.pathname);
-    if (!match || req.method !== 'GET') return false;
+    const attachmentPath = ATTACHMENT.exec(url.pathname);
+    const originalPath = ORIGINAL.exec(url.pathname);
+    if ((!attachmentPath && !originalPath) || req.method !== 'GET') return false;
     correlationId(req, res);
     const user = await requestUser(deps, req);
     if (!user) {
       sendError(res, 401, 'send Authorization: Bearer <token from auth.login>');
       return true;
     }
-    const mail = (await deps.store.views.get('mails', match[1]!)) as MailDoc | null;
-    const attachment = mail && mail.userId === user.id ? mail.attachments.find((a) => a.id === match[2]) : undefined;
+    const found = (await deps.store.views.get('mails', (attachmentPath ?? originalPath)![1]!)) as MailDoc | null;
+    const mail = found?.userId === user.id ? found : null;
+    if (originalPath) {
+      if (!mail?.raw) {
+        sendError(res, 404, 'no such message');
+        return true;
+      }
+      const authResults = mail.authResults?.header.replaceAll('\r\n', '\n');
+      const bytes = prependFields(await deps.store.blobs.get(mail.raw.sha256), authResults ? [authResults] : []);
+      res.writeHead(200, {
+        'content-type': 'message/rfc822',
+        'content-length': bytes.length,
+        'content-disposition': `attachment; filename="${mail.id}.eml"`,
+        'x-content-type-options': 'nosniff',
+        'cache-control': 'private, no-store',
+      });
+      res.end(bytes);
+      return true;
+    }
+    const attachment = mail?.attachments.find((a) => a.id === attachmentPath![2]);
     if (!attachment) {
       sendError(res, 404, 'no such attachment');
       return true;

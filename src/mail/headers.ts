@@ -132,3 +132,11 @@ export function rewriteHeaderSection(head: Buffer, change: { prepend: string[]; 
 export function rfc5322Date(d: Date): string {
   return d.toUTCString().replace(/GMT$/, '+0000');
 }
+
+/** The whole message with `fields` on top of its header section, in the message's own line ending. */
+export function prependFields(message: Buffer, fields: string[]): Buffer {
+  if (fields.length === 0) return message;
+  const end = headerSectionEnd(message);
+  if (end < 0) return rewriteHeaderSection(message, { prepend: fields, dropBcc: false });
+  return Buffer.concat([rewriteHeaderSection(message.subarray(0, end), { prepend: fields, dropBcc: false }), message.subarray(end)]);
+}

@@ -1,6 +1,6 @@
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { useEffect, useMemo, useRef, useState } from 'react';
-import { api, downloadAttachment, errorCode, errorMessage, type HistoryEntry, type Mail } from './api.js';
+import { api, downloadAttachment, downloadOriginal, errorCode, errorMessage, type HistoryEntry, type Mail } from './api.js';
 import { addressList, formatBytes, formatFullDate } from './format.js';
 import { StatusBadge } from './MailList.js';
 import { PaperclipIcon } from './icons.js';
@@ -89,6 +89,7 @@ function MailDetail({ mail }: { mail: Mail }) {
   const markRead = useMarkRead(mail);
   const trash = useTrash(mail);
   const deleteForGood = useDeleteForGood(mail);
+  const original = useMutation({ mutationFn: () => downloadOriginal(mail.id) });
   const autoMarked = useRef(false);
   const received = mail.folder === 'inbox';
 
@@ -149,6 +150,11 @@ function MailDetail({ mail }: { mail: Mail }) {
             </button>
           )
         )}
+        {mail.folder !== 'drafts' && (
+          <button type="button" onClick={() => original.mutate()} disabled={original.isPending} title="The message as received, with this server's checks on top (.eml)">
+            Download original
+          </button>
+        )}
       </div>
       {markRead.isError && (
         <p className="error" role="alert">
@@ -163,6 +169,11 @@ function MailDetail({ mail }: { mail: Mail }) {
       {deleteForGood.isError && (
         <p className="error" role="alert">
           {errorMessage(deleteForGood.error)}
+        </p>
+      )}
+      {original.isError && (
+        <p className="error" role="alert">
+          {errorMessage(original.error)}
         </p>
       )}
       <header className="mail-header">

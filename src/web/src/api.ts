@@ -58,12 +58,8 @@ export function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-/**
- * Downloads an attachment: the token is not a cookie, so the bytes are fetched with the Bearer
- * header and saved through a short-lived blob: URL.
- */
-export async function downloadAttachment(mailId: string, attachmentId: string, filename: string): Promise<void> {
-  const blob = await fetchAttachment(mailId, attachmentId);
+/** Saves downloaded bytes as a file through a short-lived blob: URL. */
+function save(blob: Blob, filename: string): void {
   const url = URL.createObjectURL(blob);
   try {
     const a = document.createElement('a');
@@ -78,9 +74,10 @@ export async function downloadAttachment(mailId: string, attachmentId: string, f
   }
 }
 
-export async function fetchAttachment(mailId: string, attachmentId: string): Promise<Blob> {
+/** Fetches a download: the token is not a cookie, so it goes in the Bearer header. */
+async function fetchDownload(path: string, notFound: string): Promise<Blob> {
   const token = session.token();
-  const res = await fetch(`/attachments/${encodeURIComponent(mailId)}/${encodeURIComponent(attachmentId)}`, {
+  const res = await fetch(path, {
     headers: token ? { authorization: `Bearer ${token}` } : {},
     cache: 'no-store',
     credentials: 'omit',
@@ -89,6 +86,18 @@ export async function fetchAttachment(mailId: string, attachmentId: string): Pro
     session.expire();
     throw new Error('Your session has ended. Sign in again.');
   }
-  if (!res.ok) throw new Error(res.status === 404 ? 'This attachment was not found.' : `Download failed (HTTP ${res.status}).`);
+  if (!res.ok) throw new Error(res.status === 404 ? notFound : `Download failed (HTTP ${res.status}).`);
   return res.blob();
+}
+
+export const fetchAttachment = (mailId: string, attachmentId: string): Promise<Blob> =>
+  fetchDownload(`/attachments/${encodeURIComponent(mailId)}/${encodeURIComponent(attachmentId)}`, 'This attachment was not found.');
+
+export async function downloadAttachment(mailId: string, attachmentId: string, filename: string): Promise<void> {
+  save(await fetchAttachment(mailId, attachmentId), filename);
+}
+
+/** The message as the server stored it (with its Authentication-Results field), as `<id>.eml`. */
+export async function downloadOriginal(mailId: string): Promise<void> {
+  save(await fetchDownload(`/original/${encodeURIComponent(mailId)}`, 'The original message was not found.'), `${mailId}.eml`);
 }
