@@ -156,25 +156,13 @@ function MailDetail({ mail }: { mail: Mail }) {
           </button>
         )}
       </div>
-      {markRead.isError && (
-        <p className="error" role="alert">
-          {errorMessage(markRead.error)}
-        </p>
-      )}
-      {trash.isError && (
-        <p className="error" role="alert">
-          {errorMessage(trash.error)}
-        </p>
-      )}
-      {deleteForGood.isError && (
-        <p className="error" role="alert">
-          {errorMessage(deleteForGood.error)}
-        </p>
-      )}
-      {original.isError && (
-        <p className="error" role="alert">
-          {errorMessage(original.error)}
-        </p>
+      {[markRead, trash, deleteForGood, original].map(
+        (action, i) =>
+          action.isError && (
+            <p key={i} className="error" role="alert">
+              {errorMessage(action.error)}
+            </p>
+          ),
       )}
       <header className="mail-header">
         <h1 id="mail-subject" ref={heading} tabIndex={-1}>
