@@ -489,6 +489,29 @@ describe('web client', () => {
     await page.close();
   });
 
+  test("an HTML mail's own images (cid:) show inline as data: URLs; a cid: it lacks and remote images do not load", async () => {
+    const { page } = alice;
+    // A 1×1 PNG.
+    const dot = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==', 'base64');
+    await transport(server.port, { ignoreTLS: true }).sendMail({
+      from: 'Designer <design@example.org>',
+      to: 'alice@mail.test',
+      subject: 'Inline picture',
+      html: `<p>Here: <img id="own" src="cid:dot@example.org" alt="dot"> <img id="missing" src="cid:nothing@example.org" alt="missing"> <img id="remote" src="${counter.base}/inline-remote.png" alt="remote"></p>`,
+      attachments: [{ filename: 'dot.png', content: dot, contentType: 'image/png', cid: 'dot@example.org' }],
+    });
+    await page.goto(`${base}/inbox`);
+    await rowWith(page, 'Inline picture').getByRole('link').click();
+    await page.getByRole('heading', { name: 'Inline picture', level: 1 }).waitFor();
+    const frame = await mailFrame(page);
+    await frame.waitForFunction("document.getElementById('own')?.naturalWidth === 1");
+    const srcs = await Promise.all(['own', 'missing', 'remote'].map((id) => frame.locator(`#${id}`).getAttribute('src')));
+    assert.match(srcs[0]!, /^data:image\/png;base64,/);
+    assert.deepEqual(srcs.slice(1), [null, null]);
+    await page.getByRole('note').filter({ hasText: '1 remote image was blocked' }).waitFor();
+    assert.ok(!counter.hits.some((h) => h.includes('/inline-remote.png')), 'the remote image was not fetched');
+  });
+
   test('trash: move an open mail to Trash with the keyboard, find it there, restore it to the inbox', async () => {
     const { page } = alice;
     await page.goto(`${base}/inbox`);

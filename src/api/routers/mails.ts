@@ -92,7 +92,7 @@ export const mailsRouter = router({
       subject: m.subject,
       text: await blobText(ctx, m.text),
       html: await blobText(ctx, m.html),
-      attachments: m.attachments.map((a) => ({ id: a.id, filename: a.filename, contentType: a.contentType, size: a.size })),
+      attachments: m.attachments.map((a) => ({ id: a.id, filename: a.filename, contentType: a.contentType, size: a.size, contentId: a.contentId ?? null })),
       status: m.status,
       folder: m.folder,
       // Absent in views built before the trash existed.

@@ -1,11 +1,11 @@
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { useEffect, useMemo, useRef, useState } from 'react';
-import { api, downloadAttachment, downloadOriginal, errorCode, errorMessage, type HistoryEntry, type Mail } from './api.js';
+import { api, downloadAttachment, downloadOriginal, errorCode, errorMessage, fetchAttachment, type HistoryEntry, type Mail } from './api.js';
 import { addressList, formatBytes, formatFullDate } from './format.js';
 import { StatusBadge } from './MailList.js';
 import { PaperclipIcon } from './icons.js';
 import { Link, navigate } from './router.js';
-import { mailDocument } from './sanitize.js';
+import { cidKey, mailDocument } from './sanitize.js';
 import { folderLabel, setFlash, useFocusHeading } from './Shell.js';
 
 export function MailView({ id }: { id: string }) {
@@ -291,10 +291,35 @@ function AuthResults({ results }: { results: Results }) {
   );
 }
 
+/** Image types the mail document shows inline (its CSP allows them as data: URLs). */
+const INLINE_IMAGE = /^image\/(?:png|gif|jpe?g|webp|bmp|avif)$/i;
+/** Larger inline parts stay attachments: a data: URL holds the whole image in the page. */
+const MAX_INLINE_BYTES = 5 * 1024 * 1024;
+
+const dataUrl = (blob: Blob, type: string): Promise<string> =>
+  new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(String(reader.result));
+    reader.onerror = () => reject(reader.error ?? new Error('could not read an inline image'));
+    reader.readAsDataURL(new Blob([blob], { type }));
+  });
+
+/** The images an HTML mail refers to by `cid:`, fetched from its attachments, by cidKey. */
+function useInlineImages(mail: Mail) {
+  const parts = mail.html && /cid:/i.test(mail.html) ? mail.attachments.filter((a) => a.contentId && INLINE_IMAGE.test(a.contentType) && a.size <= MAX_INLINE_BYTES) : [];
+  return useQuery({
+    queryKey: ['inline', mail.id],
+    enabled: parts.length > 0,
+    staleTime: Infinity,
+    queryFn: async () => new Map(await Promise.all(parts.map(async (a) => [cidKey(a.contentId!), await dataUrl(await fetchAttachment(mail.id, a.id), a.contentType)] as const))),
+  });
+}
+
 function MailBody({ mail }: { mail: Mail }) {
   const [allowRemote, setAllowRemote] = useState(false);
   const [showText, setShowText] = useState(!mail.html);
-  const doc = useMemo(() => (mail.html ? mailDocument(mail.html, { allowRemote }) : null), [mail.html, allowRemote]);
+  const inline = useInlineImages(mail);
+  const doc = useMemo(() => (mail.html ? mailDocument(mail.html, { allowRemote, inline: inline.data }) : null), [mail.html, allowRemote, inline.data]);
   const text = mail.text ?? '';
   return (
     <section className="body" aria-label="Message body">

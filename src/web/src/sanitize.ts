@@ -6,6 +6,7 @@
  *     reader allowed remote content for this message.
  *  2. The document gets its own CSP: `default-src 'none'`, images from data: only (plus http/https
  *     once allowed), fonts from data:, inline styles only; nothing else loads, whatever the CSS.
+ *     Images the mail carries itself (`cid:` references to its parts) come in as data: URLs.
  *  3. It is shown in an iframe sandboxed without allow-scripts, allow-same-origin or allow-forms
  *     (see MailBody): nothing runs, nothing submits, and the frame's origin is opaque, so it can
  *     read neither the app's storage (the session token) nor its DOM.
@@ -71,10 +72,23 @@ function cleanCss(css: string, allowRemote: boolean, count: () => void): string 
   });
 }
 
+/** A content id as a `cid:` URL gives it or a Content-ID header does, in one form for lookups (RFC 2392). */
+export function cidKey(ref: string): string {
+  const id = ref.trim().replace(/^cid:/i, '').replace(/^<(.*)>$/, '$1');
+  try {
+    return decodeURIComponent(id).toLowerCase();
+  } catch {
+    return id.toLowerCase();
+  }
+}
+
 const escapeAttr = (s: string): string => s.replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;');
 
-/** Sanitises a mail's HTML and wraps it in a document with its own CSP. */
-export function mailDocument(html: string, opts: { allowRemote: boolean }): MailDocument {
+/**
+ * Sanitises a mail's HTML and wraps it in a document with its own CSP. `inline`: data: URLs of the
+ * mail's own images by cidKey; a `cid:` image without one is dropped.
+ */
+export function mailDocument(html: string, opts: { allowRemote: boolean; inline?: ReadonlyMap<string, string> }): MailDocument {
   const purify = DOMPurify(window);
   let blocked = 0;
   const count = (): void => {
@@ -101,8 +115,13 @@ export function mailDocument(html: string, opts: { allowRemote: boolean }): Mail
       if (value === null) continue;
       if (DATA_IMAGE.test(value) && node.tagName === 'IMG') continue;
       if (opts.allowRemote && REMOTE_URL.test(value)) continue;
+      const part = node.tagName === 'IMG' && attr === 'src' && /^\s*cid:/i.test(value) ? opts.inline?.get(cidKey(value)) : undefined;
+      if (part && DATA_IMAGE.test(part)) {
+        node.setAttribute('src', part);
+        continue;
+      }
       node.removeAttribute(attr);
-      // A relative src would load from the app's origin; cid: parts are not served yet. Neither counts as remote.
+      // A relative src would load from the app's origin. Neither it nor a cid: counts as remote.
       if (REMOTE_URL.test(value)) {
         count();
         if (node.tagName === 'IMG' && !node.getAttribute('alt')) node.setAttribute('alt', '[remote image]');
