@@ -106,7 +106,13 @@ export class RelaySink extends EventEmitter {
     });
   }
 
+  /** Connection errors, e.g. ECONNRESET from a relay killed mid-session (kept, never thrown). */
+  readonly connectionErrors: Error[] = [];
+
   async listen(): Promise<number> {
+    // smtp-server re-emits each connection's socket errors on the server: without a listener, a
+    // client killed mid-session (what the crash tests do) would be an uncaught exception here.
+    this.server.on('error', (error: Error) => this.connectionErrors.push(error));
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(0, '127.0.0.1', () => resolve());
