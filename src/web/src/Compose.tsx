@@ -1,5 +1,5 @@
 import { useQueryClient } from '@tanstack/react-query';
-import { useCallback, useEffect, useId, useRef, useState, type ChangeEvent, type FormEvent, type KeyboardEvent } from 'react';
+import { useCallback, useEffect, useId, useLayoutEffect, useRef, useState, type ChangeEvent, type FormEvent, type KeyboardEvent } from 'react';
 import { api, errorCode, errorMessage, fetchAttachment, type DraftInput, type Mail } from './api.js';
 import { addressList, bracketId, displayAddress, fileToBase64, formatBytes, formatFullDate, parseAddresses, prefixSubject, quote, type Address } from './format.js';
 import { useMaxAttachmentBytes } from './limits.js';
@@ -183,8 +183,8 @@ function ComposeForm({ initial, initialDraftId, mode, composeKey }: { initial: F
   const toRef = useRef<HTMLInputElement>(null);
   const bodyRef = useRef<HTMLTextAreaElement>(null);
 
-  // Replies start in the body (above the quote); new mail in To.
-  useEffect(() => {
+  // Replies start in the body (above the quote); new mail in To. Before the first paint, like the heading's.
+  useLayoutEffect(() => {
     if (mode === 'reply' || mode === 'replyAll') {
       bodyRef.current?.focus();
       bodyRef.current?.setSelectionRange(0, 0);

@@ -1,6 +1,6 @@
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { useEffect, useMemo, useRef, useState } from 'react';
-import { api, downloadAttachment, downloadOriginal, errorCode, errorMessage, fetchAttachment, type HistoryEntry, type Mail } from './api.js';
+import { api, downloadAttachment, downloadOriginal, errorCode, errorMessage, fetchAttachment, refetchAfterChange, type HistoryEntry, type Mail } from './api.js';
 import { addressList, formatBytes, formatFullDate } from './format.js';
 import { StatusBadge } from './MailList.js';
 import { PaperclipIcon } from './icons.js';
@@ -46,10 +46,8 @@ function useMarkRead(mail: Mail) {
   return useMutation({
     mutationFn: (read: boolean) => api.mails.setRead.mutate({ id: mail.id, read }),
     onSuccess: () => {
-      void queryClient.invalidateQueries({ queryKey: ['mail', mail.id] });
-      void queryClient.invalidateQueries({ queryKey: ['mails'] });
-      void queryClient.invalidateQueries({ queryKey: ['mailboxes'] });
-      void queryClient.invalidateQueries({ queryKey: ['history', mail.id] });
+      // Opening a mail marks it read while its history is being fetched for the first time.
+      for (const queryKey of [['mail', mail.id], ['mails'], ['mailboxes'], ['history', mail.id]]) void refetchAfterChange(queryClient, { queryKey });
     },
   });
 }

@@ -1,5 +1,5 @@
 import { useQuery } from '@tanstack/react-query';
-import { useEffect, useRef, useState } from 'react';
+import { useEffect, useLayoutEffect, useRef, useState } from 'react';
 import { api, type Folder } from './api.js';
 import { Compose } from './Compose.js';
 import { useLiveUpdates, type LiveState } from './live.js';
@@ -162,7 +162,8 @@ export function useFocusHeading(title: string) {
   useEffect(() => {
     document.title = `${title} · mailtrail`;
   }, [title]);
-  useEffect(() => {
+  // Before the first paint: a page never shows without its focus in place.
+  useLayoutEffect(() => {
     ref.current?.focus({ preventScroll: true });
   }, []);
   return ref;

@@ -3,6 +3,7 @@
  * `AppRouter`, never written by hand), read-your-writes position tracking
  * (`positionTracker` from `src/api/client.ts`), and the live `mails.changes` subscription over server-sent events.
  */
+import type { InvalidateQueryFilters, QueryClient } from '@tanstack/react-query';
 import { createTRPCClient, httpLink, httpSubscriptionLink, splitLink, TRPCClientError } from '@trpc/client';
 import type { inferRouterInputs, inferRouterOutputs } from '@trpc/server';
 import { positionTracker } from '../../api/client.js';
@@ -100,4 +101,14 @@ export async function downloadAttachment(mailId: string, attachmentId: string, f
 /** The message as the server stored it (with its Authentication-Results field), as `<id>.eml`. */
 export async function downloadOriginal(mailId: string): Promise<void> {
   save(await fetchDownload(`/original/${encodeURIComponent(mailId)}`, 'The original message was not found.'), `${mailId}.eml`);
+}
+
+/**
+ * Fetches matching active queries again after a change. Fetches in flight are cancelled first: one
+ * that started before the change may have read the state before it, and a plain invalidate joins
+ * a query's first fetch instead of starting another.
+ */
+export async function refetchAfterChange(queryClient: QueryClient, filters: InvalidateQueryFilters): Promise<void> {
+  await queryClient.cancelQueries(filters);
+  await queryClient.invalidateQueries(filters);
 }

@@ -6,7 +6,7 @@
  */
 import { useQueryClient } from '@tanstack/react-query';
 import { useEffect, useState } from 'react';
-import { api, errorCode } from './api.js';
+import { api, errorCode, refetchAfterChange } from './api.js';
 import { session } from './session.js';
 
 export type LiveState = 'connecting' | 'live' | 'polling';
@@ -33,7 +33,7 @@ export function useLiveUpdates(token: string): LiveState {
       retry = setTimeout(() => setAttempt((n) => n + 1), RESUBSCRIBE_MS);
     };
     const refresh = (): void => {
-      void queryClient.invalidateQueries({ predicate: (q) => LIVE_KEYS.has(String(q.queryKey[0])) });
+      void refetchAfterChange(queryClient, { predicate: (q) => LIVE_KEYS.has(String(q.queryKey[0])) });
     };
     const startPolling = (): void => {
       setState('polling');
