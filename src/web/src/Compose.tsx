@@ -1,6 +1,6 @@
 import { useQueryClient } from '@tanstack/react-query';
 import { useCallback, useEffect, useId, useLayoutEffect, useRef, useState, type ChangeEvent, type FormEvent, type KeyboardEvent } from 'react';
-import { api, errorCode, errorMessage, fetchAttachment, type DraftInput, type Mail } from './api.js';
+import { api, errorCode, errorMessage, fetchAttachment, refetchAfterChange, type DraftInput, type Mail } from './api.js';
 import { addressList, bracketId, displayAddress, fileToBase64, formatBytes, formatFullDate, parseAddresses, prefixSubject, quote, type Address } from './format.js';
 import { useMaxAttachmentBytes } from './limits.js';
 import { PaperclipIcon } from './icons.js';
@@ -209,8 +209,8 @@ function ComposeForm({ initial, initialDraftId, mode, composeKey }: { initial: F
           window.history.replaceState({ composeKey }, '', `/compose/${r.id}`);
         }
         setSave({ kind: 'saved', at: new Date() });
-        void queryClient.invalidateQueries({ queryKey: ['mailboxes'] });
-        void queryClient.invalidateQueries({ queryKey: ['mails', 'drafts'] });
+        void refetchAfterChange(queryClient, { queryKey: ['mailboxes'] });
+        void refetchAfterChange(queryClient, { queryKey: ['mails', 'drafts'] });
         return draftId.current;
       } catch (err) {
         dirty.current = true;
@@ -275,7 +275,7 @@ function ComposeForm({ initial, initialDraftId, mode, composeKey }: { initial: F
       await api.mails.send.mutate({ id });
       dirty.current = false;
       setFlash('Message sent.');
-      void queryClient.invalidateQueries();
+      void refetchAfterChange(queryClient);
       navigate('/sent');
     } catch (err) {
       setProblems([`Not sent: ${errorMessage(err)}`]);
@@ -290,7 +290,7 @@ function ComposeForm({ initial, initialDraftId, mode, composeKey }: { initial: F
     try {
       await chain.current;
       if (draftId.current) await api.mails.deleteDraft.mutate({ id: draftId.current });
-      void queryClient.invalidateQueries();
+      void refetchAfterChange(queryClient);
       setFlash('Draft discarded.');
       navigate('/drafts');
     } catch (err) {

@@ -1,6 +1,6 @@
 import { keepPreviousData, useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { useState } from 'react';
-import { api, errorMessage, type Folder, type MailListItem } from './api.js';
+import { api, errorMessage, refetchAfterChange, type Folder, type MailListItem } from './api.js';
 import { formatFullDate, formatListDate, shortAddress } from './format.js';
 import { PaperclipIcon } from './icons.js';
 import { Link } from './router.js';
@@ -56,7 +56,7 @@ function EmptyTrash({ onEmptied }: { onEmptied: (deleted: number) => void }) {
   const empty = useMutation({
     mutationFn: () => api.mails.emptyTrash.mutate(),
     onSuccess: ({ deleted }) => {
-      void queryClient.invalidateQueries();
+      void refetchAfterChange(queryClient);
       onEmptied(deleted);
     },
   });

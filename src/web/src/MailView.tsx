@@ -46,7 +46,6 @@ function useMarkRead(mail: Mail) {
   return useMutation({
     mutationFn: (read: boolean) => api.mails.setRead.mutate({ id: mail.id, read }),
     onSuccess: () => {
-      // Opening a mail marks it read while its history is being fetched for the first time.
       for (const queryKey of [['mail', mail.id], ['mails'], ['mailboxes'], ['history', mail.id]]) void refetchAfterChange(queryClient, { queryKey });
     },
   });
@@ -58,7 +57,7 @@ function useTrash(mail: Mail) {
   return useMutation({
     mutationFn: (trash: boolean) => (trash ? api.mails.trash.mutate({ id: mail.id }) : api.mails.restore.mutate({ id: mail.id })),
     onSuccess: (_, trash) => {
-      void queryClient.invalidateQueries();
+      void refetchAfterChange(queryClient);
       if (!trash) return;
       setFlash('Message moved to Trash.');
       navigate(`/${mail.folder}`);
@@ -76,8 +75,7 @@ function useDeleteForGood(mail: Mail) {
       navigate('/trash');
       // Dropped, not refetched: the mail is gone.
       queryClient.removeQueries({ queryKey: ['mail', mail.id] });
-      void queryClient.invalidateQueries({ queryKey: ['mails'] });
-      void queryClient.invalidateQueries({ queryKey: ['mailboxes'] });
+      for (const queryKey of [['mails'], ['mailboxes']]) void refetchAfterChange(queryClient, { queryKey });
     },
   });
 }

@@ -108,7 +108,7 @@ export async function downloadOriginal(mailId: string): Promise<void> {
  * that started before the change may have read the state before it, and a plain invalidate joins
  * a query's first fetch instead of starting another.
  */
-export async function refetchAfterChange(queryClient: QueryClient, filters: InvalidateQueryFilters): Promise<void> {
+export async function refetchAfterChange(queryClient: QueryClient, filters: InvalidateQueryFilters = {}): Promise<void> {
   await queryClient.cancelQueries(filters);
   await queryClient.invalidateQueries(filters);
 }
