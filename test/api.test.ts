@@ -9,8 +9,10 @@ import { simpleParser } from 'mailparser';
 import nodemailer from 'nodemailer';
 import { createClient, type MailtrailClient } from '../src/api/client.js';
 import { mailStream } from '../src/mail/ids.js';
+import { changePassword } from '../src/accounts/accounts.js';
+import { clientAddress } from '../src/api/http.js';
 import { systemMeta } from '../src/events/envelope.js';
-import { startTestServer, type TestServer } from './support/smtp.js';
+import { rawMessage, startTestServer, waitForViews, type TestServer } from './support/smtp.js';
 
 const SECRET = 'test-secret-that-is-long-enough-for-hs256-0123456789';
 const PASSWORD = 'correct horse battery staple';
@@ -77,6 +79,19 @@ describe('accounts', () => {
     await expectCode(anon.auth.login.mutate({ email: 'nobody@mail.test', password: PASSWORD }), 'UNAUTHORIZED', /wrong email or password/);
   });
 
+  test('a password change ends the sessions signed in with the old password', async () => {
+    const { client: before, token } = await signUp('pia@mail.test');
+    const other = await signUp('quin@mail.test');
+    await changePassword(server.app.store, 'pia@mail.test', 'a brand new password', { bcryptCost: 4, meta: systemMeta() });
+    await waitForViews(server);
+    await expectCode(before.auth.me.query(), 'UNAUTHORIZED');
+    assert.equal((await fetch(`${base}/trpc/auth.me`, { headers: { authorization: `Bearer ${token}` } })).status, 401);
+    await expectCode(createClient(base).auth.login.mutate({ email: 'pia@mail.test', password: PASSWORD }), 'UNAUTHORIZED');
+    const { token: fresh } = await createClient(base).auth.login.mutate({ email: 'pia@mail.test', password: 'a brand new password' });
+    assert.equal((await createClient(base, { token: fresh }).auth.me.query()).email, 'pia@mail.test');
+    assert.equal((await other.client.auth.me.query()).email, 'quin@mail.test', 'other accounts keep their sessions');
+  });
+
   test('forged, foreign, unsigned and tampered tokens are UNAUTHORIZED', async () => {
     const { token, userId } = await signUp('dora@mail.test');
     const call = (t: string) => createClient(base, { token: t }).mailboxes.list.query();
@@ -116,6 +131,64 @@ describe('mail', () => {
     assert.equal(mail.folder, 'inbox');
     assert.doesNotMatch(first.items[0]!.messageId ?? '', /[<>]/);
     await expectCode(eve.client.mails.list.query({ cursor: 'garbage' }), 'BAD_REQUEST', /cursor/);
+  });
+
+  test('an HTML-only mail: the snippet comes from its HTML, and it has no text; a broken attachment name still downloads', async () => {
+    const transport = nodemailer.createTransport({ host: '127.0.0.1', port: server.port, secure: false, ignoreTLS: true });
+    const htmlOnly = rawMessage({ to: 'eve@mail.test', subject: 'html only', body: '<p>Hello <b>world</b> from html</p>' }).replace('text/plain', 'text/html');
+    // UTF-16 with a lone high surrogate: mailparser decodes the name to '\ud800a.txt'.
+    const brokenName = [
+      ...rawMessage({ to: 'eve@mail.test', subject: 'broken name', headers: ['X-Pad: 1'] }).split('\r\n').slice(0, 6),
+      'MIME-Version: 1.0',
+      'Content-Type: multipart/mixed; boundary="b"',
+      '',
+      '--b',
+      'Content-Type: text/plain',
+      '',
+      'see attached',
+      '--b',
+      'Content-Type: text/plain',
+      'Content-Disposition: attachment; filename="=?UTF-16BE?B?2ABhAC4AdAB4AHQ=?="',
+      '',
+      'attached text',
+      '--b--',
+      '',
+    ].join('\r\n');
+    for (const raw of [htmlOnly, brokenName]) await transport.sendMail({ envelope: { from: 'x@example.org', to: ['eve@mail.test'] }, raw });
+    transport.close();
+    const inbox = (await eve.client.mails.list.query({ folder: 'inbox' })).items;
+    const html = inbox.find((m) => m.subject === 'html only')!;
+    assert.equal(html.snippet, 'Hello world from html');
+    const full = await eve.client.mails.get.query({ id: html.id });
+    assert.equal(full.text, null);
+    assert.match(full.html ?? '', /<b>world<\/b>/);
+    const broken = inbox.find((m) => m.subject === 'broken name')!;
+    const res = await fetch(`${base}/attachments/${broken.id}/att1`, { headers: { authorization: `Bearer ${eve.token}` } });
+    assert.equal(res.status, 200);
+    assert.equal((await res.text()).trim(), 'attached text');
+    assert.match(res.headers.get('content-disposition') ?? '', /filename\*=UTF-8''%EF%BF%BD/, 'the lone surrogate as U+FFFD');
+    assert.equal(res.headers.get('content-security-policy'), "default-src 'none'; sandbox");
+  });
+
+  test('a send that loses a race with an edit or another send gives no local recipient a copy', async () => {
+    for (let round = 0; round < 3; round++) {
+      const subject = `race ${round}`;
+      const { id } = await eve.client.mails.createDraft.mutate({ to: ['fred@mail.test'], subject, text: 'v0' });
+      const outcomes = await Promise.allSettled([
+        ...[1, 2, 3].map((v) => eve.client.mails.updateDraft.mutate({ id, to: ['fred@mail.test'], subject: `${subject} v${v}`, text: `v${v}` })),
+        ...[1, 2, 3].map(() => eve.client.mails.send.mutate({ id })),
+      ]);
+      const sends = outcomes.slice(3).filter((o) => o.status === 'fulfilled');
+      assert.ok(sends.length <= 1, 'sent once at most');
+      const copies = (await fred.client.mails.list.query({ folder: 'inbox', limit: 100 })).items.filter((m) => m.subject.startsWith(subject));
+      if (sends.length === 0) {
+        assert.deepEqual(copies.map((m) => m.subject), [], 'nothing was sent: nobody gets a copy');
+        await eve.client.mails.deleteDraft.mutate({ id });
+        continue;
+      }
+      const sentMail = await eve.client.mails.get.query({ id });
+      assert.deepEqual(copies.map((m) => m.subject), [sentMail.subject], 'exactly the version that was sent');
+    }
   });
 
   test('drafts: create, update, delete; a deleted draft is gone', async () => {
@@ -339,9 +412,12 @@ describe('raw HTTP', () => {
   });
   const auth = () => ({ authorization: `Bearer ${token}` });
 
-  test('queries as GET with ?input=, mutations as POST with a JSON body', async () => {
+  test('queries as GET with ?input=, mutations as POST with a JSON body; answers are never cached', async () => {
     const list = await raw(`/trpc/mails.list?input=${encodeURIComponent(JSON.stringify({ folder: 'inbox' }))}`, { headers: auth() });
     assert.equal(list.status, 200);
+    const res = await fetch(`${base}/trpc/auth.me`, { headers: auth() });
+    assert.equal(res.headers.get('cache-control'), 'private, no-store');
+    assert.equal(res.headers.get('x-content-type-options'), 'nosniff');
     assert.deepEqual(list.body.result.data, { items: [], nextCursor: null });
     const created = await raw('/trpc/mails.createDraft', { method: 'POST', headers: { ...auth(), 'content-type': 'application/json' }, body: JSON.stringify({ to: ['a@remote.example'], subject: 's' }) });
     assert.equal(created.status, 200);
@@ -370,6 +446,11 @@ describe('raw HTTP', () => {
     assert.match(wrongType.body.error.message, /^limit: /);
     const notJsonInput = await raw('/trpc/mails.list?input=%7Bnope', { headers: auth() });
     assert.equal(notJsonInput.status, 400);
+    for (const path of ['/original/nope', `/original/${'0'.repeat(8)}-0000-0000-0000-${'0'.repeat(12)}`, '/attachments/nope']) {
+      const res = await fetch(`${base}${path}`, { headers: auth() });
+      assert.equal(res.status, 404, `${path}: not the web client's page`);
+      assert.doesNotMatch(await res.text(), /<html/i);
+    }
     const noStack = JSON.stringify([malformed, operator, big, badId].map((r) => r.body));
     assert.doesNotMatch(noStack, /\bat .+\.ts:\d+/, 'no stack traces in responses');
   });
@@ -383,11 +464,62 @@ describe('domains (admin)', () => {
     const admin = createClient(base, { token });
     await admin.domains.add.mutate({ domain: 'Second.Example' });
     await expectCode(admin.domains.add.mutate({ domain: 'second.example' }), 'CONFLICT');
+    await expectCode(admin.domains.add.mutate({ domain: 'MAIL.test' }), 'CONFLICT', /already a local domain/);
     await expectCode(admin.domains.add.mutate({ domain: 'not a domain' }), 'BAD_REQUEST', /^domain: /);
     assert.deepEqual((await admin.domains.list.query()).map((d) => d.domain), ['mail.test', 'second.example']);
     await createClient(base).auth.register.mutate({ email: 'new@second.example', password: PASSWORD, name: 'New' });
     const user = (await signUp('plain@mail.test')).client;
     await expectCode(user.domains.add.mutate({ domain: 'third.example' }), 'FORBIDDEN');
     await expectCode(user.domains.list.query(), 'FORBIDDEN');
+  });
+});
+
+describe('login limits', () => {
+  const batchLogin = async (url: string, attempts: { email: string; password: string }[]): Promise<string[]> => {
+    const names = attempts.map(() => 'auth.login').join(',');
+    const body = Object.fromEntries(attempts.map((a, i) => [String(i), a]));
+    const res = await fetch(`${url}/trpc/${names}?batch=1`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const answers = (await res.json()) as { result?: unknown; error?: { data: { code: string } } }[];
+    return answers.map((a) => (a.error ? a.error.data.code : 'OK'));
+  };
+
+  test('attempts made at once are counted before their passwords are checked: a batch cannot try more than the limit', async () => {
+    const limited = await startTestServer({ RATE_LIMIT_LOOPBACK: 'true', LOGIN_MAX_FAILURES: '3' });
+    try {
+      const url = `http://127.0.0.1:${limited.app.http.port}`;
+      await createClient(url).auth.register.mutate({ email: 'hank@mail.test', password: PASSWORD, name: 'Hank' });
+      const guesses = Array.from({ length: 30 }, (_, i) => ({ email: 'hank@mail.test', password: `guess number ${i}` }));
+      const codes = await batchLogin(url, [...guesses, { email: 'hank@mail.test', password: PASSWORD }]);
+      assert.equal(codes.filter((c) => c === 'UNAUTHORIZED').length, 3, codes.join(' '));
+      assert.equal(codes.filter((c) => c === 'TOO_MANY_REQUESTS').length, 28, codes.join(' '));
+      assert.equal(codes.at(-1), 'TOO_MANY_REQUESTS', 'the right password, tried past the limit, does not get in');
+      await expectCode(createClient(url).auth.login.mutate({ email: 'hank@mail.test', password: PASSWORD }), 'TOO_MANY_REQUESTS');
+    } finally {
+      await limited.stop();
+    }
+  });
+
+  test("a client's own successful login does not wipe the failures it made on other accounts", async () => {
+    const limited = await startTestServer({ RATE_LIMIT_LOOPBACK: 'true', LOGIN_MAX_FAILURES: '3' });
+    try {
+      const url = `http://127.0.0.1:${limited.app.http.port}`;
+      const anon = createClient(url);
+      for (const name of ['ida', 'jon', 'kim', 'lou']) await anon.auth.register.mutate({ email: `${name}@mail.test`, password: PASSWORD, name });
+      await expectCode(anon.auth.login.mutate({ email: 'ida@mail.test', password: 'wrong password' }), 'UNAUTHORIZED');
+      await expectCode(anon.auth.login.mutate({ email: 'jon@mail.test', password: 'wrong password' }), 'UNAUTHORIZED');
+      await anon.auth.login.mutate({ email: 'lou@mail.test', password: PASSWORD });
+      await expectCode(anon.auth.login.mutate({ email: 'kim@mail.test', password: 'wrong password' }), 'UNAUTHORIZED');
+      await expectCode(anon.auth.login.mutate({ email: 'lou@mail.test', password: PASSWORD }), 'TOO_MANY_REQUESTS');
+    } finally {
+      await limited.stop();
+    }
+  });
+
+  test('X-Real-IP names the client only when it comes from the proxy on this host', () => {
+    assert.equal(clientAddress('127.0.0.1', '203.0.113.7', true), '203.0.113.7');
+    assert.equal(clientAddress('::1', '203.0.113.7', true), '203.0.113.7');
+    assert.equal(clientAddress('198.51.100.4', '127.0.0.1', true), '198.51.100.4', 'a direct client cannot claim to be loopback');
+    assert.equal(clientAddress('127.0.0.1', '203.0.113.7', false), '127.0.0.1');
+    assert.equal(clientAddress('127.0.0.1', ['a', 'b'], true), '127.0.0.1');
   });
 });

@@ -69,13 +69,21 @@ export async function findMailboxByAddress(store: Store, address: string): Promi
   return (mailbox as MailboxDoc | undefined) ?? null;
 }
 
-// Compared against when the user does not exist, so a wrong address costs as long as a wrong password.
-const DUMMY_HASH = bcrypt.hashSync('mailtrail-timing-equaliser', 10);
+/**
+ * Compared against when the user does not exist, so a wrong address costs as long as a wrong
+ * password: one hash per cost, the cost new passwords are hashed with.
+ */
+const dummyHashes = new Map<number, Promise<string>>();
+function dummyHash(cost: number): Promise<string> {
+  let hash = dummyHashes.get(cost);
+  if (!hash) dummyHashes.set(cost, (hash = bcrypt.hash('mailtrail-timing-equaliser', cost)));
+  return hash;
+}
 
-/** The active user with this address and password, else null. */
-export async function verifyPassword(store: Store, email: string, password: string): Promise<UserDoc | null> {
+/** The active user with this address and password, else null. `bcryptCost`: the cost of the stand-in hash for unknown addresses. */
+export async function verifyPassword(store: Store, email: string, password: string, bcryptCost: number): Promise<UserDoc | null> {
   const user = await findUserByEmail(store, email);
-  const ok = await bcrypt.compare(password, user?.passwordHash ?? DUMMY_HASH);
+  const ok = await bcrypt.compare(password, user?.passwordHash ?? (await dummyHash(bcryptCost)));
   return ok && user && !user.disabled ? user : null;
 }
 

@@ -3,6 +3,7 @@ import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import { v7 as uuidv7 } from 'uuid';
 import type { MailDoc } from '../../projections/mails.js';
 import { prependFields } from '../mail/headers.js';
+import { isLoopback } from '../security/limits.js';
 import { appRouter } from './router.js';
 import { userFromToken, type AuthUser } from './tokens.js';
 import type { ApiDeps, Context } from './trpc.js';
@@ -30,6 +31,19 @@ function correlationId(req: http.IncomingMessage, res: http.ServerResponse): str
   return id;
 }
 
+/**
+ * The client's address. Behind nginx on this host (TRUST_PROXY) every connection comes from
+ * loopback and the proxy's X-Real-IP names the client; a connection from anywhere else is a
+ * client talking to us directly, whose X-Real-IP is its own say-so and is ignored.
+ */
+export function clientAddress(peer: string | undefined, realIp: string | string[] | undefined, trustProxy: boolean): string {
+  const address = peer ?? 'unknown';
+  return trustProxy && isLoopback(address) && typeof realIp === 'string' && realIp ? realIp : address;
+}
+
+/** `text` with each unpaired surrogate (a broken UTF-16 name from a mail) as U+FFFD, so it can be URI-encoded. */
+const wellFormed = (text: string): string => text.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd');
+
 export type RouteHandler = (req: http.IncomingMessage, res: http.ServerResponse, url: URL) => Promise<boolean>;
 
 const ATTACHMENT = /^\/attachments\/([0-9a-f-]{36})\/([A-Za-z0-9_-]{1,64})$/;
@@ -41,11 +55,7 @@ const ORIGINAL = /^\/original\/([0-9a-f-]{36})$/;
  * message as stored, with this server's Authentication-Results field on top for received mail).
  */
 export function apiRoutes(deps: ApiDeps, trustProxy: boolean): RouteHandler {
-  // Behind nginx on this host every client is 127.0.0.1: the proxy's X-Real-IP is the client.
-  const clientIp = (req: http.IncomingMessage): string => {
-    const real = req.headers['x-real-ip'];
-    return trustProxy && typeof real === 'string' && real ? real : (req.socket.remoteAddress ?? 'unknown');
-  };
+  const clientIp = (req: http.IncomingMessage): string => clientAddress(req.socket.remoteAddress, req.headers['x-real-ip'], trustProxy);
   const trpc = createHTTPHandler({
     router: appRouter,
     basePath: '/trpc/',
@@ -69,6 +79,9 @@ export function apiRoutes(deps: ApiDeps, trustProxy: boolean): RouteHandler {
 
   return async (req, res, url) => {
     if (url.pathname.startsWith('/trpc/')) {
+      // Answers carry mail: never cached, never sniffed into something else.
+      res.setHeader('cache-control', 'private, no-store');
+      res.setHeader('x-content-type-options', 'nosniff');
       trpc(req, res);
       return true;
     }
@@ -106,13 +119,15 @@ export function apiRoutes(deps: ApiDeps, trustProxy: boolean): RouteHandler {
       return true;
     }
     const bytes = await deps.store.blobs.get(attachment.sha256);
-    const filename = (attachment.filename ?? 'attachment').replace(/[\r\n"\\]/g, '_');
+    const filename = wellFormed(attachment.filename ?? 'attachment').replace(/[\r\n"\\]/g, '_');
     res.writeHead(200, {
       // Served as a download, never rendered in our origin.
       'content-type': /^[\w.+-]+\/[\w.+-]+$/.test(attachment.contentType) ? attachment.contentType : 'application/octet-stream',
       'content-length': bytes.length,
       'content-disposition': `attachment; filename="${filename.replace(/[^\x20-\x7e]/g, '_')}"; filename*=UTF-8''${encodeURIComponent(filename)}`,
       'x-content-type-options': 'nosniff',
+      // Should a browser render it anyway (an HTML attachment opened in place): no scripts, no requests, its own origin.
+      'content-security-policy': "default-src 'none'; sandbox",
       'cache-control': 'private, no-store',
     });
     res.end(bytes);

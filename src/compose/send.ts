@@ -53,8 +53,8 @@ async function buildMime(blobs: BlobStore, draft: Draft, from: { name: string; a
 
 /**
  * mails.send: the draft becomes a `MailSent` (appended with the draft's version expected, so it is
- * sent once however often send is called) and every local recipient gets a `MailReceived` copy at
- * once; the relay delivers the external recipients from `MailSent`.
+ * sent once however often send is called), then every local recipient gets a `MailReceived` copy;
+ * the relay delivers the external recipients from `MailSent`.
  */
 export async function sendDraft(store: Store, defaultDomain: string, cmd: { mailId: string; user: { id: string; email: string; name: string }; mailbox: MailboxDoc; meta: Meta }): Promise<SendResult> {
   const stream = mailStream(cmd.mailId);
@@ -96,40 +96,41 @@ export async function sendDraft(store: Store, defaultDomain: string, cmd: { mail
     html: d.html,
     attachments: d.attachments,
   };
-  // Issued in the same tick: the embedded store commits them in one transaction.
-  const [sent] = await Promise.all([
-    store.events.append(
-      stream,
-      [
-        {
-          type: 'MailSent',
-          data: {
-            mailId: cmd.mailId,
-            mailboxId: cmd.mailbox.id,
-            userId: cmd.user.id,
-            messageId,
-            raw,
-            envelope: { mailFrom: cmd.mailbox.address, rcptTo: external },
-            message,
-            bcc: d.bcc,
-            wasDraft: true,
-          },
+  // MailSent first: it is appended at the draft's version, so a send that loses a race (another send,
+  // an edit) fails here and no local recipient gets a copy of a mail that was not sent. The copies
+  // follow, stored once per mailbox (keyed by Message-ID and content). A crash between the two
+  // appends leaves the mail sent without its local copies: a gap the README names.
+  const sent = await store.events.append(
+    stream,
+    [
+      {
+        type: 'MailSent',
+        data: {
+          mailId: cmd.mailId,
+          mailboxId: cmd.mailbox.id,
+          userId: cmd.user.id,
+          messageId,
+          raw,
+          envelope: { mailFrom: cmd.mailbox.address, rcptTo: external },
+          message,
+          bcc: d.bcc,
+          wasDraft: true,
         },
-      ],
-      { expectedVersion: draft.version, meta: cmd.meta },
-    ),
-    appendMails(
-      store,
-      planInbound({
-        deliveries: local,
-        dedupe: { messageId, sha256: raw.sha256 },
-        raw,
-        message,
-        envelope: { mailFrom: cmd.mailbox.address, remoteAddress: 'api', helo: 'api', tls: true, authUser: cmd.user.email },
-        authResults: null,
-      }),
-      cmd.meta,
-    ),
-  ]);
+      },
+    ],
+    { expectedVersion: draft.version, meta: cmd.meta },
+  );
+  await appendMails(
+    store,
+    planInbound({
+      deliveries: local,
+      dedupe: { messageId, sha256: raw.sha256 },
+      raw,
+      message,
+      envelope: { mailFrom: cmd.mailbox.address, remoteAddress: 'api', helo: 'api', tls: true, authUser: cmd.user.email },
+      authResults: null,
+    }),
+    cmd.meta,
+  );
   return { id: cmd.mailId, messageId: messageId.slice(1, -1), status: external.length ? 'queued' : 'sent', position: sent.lastPosition };
 }

@@ -433,7 +433,7 @@ export async function receiveMessage<R>(source: Readable, opts: IntakeOptions<R>
     return { kind: 'failed', stage, error: error instanceof Error ? error : new Error(String(error)), bytes };
   }
   const { text, html } = parsed.text ?? {};
-  const textBytes = direct ? (direct.bytes.length ? direct.bytes : null) : text !== undefined ? Buffer.from(text, 'utf8') : null;
+  const textBytes = direct ? (direct.bytes.length ? direct.bytes : null) : text ? Buffer.from(text, 'utf8') : null;
   const summary = summarize(parsed.headers, parsed.lines, direct ? { text: direct.start || undefined } : { text, html });
   const receivedSha256 = hash ? hash.digest('hex') : null;
 

@@ -58,7 +58,8 @@ export function htmlToSnippetText(html: string): string {
 }
 
 export function snippetOf(text: string | undefined, html: string | undefined): string {
-  const source = text ?? (html ? htmlToSnippetText(html) : '');
+  // An HTML-only message may come with an empty text part: the snippet then comes from the HTML.
+  const source = text?.trim() ? text : html ? htmlToSnippetText(html) : '';
   return source.slice(0, SNIPPET_LENGTH * 4).replace(/\s+/g, ' ').trim().slice(0, SNIPPET_LENGTH);
 }
 

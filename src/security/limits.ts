@@ -71,9 +71,32 @@ export class FailureLimiter {
     this.failures.set(key, recent.slice(-this.max));
   }
 
+  /** Takes back one failure: an attempt counted before its outcome was known (see countAttempt) that succeeded. */
+  forgive(key: string): void {
+    const recent = this.failures.get(key);
+    recent?.pop();
+    if (recent?.length === 0) this.failures.delete(key);
+  }
+
   clear(key: string): void {
     this.failures.delete(key);
   }
+}
+
+/**
+ * Counts a password attempt as a failure for each key before the password is checked, so attempts
+ * made at the same time (a batch of logins, parallel connections) cannot all pass `blocked` first.
+ * Null when a key is already blocked. `succeeded` clears the account's failures and takes back the
+ * attempt from the others (a client's own success does not wipe the failures it made on other
+ * accounts); `abandoned` takes the attempt back where the check itself could not run.
+ */
+export function countAttempt(limits: { limiter: FailureLimiter; key: string; resetOnSuccess: boolean }[]): { succeeded(): void; abandoned(): void } | null {
+  if (limits.some(({ limiter, key }) => limiter.blocked(key))) return null;
+  for (const { limiter, key } of limits) limiter.fail(key);
+  return {
+    succeeded: () => limits.forEach(({ limiter, key, resetOnSuccess }) => (resetOnSuccess ? limiter.clear(key) : limiter.forgive(key))),
+    abandoned: () => limits.forEach(({ limiter, key }) => limiter.forgive(key)),
+  };
 }
 
 /** A small map whose entries expire; for look-ups repeated by every transaction (local domains, mailboxes). */

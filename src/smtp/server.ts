@@ -16,7 +16,7 @@ import type { Store } from '../store/port.js';
 import { startAuthCheck, type AuthCheckOutcome } from './auth-check.js';
 import { DataGuard } from './data-guard.js';
 import { cachingResolver, systemResolver, type DnsResolver } from './dns.js';
-import { FailureLimiter, isLoopback, RateLimiter, TtlCache } from '../security/limits.js';
+import { countAttempt, FailureLimiter, isLoopback, RateLimiter, TtlCache } from '../security/limits.js';
 import {
   decideDmarc,
   decideHeaderFrom,
@@ -268,26 +268,29 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
       const ipKey = session.remoteAddress;
       const accountKey = username.toLowerCase();
       const refuse = (r: Reply): void => callback(null, { message: replyText(r), responseCode: r.code });
-      if (ipFailures.blocked(ipKey) || accountFailures.blocked(accountKey)) {
+      const attempt = countAttempt([
+        { limiter: ipFailures, key: ipKey, resetOnSuccess: false },
+        { limiter: accountFailures, key: accountKey, resetOnSuccess: true },
+      ]);
+      if (!attempt) {
         log.warn({ ip: session.remoteAddress, user: username }, 'smtp auth refused: too many failures');
         return refuse(replies.authLocked());
       }
       // PLAIN may name an authorization identity: only "the same user" is accepted.
       const impersonating = auth.method === 'PLAIN' && auth.authzid && auth.authcid && auth.authzid.toLowerCase() !== auth.authcid.toLowerCase();
-      const check = impersonating ? Promise.resolve(null) : verifyPassword(store, username, auth.password ?? '');
+      const check = impersonating ? Promise.resolve(null) : verifyPassword(store, username, auth.password ?? '', config.BCRYPT_COST);
       check.then(
         (user) => {
           if (!user) {
-            ipFailures.fail(ipKey);
-            accountFailures.fail(accountKey);
             log.info({ ip: session.remoteAddress, user: username, method: auth.method }, 'smtp auth failed');
             return refuse(replies.authFailed());
           }
-          accountFailures.clear(accountKey);
+          attempt.succeeded();
           const sessionUserValue: SessionUser = { id: user.id, email: user.email };
           callback(null, { user: sessionUserValue });
         },
         (error: unknown) => {
+          attempt.abandoned();
           log.error({ err: error }, 'smtp auth error');
           callback(replyError({ code: 454, enhanced: '4.7.0', text: 'temporary authentication failure' }));
         },

@@ -78,7 +78,7 @@ const TYPES: Record<string, string> = {
 const COMPRESSIBLE = new Set(['.html', '.js', '.mjs', '.css', '.svg', '.json', '.webmanifest', '.txt']);
 
 /** Paths the web client never answers, whatever order the routes are in. */
-const NOT_OURS = /^\/(?:trpc|attachments)(?:\/|$)|^\/(?:health|metrics)$/;
+const NOT_OURS = /^\/(?:trpc|attachments|original)(?:\/|$)|^\/(?:health|ready|metrics)$/;
 
 /** Hashed build output: its name changes when its content does. */
 const IMMUTABLE = /^\/assets\/[^/]+-[A-Za-z0-9_-]{8,}\.[a-z0-9]+$/;

@@ -2,7 +2,7 @@ import { TRPCError } from '@trpc/server';
 import { z } from 'zod';
 import { AddressTakenError, registerAccount, verifyPassword } from '../../accounts/accounts.js';
 import { isLocalDomain } from '../../accounts/domains.js';
-import { isLoopback } from '../../security/limits.js';
+import { countAttempt, isLoopback } from '../../security/limits.js';
 import { awaitViews } from '../consistency.js';
 import { Email } from '../schemas.js';
 import { effectiveRole, signToken } from '../tokens.js';
@@ -44,19 +44,27 @@ export const authRouter = router({
   login: publicProcedure.input(z.object({ email: Email, password: z.string().max(1024) })).mutation(async ({ ctx, input }) => {
     const { settings, store, loginFailures } = ctx.deps;
     const limited = settings.rateLimitLoopback || !isLoopback(ctx.ip);
-    const keys = [`ip:${ctx.ip}`, `account:${input.email.toLowerCase()}`];
-    if (limited && keys.some((k) => loginFailures.blocked(k))) {
-      throw new TRPCError({ code: 'TOO_MANY_REQUESTS', message: 'too many failed logins; wait a few minutes and try again' });
+    const attempt = countAttempt(
+      limited
+        ? [
+            { limiter: loginFailures, key: `ip:${ctx.ip}`, resetOnSuccess: false },
+            { limiter: loginFailures, key: `account:${input.email.toLowerCase()}`, resetOnSuccess: true },
+          ]
+        : [],
+    );
+    if (!attempt) throw new TRPCError({ code: 'TOO_MANY_REQUESTS', message: 'too many failed logins; wait a few minutes and try again' });
+    let user: Awaited<ReturnType<typeof verifyPassword>>;
+    try {
+      await awaitViews(ctx, ['users']);
+      user = await verifyPassword(store, input.email, input.password, settings.bcryptCost);
+    } catch (error) {
+      attempt.abandoned();
+      throw error;
     }
-    await awaitViews(ctx, ['users']);
-    const user = await verifyPassword(store, input.email, input.password);
-    if (!user) {
-      if (limited) keys.forEach((k) => loginFailures.fail(k));
-      throw new TRPCError({ code: 'UNAUTHORIZED', message: 'wrong email or password' });
-    }
-    keys.forEach((k) => loginFailures.clear(k));
+    if (!user) throw new TRPCError({ code: 'UNAUTHORIZED', message: 'wrong email or password' });
+    attempt.succeeded();
     const authUser = { id: user.id, email: user.email, name: user.name, role: effectiveRole(user, settings.adminEmails) };
-    return { token: await signToken(authUser, settings.jwtSecret, settings.jwtExpiresIn), user: authUser };
+    return { token: await signToken({ ...authUser, passwordHash: user.passwordHash }, settings.jwtSecret, settings.jwtExpiresIn), user: authUser };
   }),
 
   /** The signed-in user, and the limits a client should check before uploading. */

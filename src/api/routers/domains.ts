@@ -15,11 +15,13 @@ const Domain = z
 
 export const domainsRouter = router({
   add: adminProcedure.input(z.object({ domain: Domain })).mutation(async ({ ctx, input }) => {
+    const exists = (): TRPCError => new TRPCError({ code: 'CONFLICT', message: `domain: ${input.domain} is already a local domain` });
+    if (input.domain === ctx.deps.settings.defaultDomain.toLowerCase()) throw exists();
     try {
       const position = await addDomain(ctx.deps.store, input.domain, { correlationId: ctx.correlationId, causationId: null, actor: { kind: 'user', id: ctx.user.id } });
       return { domain: input.domain, position };
     } catch (error) {
-      if (error instanceof DomainExistsError) throw new TRPCError({ code: 'CONFLICT', message: `domain: ${input.domain} is already a local domain` });
+      if (error instanceof DomainExistsError) throw exists();
       throw error;
     }
   }),
