@@ -164,7 +164,8 @@ describe('headers of submissions', () => {
 
   test('Message-ID/Date added on top, Bcc (folded too) removed, the rest untouched', () => {
     const head = Buffer.from('Subject: s\r\nBcc: a@x.example,\r\n  b@x.example\r\nTo: t@x.example\r\n\r\n');
-    assert.deepEqual(headerFacts(head), { hasMessageId: false, hasDate: false, hasBcc: true, hasFrom: false });
+    assert.deepEqual(headerFacts(head), { hasMessageId: false, hasDate: false, hasBcc: true, hasFrom: false, fromFields: 0 });
+    assert.equal(headerFacts(Buffer.from('From : a@x.example\r\nFrom: b@x.example\r\n\r\n')).fromFields, 2, 'blanks before the colon (obsolete syntax) still make a From field');
     const out = rewriteHeaderSection(head, { prepend: ['Message-ID: <m@h>', 'Date: d'], dropBcc: true }).toString();
     assert.equal(out, 'Message-ID: <m@h>\r\nDate: d\r\nSubject: s\r\nTo: t@x.example\r\n\r\n');
     const lf = rewriteHeaderSection(Buffer.from('Subject: s\nBCC: z@x\n\n'), { prepend: ['Date: d'], dropBcc: true }).toString();
@@ -239,7 +240,8 @@ describe('events a message becomes', () => {
       { name: '', address: 'hidden@x.example' },
     ]);
     const p = planSent({ sender: bob, mailFrom: 'bob@mail.test', relayTo: ['hidden@x.example'], dedupe: { messageId: '<m@x>', sha256: raw.sha256 }, messageId: '<m@x>', raw, message, bcc });
-    assert.equal(p.mailId, sentMailId('mb-bob', '<m@x>', raw.sha256));
+    assert.equal(p.mailId, sentMailId('mb-bob', '<m@x>', raw.sha256, ['Hidden@x.example']));
+    assert.notEqual(p.mailId, sentMailId('mb-bob', '<m@x>', raw.sha256, ['other@x.example']), 'the same message sent on to others is another sending');
     assert.notEqual(p.mailId, inboundMailId('mb-bob', '<m@x>', raw.sha256), 'sent copy and inbox copy are different mails');
     assert.ok(p.event.type === 'MailSent' && p.event.data.wasDraft === false && p.event.data.envelope.rcptTo.length === 1);
   });

@@ -165,6 +165,20 @@ describe('delivery to local mailboxes', () => {
     await talk.quit();
   });
 
+  test('a message that starts with its body (no header section) keeps its body as the body', async () => {
+    const talk = await session();
+    await talk.envelope('alice@example.org', [`dave@${DOMAIN}`]);
+    const r = await talk.data('Hello Dave,\r\nthe server is down: call me.\r\n');
+    assert.equal(r.code, 250, r.text);
+    await talk.quit();
+    const [e] = (await received(server.store)).filter((x) => x.data.message.snippet.startsWith('Hello Dave'));
+    assert.ok(e, 'the snippet comes from the body');
+    assert.equal(e.data.message.snippet, 'Hello Dave, the server is down: call me.');
+    const raw = (await server.store.blobs.get(e.data.raw.sha256)).toString();
+    assert.match(raw, /^Received: [^]*?\r\n\r\nHello Dave,\r\nthe server is down: call me\.\r\n$/);
+    assert.equal((await server.store.blobs.get(e.data.message.text!.sha256)).toString().trim(), 'Hello Dave,\nthe server is down: call me.');
+  });
+
   test('recipient matching is case-insensitive', async () => {
     const talk = await session();
     await talk.envelope('alice@example.org', [`BOB@MAIL.TEST`]);
@@ -275,6 +289,16 @@ describe('no open relay', () => {
   };
 
   test('plain external recipient without AUTH: 554 5.7.1', () => refusedAtRcpt('alice@example.org', 'victim@external.example', { code: 554, enhanced: /^5\.7\.1 / }));
+  test('external recipient over STARTTLS without AUTH: 554 5.7.1 (TLS is not authentication)', async () => {
+    const talk = await session();
+    assert.equal((await talk.starttls()).code, 220);
+    assert.equal((await talk.cmd('EHLO client.example.org')).code, 250);
+    assert.equal((await talk.cmd('MAIL FROM:<alice@example.org>')).code, 250);
+    const r = await talk.cmd('RCPT TO:<victim@external.example>');
+    assert.equal(r.code, 554, `${r.code} ${r.text}`);
+    assert.match(r.text, /^5\.7\.1 /);
+    await talk.quit();
+  });
   test('% hack: 553 5.1.3', () => refusedAtRcpt('alice@example.org', `victim%external.example@${DOMAIN}`, { code: 553, enhanced: /^5\.1\.3 / }));
   test('bang path: 553 5.1.3', () => refusedAtRcpt('alice@example.org', `external.example!victim@${DOMAIN}`, { code: 553, enhanced: /^5\.1\.3 / }));
   test('source route to an external mailbox: route ignored, relaying denied', () =>
@@ -286,6 +310,22 @@ describe('no open relay', () => {
   test('address literal: refused', () => refusedAtRcpt('alice@example.org', 'victim@[192.0.2.1]', { code: 553, enhanced: /^5\.1\.3 / }));
   test('spoofed local sender without AUTH: 553 5.7.1 at MAIL', () => refusedAtRcpt(`bob@${DOMAIN}`, 'victim@external.example', { code: 553, enhanced: /^5\.7\.1 / }));
   test('spoofed local sender in upper case without AUTH: 553 5.7.1', () => refusedAtRcpt(`BOB@MAIL.TEST`, `carol@${DOMAIN}`, { code: 553, enhanced: /^5\.7\.1 / }));
+  for (const from of [`"bob"@${DOMAIN}`, `bob%x@${DOMAIN}`, `bob!x@${DOMAIN}`, `böb@${DOMAIN}`]) {
+    test(`spoofed local sender the policy cannot take apart (${from}) without AUTH: 553 5.7.1`, () => refusedAtRcpt(from, `carol@${DOMAIN}`, { code: 553, enhanced: /^5\.7\.1 / }));
+  }
+  test('MAIL or RCPT parameters of extensions not offered (DSN, made-up ones): 555 5.5.4', async () => {
+    const talk = await session();
+    for (const cmd of ['MAIL FROM:<a@example.org> RET=HDRS', 'MAIL FROM:<a@example.org> FOO=BAR']) {
+      const r = await talk.cmd(cmd);
+      assert.equal(r.code, 555, `${cmd}: ${r.code} ${r.text}`);
+      assert.match(r.text, /^5\.5\.4 /);
+    }
+    assert.equal((await talk.cmd('MAIL FROM:<a@example.org> SIZE=100 BODY=8BITMIME')).code, 250, 'offered extensions take their parameters');
+    const r = await talk.cmd(`RCPT TO:<bob@${DOMAIN}> NOTIFY=NEVER`);
+    assert.equal(r.code, 555, `${r.code} ${r.text}`);
+    assert.equal((await talk.cmd(`RCPT TO:<bob@${DOMAIN}>`)).code, 250);
+    await talk.quit();
+  });
   test('null sender to an external recipient: 554 5.7.1', () => refusedAtRcpt('', 'victim@external.example', { code: 554, enhanced: /^5\.7\.1 / }));
 
   test('null sender to a local mailbox (a bounce) is delivered', async () => {
@@ -301,6 +341,84 @@ describe('no open relay', () => {
 });
 
 describe('AUTH and submission', () => {
+  /** A session that has said EHLO over STARTTLS and authenticated as sub. */
+  async function submission(): Promise<SmtpTalk> {
+    const talk = await session();
+    assert.equal((await talk.starttls()).code, 220);
+    assert.equal((await talk.cmd('EHLO client.example.org')).code, 250);
+    assert.equal((await talk.cmd(`AUTH PLAIN ${b64(`\0sub@${DOMAIN}\0${PASSWORD}`)}`)).code, 235);
+    return talk;
+  }
+
+  test('AUTH is offered only after STARTTLS', async () => {
+    const { talk } = await SmtpTalk.open(server.port);
+    const plain = await talk.cmd('EHLO client.example.org');
+    assert.ok(!plain.lines.some((l) => /^250[- ]AUTH /.test(l)), plain.lines.join(' | '));
+    assert.equal((await talk.starttls()).code, 220);
+    const secure = await talk.cmd('EHLO client.example.org');
+    assert.ok(secure.lines.some((l) => /^250[- ]AUTH PLAIN LOGIN$/.test(l)), secure.lines.join(' | '));
+    await talk.quit();
+  });
+
+  test('AUTH in the middle of a mail transaction: 503 5.5.1, the session stays unauthenticated', async () => {
+    const talk = await session();
+    await talk.starttls();
+    await talk.cmd('EHLO client.example.org');
+    assert.equal((await talk.cmd('MAIL FROM:<spoof@external.example>')).code, 250);
+    const r = await talk.cmd(`AUTH PLAIN ${b64(`\0sub@${DOMAIN}\0${PASSWORD}`)}`);
+    assert.equal(r.code, 503, `${r.code} ${r.text}`);
+    assert.match(r.text, /^5\.5\.1 /);
+    assert.equal((await talk.cmd('RCPT TO:<victim@external.example>')).code, 554, 'still no relaying');
+    assert.equal((await talk.cmd('RSET')).code, 250);
+    assert.equal((await talk.cmd(`AUTH PLAIN ${b64(`\0sub@${DOMAIN}\0${PASSWORD}`)}`)).code, 235, 'outside a transaction AUTH works');
+    await talk.quit();
+  });
+
+  test('a submission with two From fields, an obsolete "From :" field, or a From without an address is refused with 550 5.7.1', async () => {
+    const before = await mailEventCount(server.store);
+    const heads = [
+      `From: sub@${DOMAIN}\r\nFrom: ceo@bank.example\r\n`,
+      `From : ceo@bank.example\r\n`,
+      `From: Bank Security Team\r\n`,
+      `From: ceo(at)bank.example\r\n`,
+    ];
+    for (const head of heads) {
+      const talk = await submission();
+      await talk.envelope(`sub@${DOMAIN}`, ['x@external.example']);
+      const r = await talk.data(`${head}Subject: from check\r\n\r\nbody\r\n`);
+      assert.equal(r.code, 550, `${JSON.stringify(head)}: ${r.code} ${r.text}`);
+      assert.match(r.text, /^5\.7\.1 /);
+      await talk.quit();
+    }
+    assert.equal(await mailEventCount(server.store), before);
+  });
+
+  test('the same message submitted again to other recipients (split after 452) is relayed to them too; a retry to the same ones is stored once', async () => {
+    const message = `From: sub@${DOMAIN}\r\nMessage-ID: <split-1@client.example>\r\nSubject: split\r\n\r\nbody\r\n`;
+    for (const to of ['one@external.example', 'two@external.example', 'two@external.example']) {
+      const talk = await submission();
+      await talk.envelope(`sub@${DOMAIN}`, [to]);
+      assert.equal((await talk.data(message)).code, 250);
+      await talk.quit();
+    }
+    const sendings = (await sent(server.store)).filter((e) => e.data.message.subject === 'split');
+    assert.deepEqual(sendings.map((e) => e.data.envelope.rcptTo).sort(), [['one@external.example'], ['two@external.example']]);
+  });
+
+  test('identical submissions without Message-ID (a cron job, twice) are two messages', async () => {
+    const message = `From: sub@${DOMAIN}\r\nSubject: cron alert\r\n\r\ndisk full\r\n`;
+    for (let i = 0; i < 2; i++) {
+      const talk = await submission();
+      await talk.envelope(`sub@${DOMAIN}`, ['ops@external.example', `bob@${DOMAIN}`]);
+      assert.equal((await talk.data(message)).code, 250);
+      await talk.quit();
+    }
+    const sendings = (await sent(server.store)).filter((e) => e.data.message.subject === 'cron alert');
+    assert.equal(sendings.length, 2);
+    assert.notEqual(sendings[0]!.data.messageId, sendings[1]!.data.messageId);
+    assert.equal((await receivedWithSubject(server.store, 'cron alert')).length, 2, 'bob gets both');
+  });
+
   test('AUTH without TLS is refused with 538 5.7.0 (STARTTLS first)', async () => {
     const talk = await session();
     const r = await talk.cmd(`AUTH PLAIN ${b64(`\0sub@${DOMAIN}\0${PASSWORD}`)}`);

@@ -95,7 +95,7 @@ export function planSent(input: {
   message: MessageSummary;
   bcc: Address[];
 }): PlannedAppend {
-  const mailId = sentMailId(input.sender.id, input.dedupe.messageId ?? '', input.dedupe.sha256);
+  const mailId = sentMailId(input.sender.id, input.dedupe.messageId ?? '', input.dedupe.sha256, input.relayTo);
   return {
     streamId: mailStream(mailId),
     mailId,

@@ -24,6 +24,16 @@ export function headerSectionEnd(buf: Buffer, from = 0): number {
   return -1;
 }
 
+/**
+ * True when a message starts with its body: its first line is neither a header field
+ * (`name:`, blanks before the colon allowed) nor the blank line of an empty header section.
+ * Without a blank line put in front, its first lines would be read as (broken) header fields.
+ */
+export function startsWithBody(start: Buffer): boolean {
+  if (start.length === 0 || start[0] === 0x0d || start[0] === 0x0a) return false;
+  return !/^[\x21-\x39\x3b-\x7e]+[ \t]*:/.test(start.subarray(0, 1000).toString('latin1'));
+}
+
 interface Field {
   /** Lower-case field name ('' for a line that is not a field, e.g. the final blank line). */
   name: string;
@@ -41,7 +51,9 @@ function fields(head: Buffer): Field[] {
       continue;
     }
     const colon = line.indexOf(':');
-    const name = colon > 0 && !/[\s]/.test(line.slice(0, colon)) ? line.slice(0, colon).toLowerCase() : '';
+    // Blanks before the colon are the obsolete syntax of RFC 5322 4.5; readers still take it as the field.
+    const given = colon > 0 ? line.slice(0, colon).replace(/[ \t]+$/, '') : '';
+    const name = given && !/\s/.test(given) ? given.toLowerCase() : '';
     out.push({ name, text: line });
   }
   return out;
@@ -93,6 +105,7 @@ export interface HeaderFacts {
   hasDate: boolean;
   hasBcc: boolean;
   hasFrom: boolean;
+  fromFields: number;
 }
 
 export function headerFacts(head: Buffer): HeaderFacts {
@@ -102,6 +115,7 @@ export function headerFacts(head: Buffer): HeaderFacts {
     hasDate: names.has('date'),
     hasBcc: names.has('bcc'),
     hasFrom: names.has('from'),
+    fromFields: headerFieldCount(head, 'from'),
   };
 }
 

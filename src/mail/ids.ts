@@ -7,7 +7,6 @@ import { v5 as uuidv5 } from 'uuid';
 
 const INBOUND_NAMESPACE = '6f0e7c52-3b7e-4b57-9a55-2a1f1a0b6c01';
 const SENT_NAMESPACE = '0c9d3c4e-81f4-4f8b-8f0a-5d2b7c9e4a12';
-const MESSAGE_ID_NAMESPACE = 'b7a3f1d8-2c64-4e0f-9d7b-6e5a4c3b2a19';
 
 export const mailStream = (mailId: string): string => `mail-${mailId}`;
 
@@ -16,15 +15,12 @@ export function inboundMailId(mailboxId: string, messageId: string | null, rawSh
   return uuidv5(`${mailboxId}\n${messageId ?? ''}\n${rawSha256}`, INBOUND_NAMESPACE);
 }
 
-/** The sender's copy of a submission (its `sent` folder). */
-export function sentMailId(mailboxId: string, messageId: string, rawSha256: string): string {
-  return uuidv5(`${mailboxId}\n${messageId}\n${rawSha256}`, SENT_NAMESPACE);
-}
-
 /**
- * A Message-ID for a submission that came without one, derived from the sender and the bytes, so a
- * retry of the same submission gets the same id (and so the same mail).
+ * The sender's copy of a submission (its `sent` folder). The recipients to relay to are part of
+ * it: the same message submitted again to others (a client splitting its recipients after 452)
+ * is another sending, which the relay must deliver too.
  */
-export function generatedMessageId(senderMailboxId: string, rawSha256: string, hostname: string): string {
-  return `<${uuidv5(`${senderMailboxId}\n${rawSha256}`, MESSAGE_ID_NAMESPACE)}@${hostname}>`;
+export function sentMailId(mailboxId: string, messageId: string, rawSha256: string, relayTo: string[]): string {
+  const recipients = [...new Set(relayTo.map((r) => r.toLowerCase()))].sort().join(',');
+  return uuidv5(`${mailboxId}\n${messageId}\n${rawSha256}\n${recipients}`, SENT_NAMESPACE);
 }

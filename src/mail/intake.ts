@@ -4,7 +4,7 @@ import { PassThrough, type Readable, type Writable } from 'node:stream';
 import { MailParser, type HeaderLines, type Headers, type MessageText } from 'mailparser';
 import type { Address, Attachment, BlobRef } from '../events/types.js';
 import type { BlobStore } from '../store/port.js';
-import { headerSectionEnd, isSimpleTextMessage, MAX_HEADER_SECTION } from './headers.js';
+import { headerSectionEnd, isSimpleTextMessage, MAX_HEADER_SECTION, startsWithBody } from './headers.js';
 import { headerBcc, summarize, type SummaryFields } from './summary.js';
 
 /**
@@ -30,7 +30,10 @@ export interface IntakeOptions<R> {
   inspector?: ChunkInspector<R>;
   /** Other consumers of the same bytes; ended with the message, destroyed if it is refused. */
   taps?: Writable[];
-  /** Rewrites the header section of the stored copy (the parser and taps see the bytes as received). */
+  /**
+   * Rewrites the header section of the stored copy (the parser and taps see the bytes as received,
+   * except for the blank line a message that starts with its body is given).
+   */
   rewriteHeader?: (head: Buffer) => Buffer;
   /** More attachments than this: the message is refused as unparseable. */
   maxAttachments?: number;
@@ -76,6 +79,15 @@ export class UnparseableMessageError extends Error {
     this.name = 'UnparseableMessageError';
   }
 }
+
+const CRLF = Buffer.from('\r\n');
+
+/**
+ * Where the header section is rewritten, the stored copy and the parser get the blank line that a
+ * message starting with its body lacks, so that its first lines are not read as header fields
+ * (taps, such as DKIM, see the bytes as received).
+ */
+const withBlankLineIfBodyFirst = (start: Buffer): Buffer => (startsWithBody(start) ? Buffer.concat([CRLF, start]) : start);
 
 const ABORTED = (): Error => Object.assign(new Error('message not accepted'), { code: 'EABORTED' });
 
@@ -342,6 +354,11 @@ export async function receiveMessage<R>(source: Readable, opts: IntakeOptions<R>
   let held: Buffer | null = opts.rewriteHeader ? Buffer.alloc(0) : null;
   let scanFrom = 0;
   let bytes = 0;
+  /**
+   * With a header rewrite, the start of the message until its first line is complete: whether it
+   * starts with its body is known then. Without one, the message is stored as received.
+   */
+  let start: Buffer | null = opts.rewriteHeader ? Buffer.alloc(0) : null;
   let refusal: R | null = null;
   let aborted = false;
 
@@ -391,12 +408,18 @@ export async function receiveMessage<R>(source: Readable, opts: IntakeOptions<R>
         continue;
       }
       hash?.update(chunk);
+      let content = chunk;
+      if (start !== null) {
+        start = start.length ? Buffer.concat([start, chunk]) : chunk;
+        content = start.indexOf(0x0a) === -1 && start.length < 1000 ? Buffer.alloc(0) : withBlankLineIfBodyFirst(start);
+        if (content.length) start = null;
+      }
       const waits: Promise<void>[] = [];
-      for (const part of rawChunks(chunk, false)) {
+      for (const part of content.length ? rawChunks(content, false) : []) {
         const w = raw.write(part);
         if (w) waits.push(w);
       }
-      const fed = feed.write(chunk);
+      const fed = content.length ? feed.write(content) : null;
       if (fed) waits.push(fed);
       for (const sink of taps) {
         const w = writeTo(sink, chunk);
@@ -419,6 +442,12 @@ export async function receiveMessage<R>(source: Readable, opts: IntakeOptions<R>
     abortAll();
     const first = sinkErrors[0] ?? { stage: 'store' as const, error: ABORTED() };
     return { kind: 'failed', stage: first.stage, error: first.error, bytes };
+  }
+  if (start?.length) {
+    // A message of one line without a line ending.
+    const content = withBlankLineIfBodyFirst(start);
+    for (const part of rawChunks(content, false)) void raw.write(part);
+    void feed.write(content);
   }
   if (held !== null) for (const part of rawChunks(Buffer.alloc(0), true)) void raw.write(part);
   const direct = feed.end();

@@ -96,6 +96,18 @@ interface SessionState {
 
 type TransactionResult = 'accepted' | 'refused' | 'aborted' | 'abandoned';
 
+/** MAIL FROM parameters of the extensions offered (SIZE, 8BITMIME, SMTPUTF8, and AUTH= of RFC 4954); RCPT TO takes none (no DSN). */
+const MAIL_PARAMETERS = new Set(['SIZE', 'BODY', 'SMTPUTF8', 'AUTH']);
+const RCPT_PARAMETERS = new Set<string>();
+
+/** The first parameter of a MAIL or RCPT command that no offered extension defines (RFC 5321 4.1.1.11: 555). */
+function unknownParameters(address: SMTPServerAddress, known: Set<string>): string | null {
+  const given = Object.keys(address.args || {});
+  return given.find((name) => !known.has(name.toUpperCase())) ?? null;
+}
+
+const domainOf = (address: string): string => address.slice(address.lastIndexOf('@') + 1).replace(/^\[|\]$/g, '').toLowerCase();
+
 /** How long a local-domain or mailbox answer is reused. */
 const LOOKUP_TTL_MS = 5000;
 
@@ -103,15 +115,27 @@ const ENHANCED_PREFIX = /^[245]\.\d{1,3}\.\d{1,3} /;
 
 const toLocalMailbox = (m: MailboxDoc): LocalMailbox => ({ id: m.id, userId: m.userId, address: m.address });
 
-const sessionUser = (session: SMTPServerSession): SessionUser | null => (session.user as SessionUser | undefined) ?? null;
+// smtp-server sets `user` to false when STARTTLS drops a session's authentication: only an object is a user.
+const sessionUser = (session: SMTPServerSession): SessionUser | null => {
+  const user: unknown = session.user;
+  return typeof user === 'object' && user !== null ? (user as SessionUser) : null;
+};
+
+type CommandHandler = (command: Buffer, callback: () => void) => void;
 
 /**
- * smtp-server derives the enhanced status code from the basic code alone (554 is always 5.6.0),
- * so replies whose text already starts with one (all of ours: "5.7.1 relaying denied") are sent
- * as they are. And its 421 for an over-long command line becomes 500 5.5.2 (then the connection
- * is closed, as the command parser cannot go on).
+ * Where smtp-server's behaviour differs from what mailtrail answers, per connection:
+ * - it derives the enhanced status code from the basic code alone (554 is always 5.6.0), so
+ *   replies whose text already starts with one (all of ours: "5.7.1 relaying denied") are sent as
+ *   they are;
+ * - its 421 for an over-long command line becomes 500 5.5.2 (then the connection is closed, as
+ *   the command parser cannot go on);
+ * - it offers AUTH before STARTTLS even when AUTH will be refused there (RFC 4954 4: no plain
+ *   mechanism without TLS), inviting clients to send a password in clear;
+ * - it takes AUTH in the middle of a mail transaction, which RFC 4954 4 says MUST get 503: the
+ *   transaction's sender and recipients were checked as unauthenticated.
  */
-function adjustReplies(conn: SMTPConnection): void {
+function adjustConnection(conn: SMTPConnection, insecureAuth: boolean): void {
   const send = conn.send.bind(conn);
   conn.send = (code: number, data?: string | string[] | null, context?: string | false): void => {
     if (code === 421 && typeof data === 'string' && data.startsWith('Error: Command line too long')) {
@@ -120,8 +144,19 @@ function adjustReplies(conn: SMTPConnection): void {
       conn.close();
       return;
     }
+    if (code === 250 && Array.isArray(data) && !conn.secure && !insecureAuth) return send(code, data.filter((line) => !line.startsWith('AUTH ')), context);
     if (typeof data === 'string' && ENHANCED_PREFIX.test(data) && data[0] === String(code)[0]) return send(code, data, false);
     send(code, data, context);
+  };
+  const handlers = conn as unknown as { handler_AUTH: CommandHandler };
+  const auth = handlers.handler_AUTH.bind(conn);
+  handlers.handler_AUTH = (command, callback) => {
+    if (conn.session.envelope.mailFrom) {
+      const r = replies.authInTransaction();
+      send(r.code, replyText(r), false);
+      return callback();
+    }
+    auth(command, callback);
   };
 }
 
@@ -137,11 +172,15 @@ class ViewsBehindError extends Error {
 }
 
 class MailtrailSmtpServer extends SMTPServer {
+  constructor(private readonly serverOptions: SMTPServerOptions) {
+    super(serverOptions);
+  }
+
   override connect(socket: net.Socket | tls.TLSSocket, socketOptions?: Parameters<SMTPServer['connect']>[1]): void {
     super.connect(socket, socketOptions);
     let newest: SMTPConnection | undefined;
     for (const c of this.connections) newest = c;
-    if (newest) adjustReplies(newest);
+    if (newest) adjustConnection(newest, this.serverOptions.allowInsecureAuth === true);
   }
 }
 
@@ -302,11 +341,15 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
       if (state.tx && !state.tx.done) logTransaction(session, state.tx, 'abandoned');
       state.tx = null;
       if (!rateExempt(session.remoteAddress) && !messageRate.hit(session.remoteAddress)) return callback(replyError(replies.messageRate()));
+      const unknown = unknownParameters(address, MAIL_PARAMETERS);
+      if (unknown) return callback(replyError(replies.unknownParameter(unknown)));
       const user = sessionUser(session);
       const mailFrom = address.address;
       const parsed = mailFrom ? parseAddress(mailFrom) : null;
       (async () => {
-        const local = parsed?.ok ? await domainIsLocal(parsed.domain) : false;
+        // The domain of an address the policy does not take apart ("bob"@, bob%x@) still says
+        // whether it claims to be local: such a sender needs AUTH like any other local one.
+        const local = parsed ? await domainIsLocal(parsed.ok ? parsed.domain : domainOf(mailFrom)) : false;
         const senderMailbox = user && mailFrom ? await findMailbox(mailFrom) : null;
         return decideSender({ address: mailFrom, parsed, domainIsLocal: local, user, senderMailbox });
       })().then(
@@ -322,6 +365,8 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
     onRcptTo(address: SMTPServerAddress, session, callback) {
       const tx = stateOf(session).tx;
       if (!tx) return callback(replyError({ code: 503, enhanced: '5.5.1', text: 'need MAIL command' }));
+      const unknown = unknownParameters(address, RCPT_PARAMETERS);
+      if (unknown) return callback(replyError(replies.unknownParameter(unknown)));
       const given = address.address.toLowerCase() === 'postmaster' ? `postmaster@${config.DEFAULT_DOMAIN}` : address.address;
       const parsed = parseAddress(given);
       const authenticated = sessionUser(session) !== null;
@@ -398,10 +443,12 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
       at: new Date(),
     });
     const added: { messageId?: string; date?: string; from?: string } = {};
+    let fromFields = 0;
     const rewriteHeader = (head: Buffer): Buffer => {
       const prepend = [trace];
       if (!user || !tx.sender) return rewriteHeaderSection(head, { prepend, dropBcc: false });
       const facts = headerFacts(head);
+      fromFields = facts.fromFields;
       if (!facts.hasMessageId) prepend.push(`Message-ID: ${(added.messageId = `<${uuidv7()}@${config.SMTP_HOSTNAME}>`)}`);
       if (!facts.hasDate) prepend.push(`Date: ${(added.date = rfc5322Date(new Date()))}`);
       if (!facts.hasFrom) prepend.push(`From: <${(added.from = tx.sender.address)}>`);
@@ -428,9 +475,12 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
     const auth = authCheck ? await authCheck.finish() : null;
     if (auth?.error) log.debug({ tx: tx.id, error: auth.error }, 'mail authentication incomplete');
 
+    // A submission's From: the one the message has (exactly one, with an address of the user's),
+    // or the one this server added for a message that had none.
+    const submittedFrom = added.from ? [{ name: '', address: added.from }] : message.summary.from;
     const verdict =
       decideDmarc(auth?.dmarc ?? null, config.DMARC_REJECT) ??
-      (user && tx.sender ? decideHeaderFrom(message.summary.from.length ? message.summary.from : [{ name: '', address: tx.sender.address }], [tx.sender.address, user.email]) : null);
+      (user && tx.sender ? (fromFields > 1 ? replies.severalHeaderFroms() : decideHeaderFrom(submittedFrom, [tx.sender.address, user.email])) : null);
     if (verdict) {
       message.abort();
       return refuse(verdict);
@@ -449,7 +499,10 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
       from: added.from ? [{ name: '', address: added.from }] : message.summary.from,
     };
     const summary = messageSummary(fields, blobs);
-    const dedupe = { messageId: message.summary.messageId, sha256: message.receivedSha256 ?? blobs.raw.sha256 };
+    // A retried message (same Message-ID, same bytes) is stored once. One without a Message-ID is
+    // keyed by this transaction: identical messages (a cron job's alerts) are different messages,
+    // and storing a retry twice is better than dropping one (RFC 5321 6.1).
+    const dedupe = { messageId: message.summary.messageId ?? `<${tx.id}@${config.SMTP_HOSTNAME}>`, sha256: message.receivedSha256 ?? blobs.raw.sha256 };
     const deliveries: LocalDelivery[] = envelopeRecipients.flatMap((r) => (r.kind === 'local' ? [{ mailbox: r.mailbox, recipient: r.address }] : []));
     const planned: PlannedAppend[] = planInbound({
       deliveries,
