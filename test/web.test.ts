@@ -9,10 +9,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { SignJWT } from 'jose';
 import { simpleParser } from 'mailparser';
 import type { Browser, BrowserContext, Frame, Page } from 'playwright-core';
+import type { UserDoc } from '../projections/users.js';
 import { createClient } from '../src/api/client.js';
+import { signToken } from '../src/api/tokens.js';
 import { CONTENT_SECURITY_POLICY, ensureWebBuild } from '../src/web/serve.js';
 import { startSink, type RelaySink } from './support/relay-sink.js';
 import { startTestServer, transport, type TestServer } from './support/smtp.js';
@@ -174,8 +175,9 @@ describe('web client', () => {
     const other = await browser.newContext();
     const page = (await watchedPage(other)).page;
     const me = await createClient(base, { token: await (await createClient(base).auth.login.mutate({ email: 'alice@mail.test', password: PASSWORD })).token }).auth.me.query();
-    const token = (exp: number, secret = SECRET) =>
-      new SignJWT({ email: me.email }).setProtectedHeader({ alg: 'HS256' }).setSubject(me.id).setIssuer('mailtrail').setIssuedAt().setExpirationTime(exp).sign(new TextEncoder().encode(secret));
+    const { passwordHash } = (await server.app.store.views.get('users', me.id)) as UserDoc;
+    // Signed as the server signs, with a chosen lifetime and key.
+    const token = (exp: number, secret = SECRET) => signToken({ ...me, passwordHash }, new TextEncoder().encode(secret), exp);
     const store = async (t: string) => {
       await page.goto(`${base}/login`);
       await js(page, `localStorage.setItem('mailtrail.session', ${JSON.stringify(JSON.stringify({ token: t, user: { id: me.id, email: me.email, name: me.name } }))})`);

@@ -22,7 +22,8 @@ export function effectiveRole(user: Pick<UserDoc, 'role' | 'emailKey'>, adminEma
  */
 const credentialsTag = (passwordHash: string): string => createHash('sha256').update(passwordHash).digest('base64url').slice(0, 16);
 
-export function signToken(user: AuthUser & Pick<UserDoc, 'passwordHash'>, secret: Uint8Array, expiresIn: string): Promise<string> {
+/** `expiresIn`: a duration such as "24h", or the expiry time in seconds since the epoch. */
+export function signToken(user: AuthUser & Pick<UserDoc, 'passwordHash'>, secret: Uint8Array, expiresIn: string | number): Promise<string> {
   return new SignJWT({ email: user.email, pwd: credentialsTag(user.passwordHash) })
     .setProtectedHeader({ alg: 'HS256' })
     .setSubject(user.id)
