@@ -244,11 +244,30 @@ describe('delivery to local mailboxes', () => {
     await talk.quit();
   });
 
-  test('postmaster (without a domain) is the postmaster mailbox of the default domain, if it exists', async () => {
+  test('postmaster (without a domain) is the postmaster mailbox of the default domain; with neither it nor an admin, 550', async () => {
     const talk = await session();
     const [, r] = await talk.envelope('alice@example.org', ['postmaster']);
-    assert.equal(r!.code, 550, 'no postmaster mailbox registered');
+    assert.equal(r!.code, 550, 'no postmaster mailbox registered, no admin');
     await talk.quit();
+  });
+
+  test('postmaster without a mailbox of its own goes to the first admin (RFC 5321 4.5.1: postmaster must be accepted)', async () => {
+    const other = await startTestServer({ ADMIN_EMAILS: 'boss@mail.test' });
+    try {
+      const boss = await addUser(other, `boss@${DOMAIN}`);
+      const { talk } = await SmtpTalk.open(other.port);
+      await talk.cmd('EHLO client.example.org');
+      const replies = await talk.envelope('alice@example.org', ['postmaster', `PostMaster@${DOMAIN}`]);
+      assert.deepEqual(replies.map((r) => r.code), [250, 250, 250]);
+      assert.equal((await talk.data(rawMessage({ subject: 'abuse report', to: `postmaster@${DOMAIN}` }))).code, 250);
+      await talk.quit();
+      const copies = await receivedWithSubject(other.store, 'abuse report');
+      assert.equal(copies.length, 1, 'one copy: both names are the same mailbox');
+      assert.equal(copies[0]!.data.mailboxId, boss.mailboxId);
+      assert.match(copies[0]!.data.envelope.rcptTo[0]!, /^postmaster@mail\.test$/i);
+    } finally {
+      await other.stop();
+    }
   });
 });
 

@@ -5,6 +5,7 @@ import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type
 import type { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import { v7 as uuidv7 } from 'uuid';
 import type { MailboxDoc } from '../../projections/mailboxes.js';
+import type { UserDoc } from '../../projections/users.js';
 import { findMailboxByAddress, verifyPassword } from '../accounts/accounts.js';
 import type { Config } from '../config.js';
 import type { Meta } from '../events/envelope.js';
@@ -280,6 +281,24 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
     return mailbox;
   };
 
+  /**
+   * Where postmaster@ a local domain has no mailbox of its own, mail to it goes to the first admin
+   * (ADMIN_EMAILS in order, then accounts made with --admin): RFC 5321 4.5.1 requires postmaster
+   * to be accepted. Null when there is no admin either.
+   */
+  const postmasterFallback = async (): Promise<LocalMailbox | null> => {
+    const users = (await store.views.all('users')) as UserDoc[];
+    const admins = [
+      ...config.ADMIN_EMAILS,
+      ...users.filter((u) => u.role === 'admin' && !u.disabled).map((u) => u.emailKey).sort(),
+    ];
+    for (const email of admins) {
+      const mailbox = await findMailbox(email);
+      if (mailbox) return mailbox;
+    }
+    return null;
+  };
+
   /** A sender or recipient could not be looked up: always a temporary answer, the client retries. */
   const lookupFailed = (error: unknown, command: string): Reply => {
     if (error instanceof ViewsBehindError) {
@@ -374,7 +393,8 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
         let local = parsed.ok ? await domainIsLocal(parsed.domain) : false;
         // A domain added a moment ago may still be "not local" in the cache: look again before refusing.
         if (parsed.ok && !local && !authenticated) local = await domainIsLocal(parsed.domain, true);
-        const mailbox = local ? await findMailbox(given) : null;
+        let mailbox = local ? await findMailbox(given) : null;
+        if (local && !mailbox && parsed.ok && parsed.local.toLowerCase() === 'postmaster') mailbox = await postmasterFallback();
         return decideRecipient({ parsed, domainIsLocal: local, mailbox, authenticated });
       })().then(
         (decision) => {
