@@ -18,7 +18,12 @@ await runCommand('replay', async ({ store, args }) => {
   const names = chosen.map((p) => p.spec.name).join(', ');
   console.error(`replaying ${head} events from the ${store.kind} store into ${names}`);
   const bar = new Progress('replay');
-  const result = await rebuild(store, chosen, { onProgress: ({ position, head: h }) => bar.update(position, h) });
+  // Ctrl-C or SIGTERM: stop between batches and hand the live views back (they keep serving as before).
+  const stop = new AbortController();
+  const interrupt = (): void => stop.abort(new Error('interrupted: nothing was swapped, the live views are as they were; run it again to rebuild'));
+  process.once('SIGINT', interrupt);
+  process.once('SIGTERM', interrupt);
+  const result = await rebuild(store, chosen, { onProgress: ({ position, head: h }) => bar.update(position, h), signal: stop.signal });
   bar.update(result.position, result.position);
   bar.done();
   const seconds = result.ms / 1000;

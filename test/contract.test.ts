@@ -8,7 +8,7 @@ import { Readable } from 'node:stream';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { v7 as uuidv7 } from 'uuid';
-import { allProjections, mailboxes, mails } from '../projections/index.js';
+import { allProjections, mailboxes, mails, users } from '../projections/index.js';
 import { MalformedEventError, type NewEvent } from '../src/events/envelope.js';
 import { applyBatch } from '../src/projection/apply.js';
 import { defineProjection } from '../src/projection/projection.js';
@@ -337,6 +337,25 @@ for (const backend of [sqlite, mongoBackend]) {
       for (const r of live) assert.ok(await r.waitFor(await store.events.head(), 10_000), `${r.name} live again`);
       const inbox = await store.views.list('mails', { where: { userId: bob.userId, folder: 'inbox' }, orderBy: { field: 'sortAt', direction: 'desc' }, limit: 1 });
       assert.equal((inbox[0] as { id: string; subject: string }).subject, 'after replay');
+    });
+
+    test('a replay stopped while waiting for the live views hands them back at once: no request left behind', async () => {
+      const { store } = await fresh();
+      await registerAccount(store, 'bob@mail.test');
+      // The server's projector for users, as a lease it holds and renews (it would hand over on request).
+      const held = (await store.views.acquireLease(leaseName('users'), 'server', 60_000))!;
+      const stop = new AbortController();
+      let caughtUp = false;
+      const replay = rebuild(store, [users], { signal: stop.signal, onProgress: (p) => (caughtUp ||= p.position === p.head) });
+      replay.catch(() => undefined);
+      // Caught up, the replay asks for the live view and waits for the holder to hand it over.
+      await waitUntil('the replay caught up', async () => caughtUp);
+      await new Promise((r) => setTimeout(r, 300));
+      stop.abort(new Error('stopped'));
+      await assert.rejects(replay, /stopped/);
+      const again = await store.views.acquireLease(leaseName('users'), 'server', 60_000);
+      assert.ok(again, 'the server takes its view back');
+      assert.ok(await store.views.renewLease(again, 60_000), 'and keeps it: the request was withdrawn');
     });
 
     test('list pages newest first with a keyset cursor; count counts', async () => {

@@ -33,13 +33,14 @@ const writeThrough = (views: ViewStore): ShadowWriter => ({
   close: async () => undefined,
 });
 
-async function acquireOrThrow(store: Store, name: string, owner: string, timeoutMs: number): Promise<Lease> {
+async function acquireOrThrow(store: Store, name: string, owner: string, timeoutMs: number, signal?: AbortSignal): Promise<Lease> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
+    signal?.throwIfAborted();
     const lease = await store.views.acquireLease(name, owner, LEASE_TTL_MS);
     if (lease) return lease;
     if (Date.now() > deadline) throw new Error(`lease ${name} is still held by another process after ${timeoutMs / 1000} s; is a rebuild already running? try again later`);
-    await sleep(200);
+    await sleep(200, signal);
   }
 }
 
@@ -54,19 +55,22 @@ async function acquireOrThrow(store: Store, name: string, owner: string, timeout
 export async function rebuild(
   store: Store,
   projections: Projection[],
-  opts: { batchSize?: number; onProgress?: (p: RebuildProgress) => void } = {},
+  /** `signal`: stops the rebuild between batches; the live views stay as they were and are handed back. */
+  opts: { batchSize?: number; onProgress?: (p: RebuildProgress) => void; signal?: AbortSignal } = {},
 ): Promise<RebuildResult> {
   const started = Date.now();
   const owner = `rebuild-${uuidv7()}`;
   const batchSize = opts.batchSize ?? 10_000;
   const shadows: { projection: Projection; view: string; shadow: string; lease: Lease; cache: DocCache }[] = [];
   const liveLeases: Lease[] = [];
+  const requested: string[] = [];
+  const { signal } = opts;
   const writer = store.views.shadowWriter?.() ?? writeThrough(store.views);
   try {
     for (const projection of projections) {
       const view = projection.spec.name;
       const shadow = `${view}__rebuild`;
-      const lease = await acquireOrThrow(store, leaseName(shadow), owner, 5_000);
+      const lease = await acquireOrThrow(store, leaseName(shadow), owner, 5_000, signal);
       shadows.push({ projection, view, shadow, lease, cache: new DocCache(CACHE_DOCS) });
       await store.views.drop(shadow);
       await store.views.ensure({ ...projection.spec, name: shadow, indexes: writer.indexesAsRowsArrive ? projection.spec.indexes : [] });
@@ -77,6 +81,7 @@ export async function rebuild(
     const catchUp = async (): Promise<void> => {
       const head = await store.events.head();
       while (position < head) {
+        signal?.throwIfAborted();
         const batch = await store.events.readAll({ after: position, limit: batchSize });
         if (batch.length === 0) break;
         // All views at once: the store may write them in one transaction.
@@ -95,8 +100,11 @@ export async function rebuild(
     await catchUp();
     await writer.flush();
     for (const s of shadows) await store.views.ensure({ ...s.projection.spec, name: s.shadow });
-    for (const s of shadows) await store.views.requestLease(leaseName(s.view), owner);
-    for (const s of shadows) liveLeases.push(await acquireOrThrow(store, leaseName(s.view), owner, HANDOFF_TIMEOUT_MS));
+    for (const s of shadows) {
+      requested.push(leaseName(s.view));
+      await store.views.requestLease(leaseName(s.view), owner);
+    }
+    for (const s of shadows) liveLeases.push(await acquireOrThrow(store, leaseName(s.view), owner, HANDOFF_TIMEOUT_MS, signal));
     // The live projectors have stopped: apply what arrived meanwhile, then swap.
     await catchUp();
     await writer.flush();
@@ -104,6 +112,8 @@ export async function rebuild(
     return { views: shadows.map((s) => s.view), events, position, ms: Date.now() - started };
   } finally {
     await writer.close();
+    // A rebuild that stops early must not leave the live projectors asked to hand over.
+    for (const name of requested) await store.views.withdrawRequest(name, owner);
     for (const lease of [...liveLeases, ...shadows.map((s) => s.lease)]) await store.views.releaseLease(lease);
   }
 }

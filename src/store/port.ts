@@ -119,6 +119,8 @@ export interface ViewStore {
   acquireLease(name: string, owner: string, ttlMs: number): Promise<Lease | null>;
   /** Asks the current holder to hand the lease over (it sees this on its next renewal and releases). */
   requestLease(name: string, owner: string): Promise<void>;
+  /** Takes back `owner`'s request (a requester that gives up must not keep the holder from renewing). */
+  withdrawRequest(name: string, owner: string): Promise<void>;
   /** Renews; returns false if the lease was lost or handed over on request. */
   renewLease(lease: Lease, ttlMs: number): Promise<boolean>;
   releaseLease(lease: Lease): Promise<void>;

@@ -161,6 +161,10 @@ export class MongoViewStore implements ViewStore {
     await this.leases.updateOne({ _id: name }, { $set: { requestedBy: owner, requestedAt: Date.now() } });
   }
 
+  async withdrawRequest(name: string, owner: string): Promise<void> {
+    await this.leases.updateOne({ _id: name, requestedBy: owner }, { $set: { requestedBy: null, requestedAt: null } });
+  }
+
   async renewLease(lease: Lease, ttlMs: number): Promise<boolean> {
     const now = Date.now();
     const held = { _id: lease.name, owner: lease.owner, token: lease.token };

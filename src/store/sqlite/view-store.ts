@@ -287,6 +287,10 @@ export class SqliteViewStore implements ViewStore {
     this.prepare('UPDATE leases SET requested_by = ?, requested_at = ? WHERE name = ?').run(owner, Date.now(), name);
   }
 
+  async withdrawRequest(name: string, owner: string): Promise<void> {
+    this.prepare('UPDATE leases SET requested_by = NULL, requested_at = NULL WHERE name = ? AND requested_by = ?').run(name, owner);
+  }
+
   async renewLease(lease: Lease, ttlMs: number): Promise<boolean> {
     return this.db
       .transaction((): boolean => {
