@@ -339,6 +339,39 @@ for (const backend of [sqlite, mongoBackend]) {
       assert.equal((inbox[0] as { id: string; subject: string }).subject, 'after replay');
     });
 
+    test('a projector rides out a store outage (disk full) however long it lasts, but parks on a failure of its own', async () => {
+      const { store } = await fresh();
+      let failing: Error | null = Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' });
+      let failed = 0;
+      const views = new Proxy(store.views, {
+        get(target, prop, receiver) {
+          if (prop === 'commit') return async (c: Parameters<Store['views']['commit']>[0]) => {
+            if (failing) {
+              failed += 1;
+              throw failing;
+            }
+            return target.commit(c);
+          };
+          const value = Reflect.get(target, prop, receiver) as unknown;
+          return typeof value === 'function' ? value.bind(target) : value;
+        },
+      });
+      const flaky: Store = { ...store, views };
+      const r = new ProjectionRunner(flaky, counter, { owner: 'node-a', logger, leaseTtlMs: 5000, batchSize: 50, maxFailures: 2 });
+      runners.push(r);
+      await r.start();
+      await store.events.append(uuidv7(), [anEvent()], { expectedVersion: 'no_stream', meta: meta() });
+      await waitUntil('three failed commits', async () => failed >= 3);
+      assert.equal(r.status, 'running', 'past maxFailures, still retrying');
+      assert.match(r.lastError ?? '', /disk is full/);
+      failing = null;
+      assert.ok(await r.waitFor(await store.events.head(), 10_000), 'caught up once the disk has room');
+      assert.equal(r.lastError, null, 'the error is history');
+      failing = new Error('a bug in a projection');
+      await store.events.append(uuidv7(), [anEvent()], { expectedVersion: 'no_stream', meta: meta() });
+      await waitUntil('parked', async () => r.status === 'parked');
+    });
+
     test('a replay stopped while waiting for the live views hands them back at once: no request left behind', async () => {
       const { store } = await fresh();
       await registerAccount(store, 'bob@mail.test');

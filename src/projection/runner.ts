@@ -28,6 +28,12 @@ export type RunnerStatus = 'standby' | 'running' | 'parked' | 'stopped';
 
 export const leaseName = (view: string): string => `projector:${view}`;
 
+/** An error of the store or the disk rather than of the projection: SQLite result codes, system errors, the MongoDB driver's errors. */
+export function isStoreOutage(error: unknown): boolean {
+  const { code, name } = (error ?? {}) as { code?: unknown; name?: unknown };
+  return (typeof code === 'string' && /^(SQLITE_[A-Z_]+|E[A-Z]+)$/.test(code)) || (typeof name === 'string' && name.startsWith('Mongo'));
+}
+
 /** Documents a runner keeps between batches (see DocCache). */
 const CACHE_DOCS = 10_000;
 
@@ -140,6 +146,7 @@ export class ProjectionRunner {
         }
         this.position = await applyBatch(views, this.projection, batch, { view: this.name, checkpoint: this.name, lease, cache: this.cache });
         failures = 0;
+        this.lastError = null;
         this.progressed.emit('progress');
       } catch (error) {
         if (error instanceof LeaseLostError) {
@@ -148,8 +155,9 @@ export class ProjectionRunner {
         }
         failures += 1;
         this.lastError = error instanceof Error ? error.message : String(error);
-        // A malformed event will not get better by retrying: park at once so an operator looks.
-        if (failures >= this.maxFailures || error instanceof MalformedEventError) {
+        // A malformed event will not get better by retrying: park at once so an operator looks. A
+        // store outage (disk full, database unreachable) ends by itself: retry for as long as it lasts.
+        if (error instanceof MalformedEventError || (failures >= this.maxFailures && !isStoreOutage(error))) {
           this.status = 'parked';
           this.opts.logger.error({ projector: this.name, position: this.position, err: error }, 'projector parked: fix the cause, then restart');
           if (lease) await views.releaseLease(lease).catch(() => undefined);
