@@ -19,13 +19,45 @@ const USAGE = {
   disable: 'npm run user:disable -- --email <address>',
 }[action ?? ''];
 
+/** A line typed at a terminal without echoing it (nor leaving it in the scrollback); null if cancelled with Ctrl-C. */
+function readHiddenLine(): Promise<string | null> {
+  const stdin = process.stdin;
+  stdin.setRawMode(true);
+  stdin.setEncoding('utf8');
+  stdin.resume();
+  let typed = '';
+  return new Promise((resolve) => {
+    const done = (line: string | null): void => {
+      stdin.off('data', onData);
+      stdin.setRawMode(false);
+      stdin.pause();
+      process.stderr.write('\n');
+      resolve(line);
+    };
+    const onData = (chunk: string): void => {
+      for (const ch of chunk) {
+        if (ch === '\r' || ch === '\n' || ch === '\u0004') return done(typed);
+        if (ch === '\u0003') return done(null);
+        typed = ch === '\u007f' || ch === '\b' ? typed.slice(0, -1) : typed + ch;
+      }
+    };
+    stdin.on('data', onData);
+  });
+}
+
 async function readPassword(given: string | undefined): Promise<string> {
   let password = given;
   if (password === undefined) {
-    const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: false });
     process.stderr.write('password: ');
-    password = (await rl[Symbol.asyncIterator]().next()).value as string | undefined;
-    rl.close();
+    if (process.stdin.isTTY) {
+      const typed = await readHiddenLine();
+      if (typed === null) throw new UsageError('cancelled');
+      password = typed;
+    } else {
+      const rl = createInterface({ input: process.stdin, terminal: false });
+      password = (await rl[Symbol.asyncIterator]().next()).value as string | undefined;
+      rl.close();
+    }
   }
   if (!password || password.length < 8 || Buffer.byteLength(password) > 72) throw new UsageError('the password must be 8 to 72 bytes long');
   return password;
@@ -34,7 +66,8 @@ async function readPassword(given: string | undefined): Promise<string> {
 process.argv.splice(2, 1);
 await runCommand(`user:${action}`, async ({ config, store, args }) => {
   if (!USAGE) throw new UsageError('usage: npm run user:add | user:passwd | user:disable -- --email <address> …');
-  const flags = parseFlags(args, ['email', 'name', 'password', 'admin'], USAGE);
+  const flags = parseFlags(args, { add: ['email', 'name', 'password', 'admin'], passwd: ['email', 'password'], disable: ['email'] }[action as 'add'], USAGE);
+  if (flags.admin !== undefined && flags.admin !== 'true' && flags.admin !== 'false') throw new UsageError(`--admin must be true or false\nusage: ${USAGE}`);
   const email = flags.email;
   if (!email || !PLAIN_ADDRESS.test(email)) throw new UsageError(`--email must be a plain address\nusage: ${USAGE}`);
   const meta: Meta = { correlationId: uuidv7(), causationId: null, actor: { kind: 'system', id: `cli:${process.env.USER ?? 'operator'}` } };

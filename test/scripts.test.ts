@@ -113,3 +113,36 @@ describe('operator scripts on the embedded store', () => {
     assert.match(both.stderr, /usage: npm run audit/);
   });
 });
+
+describe('account commands', () => {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'mailtrail-users-'));
+  const env = { DATA_DIR: dataDir, DEFAULT_DOMAIN: 'mail.test', BCRYPT_COST: '4' };
+  after(() => rmSync(dataDir, { recursive: true, force: true }));
+
+  test('user:add, user:passwd with the password on standard input, user:disable; bad flags are refused, not ignored', async () => {
+    const add = await runScript('scripts/user.ts', ['add', '--email', 'ann@mail.test', '--name', 'Ann', '--admin', 'true'], env, 'first password\n');
+    assert.equal(add.code, 0, add.stderr);
+    assert.match(add.stdout, /^created ann@mail\.test \(user [0-9a-f-]+, mailbox [0-9a-f-]+, admin\)$/m);
+    assert.doesNotMatch(add.stdout + add.stderr, /first password/, 'the password is not echoed');
+    const yes = await runScript('scripts/user.ts', ['add', '--email', 'bo@mail.test', '--name', 'Bo', '--admin', 'yes'], env, 'second password\n');
+    assert.equal(yes.code, 1);
+    assert.match(yes.stderr, /--admin must be true or false/);
+    const passwd = await runScript('scripts/user.ts', ['passwd', '--email', 'ann@mail.test'], env, 'another password\n');
+    assert.equal(passwd.code, 0, passwd.stderr);
+    const short = await runScript('scripts/user.ts', ['passwd', '--email', 'ann@mail.test'], env, 'short\n');
+    assert.equal(short.code, 1);
+    assert.match(short.stderr, /8 to 72 bytes/);
+    const extra = await runScript('scripts/user.ts', ['disable', '--email', 'ann@mail.test', '--name', 'Ann'], env);
+    assert.equal(extra.code, 1);
+    assert.match(extra.stderr, /unexpected argument "--name"/);
+    const disable = await runScript('scripts/user.ts', ['disable', '--email', 'ann@mail.test'], env);
+    assert.equal(disable.code, 0, disable.stderr);
+    const store = await openSqliteStore({ dataDir });
+    try {
+      const types = (await store.events.readAll({ after: 0, limit: 100 })).map((e) => e.type);
+      assert.deepEqual(types.filter((t) => t.startsWith('User')), ['UserRegistered', 'UserPasswordChanged', 'UserDisabled']);
+    } finally {
+      await store.close();
+    }
+  });
+});

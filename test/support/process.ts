@@ -10,9 +10,11 @@ export interface Ran {
 }
 
 /** Runs a TypeScript entry point of the project (as `npm run …` would) and collects its output. */
-export function runScript(script: string, args: string[], env: Record<string, string>): Promise<Ran> {
+/** Runs a script to its end; `input` is its standard input (a pipe, not a terminal). */
+export function runScript(script: string, args: string[], env: Record<string, string>, input = ''): Promise<Ran> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', script, ...args], { cwd: ROOT, env: { ...process.env, ...env } });
+    child.stdin.end(input);
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
