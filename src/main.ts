@@ -1,10 +1,29 @@
 import 'dotenv/config';
-import { ConfigError, loadConfig } from './config.js';
+import { ConfigError, loadConfig, type Config } from './config.js';
 import { createLogger } from './log.js';
 import { startApp } from './app.js';
 
+/** What to do about a failed start, naming the setting behind it where the error says which. */
+function startupHint(error: unknown, config: Config | null): string {
+  const e = (error ?? {}) as { code?: string; port?: number; hostname?: string; path?: string; message?: string };
+  const message = e.message ?? String(error);
+  if (!config) return message;
+  if (e.code === 'EADDRINUSE' || e.code === 'EACCES') {
+    const setting = (['PORT', 'SMTP_PORT', 'SMTPS_PORT'] as const).find((name) => config[name] === e.port) ?? 'PORT, SMTP_PORT or SMTPS_PORT';
+    return e.code === 'EADDRINUSE'
+      ? `${setting}=${e.port}: the port is already in use on ${config.HOST} (another mailtrail or another server?); stop it or choose another port`
+      : `${setting}=${e.port}: binding it needs privileges; use a port above 1023 and redirect (deploy/iptables.sh), or see docs/deploy.md`;
+  }
+  if (e.code === 'ENOTFOUND' || e.code === 'EADDRNOTAVAIL') return `HOST=${config.HOST}: not an address of this machine (${e.code}); use 0.0.0.0, 127.0.0.1 or one of its addresses`;
+  if (!config.MONGODB_URI && (['EEXIST', 'ENOTDIR', 'EACCES', 'EPERM', 'EROFS', 'ENOSPC'].includes(e.code ?? '') || e.code?.startsWith('SQLITE_CANTOPEN') || e.code === 'SQLITE_READONLY')) {
+    return `DATA_DIR=${config.DATA_DIR}: ${message}; it must be a folder this user can write (it is created if missing)`;
+  }
+  return message;
+}
+
+let config: Config | null = null;
 try {
-  const config = loadConfig();
+  config = loadConfig();
   const logger = createLogger(config);
   const app = await startApp(config, logger);
   let stopping = false;
@@ -26,7 +45,7 @@ try {
   if (error instanceof ConfigError) {
     console.error(`mailtrail: ${error.message}\nFix the variables above (see .env.example) and start again.`);
   } else {
-    console.error(`mailtrail: could not start: ${error instanceof Error ? error.message : String(error)}`);
+    console.error(`mailtrail: could not start: ${startupHint(error, config)}`);
   }
   process.exit(1);
 }

@@ -188,6 +188,12 @@ describe('npm run export', () => {
     const unknown = await runScript('scripts/export.ts', ['--mailbox', 'nobody@mail.test', '--out', path.join(dir, 'x.mbox')], { DATA_DIR: dataDir });
     assert.equal(unknown.code, 1);
     assert.match(unknown.stderr, /no mailbox nobody@mail\.test/);
+    for (const format of ['mbox', 'eml']) {
+      const noFolder = await runScript('scripts/export.ts', ['--mailbox', 'bob@mail.test', '--format', format, '--out', path.join(dir, 'missing', 'bob')], { DATA_DIR: dataDir });
+      assert.equal(noFolder.code, 1, `${format}: ${noFolder.stderr}`);
+      assert.match(noFolder.stderr, /missing is not a folder; create it first/);
+      assert.doesNotMatch(noFolder.stderr, /\n\s+at /, 'no stack trace');
+    }
     const format = await runScript('scripts/export.ts', ['--mailbox', 'bob@mail.test', '--format', 'maildir', '--out', path.join(dir, 'y')], { DATA_DIR: dataDir });
     assert.equal(format.code, 1);
     assert.match(format.stderr, /--format is mbox or eml/);

@@ -5,6 +5,12 @@ import type { Store } from '../store/port.js';
 
 export class UsageError extends Error {}
 
+// `npm run audit … | head`: the reader has gone, which is no failure of the command.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code !== 'EPIPE') throw error;
+  process.exit(process.exitCode ?? 0);
+});
+
 /**
  * Runs an operator command with the server's configuration and store; turns failures into a
  * short message that says what to do next, and an exit code.

@@ -88,6 +88,8 @@ export async function exportMailbox(
 ): Promise<ExportResult> {
   const isEmptyDir = format === 'eml' && existsSync(out) && statSync(out).isDirectory() && readdirSync(out).length === 0;
   if (existsSync(out) && !isEmptyDir) throw new Error(`${out} exists; give --out a new ${format === 'mbox' ? 'file' : 'folder'} name (an export never overwrites)`);
+  const folder = path.dirname(path.resolve(out));
+  if (!existsSync(folder) || !statSync(folder).isDirectory()) throw new Error(`${folder} is not a folder; create it first or give --out a path in an existing folder`);
   const partial = `${out}.partial`;
   await rm(partial, { recursive: true, force: true });
   const total = mailbox.counts.inbox + mailbox.counts.sent;
