@@ -45,4 +45,4 @@ await runCommand('audit', async ({ store, args }) => {
   const summaries = events.map(describeEvent);
   if (flags.format === 'json') console.log(JSON.stringify(summaries, null, 2));
   else print(summaries);
-});
+}, { existingStore: true });

@@ -23,4 +23,4 @@ await runCommand('export', async ({ store, args }) => {
   bar.done();
   console.log(`exported: ${result.mails} mails (${(result.bytes / 1024 ** 2).toFixed(1)} MiB) to ${flags.out}`);
   if (result.drafts > 0) console.log(`skipped:  ${result.drafts} drafts (a draft has no MIME message until it is sent)`);
-});
+}, { existingStore: true });

@@ -32,4 +32,4 @@ await runCommand('replay', async ({ store, args }) => {
   console.log(`events:   ${result.events}`);
   console.log(`seconds:  ${seconds.toFixed(2)}`);
   console.log(`events/s: ${rate}`);
-});
+}, { existingStore: true });

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -112,6 +112,16 @@ describe('operator scripts on the embedded store', () => {
     assert.equal(both.code, 1);
     assert.match(both.stderr, /usage: npm run audit/);
   });
+});
+
+test('audit, export and replay refuse a DATA_DIR without an event log instead of creating an empty store there', async () => {
+  const typo = path.join(os.tmpdir(), `mailtrail-typo-${process.pid}`);
+  for (const [script, args] of [['scripts/audit.ts', ['--mail', 'abc']], ['scripts/export.ts', ['--mailbox', 'a@mail.test', '--out', path.join(typo, 'x')]], ['scripts/replay.ts', []]] as const) {
+    const r = await runScript(script, [...args], { DATA_DIR: typo });
+    assert.equal(r.code, 1, `${script}: ${r.stderr}`);
+    assert.match(r.stderr, /no event log at .*mailtrail\.db; set DATA_DIR to the server's data folder/);
+  }
+  assert.equal(existsSync(typo), false, 'nothing created');
 });
 
 describe('account commands', () => {

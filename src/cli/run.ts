@@ -1,6 +1,9 @@
 import 'dotenv/config';
 import { ConfigError, loadConfig, type Config } from '../config.js';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 import { openStore } from '../store/open.js';
+import { LOG_FILE } from '../store/sqlite/index.js';
 import type { Store } from '../store/port.js';
 
 export class UsageError extends Error {}
@@ -13,12 +16,22 @@ process.stdout.on('error', (error: NodeJS.ErrnoException) => {
 
 /**
  * Runs an operator command with the server's configuration and store; turns failures into a
- * short message that says what to do next, and an exit code.
+ * short message that says what to do next, and an exit code. `existingStore`: a command that
+ * reads what the server stored refuses a DATA_DIR without an event log rather than create an
+ * empty store there (a typo in DATA_DIR would otherwise answer "nothing found").
  */
-export async function runCommand(name: string, main: (ctx: { config: Config; store: Store; args: string[] }) => Promise<void>): Promise<void> {
+export async function runCommand(
+  name: string,
+  main: (ctx: { config: Config; store: Store; args: string[] }) => Promise<void>,
+  opts: { existingStore?: boolean } = {},
+): Promise<void> {
   let store: Store | null = null;
   try {
     const config = loadConfig();
+    const log = path.join(config.DATA_DIR, LOG_FILE);
+    if (opts.existingStore && !config.MONGODB_URI && !existsSync(log)) {
+      throw new UsageError(`no event log at ${log}; set DATA_DIR to the server's data folder (the one holding ${LOG_FILE} and blobs/)`);
+    }
     store = await openStore(config);
     await main({ config, store, args: process.argv.slice(2) });
   } catch (error) {
