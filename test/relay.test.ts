@@ -41,8 +41,7 @@ async function waitUntil(what: string, check: () => Promise<boolean> | boolean, 
 }
 
 /** A message as `mails.send` builds it, appended as MailSent with its raw blob. */
-async function sendMail(store: Store, from: Account, rcptTo: string[], subject = 'hello'): Promise<{ mailId: string; messageId: string; raw: Buffer }> {
-  const messageId = `<${uuidv7()}@sender.test>`;
+async function sendMail(store: Store, from: Account, rcptTo: string[], subject = 'hello', messageId = `<${uuidv7()}@sender.test>`): Promise<{ mailId: string; messageId: string; raw: Buffer }> {
   const raw = await new MailComposer({ from: from.address, to: rcptTo, subject, text: `${subject}\r\n.\r\n..dots\r\nbody`, messageId, date: new Date() }).compile().build();
   const ref = await store.blobs.put(raw);
   const mailId = uuidv7();
@@ -210,7 +209,7 @@ for (const backend of [sqlite, mongoBackend]) {
       assert.equal(sink.rcptCalls.filter((c) => c.rcpt === 'nobody@remote.test').length, 1);
       assert.equal(sink.copies(messageId), 1, 'carol got it once, nobody never');
 
-      const bounceId = bounceMailId(messageId, 1);
+      const bounceId = bounceMailId(mailId, 1);
       await waitUntil('bounce listed', async () => (await mailDoc(store, bounceId)) !== null);
       const inbox = (await store.views.list('mails', { where: { userId: alice.userId, folder: 'inbox' }, orderBy: { field: 'sortAt', direction: 'desc' }, limit: 10 })) as MailDoc[];
       assert.deepEqual(inbox.map((m) => m.id), [bounceId], 'exactly one bounce');
@@ -271,6 +270,21 @@ describe('relay: sqlite only', () => {
     return { store, sink, alice, relay: r };
   }
 
+  test('two sent mails with one Message-ID (sent on to others, or another user\'s) each get their own bounce', async () => {
+    const { store, sink, alice } = await setup((sink) => options(sink));
+    sink.rcptPolicy = () => 550;
+    const bob = await registerAccount(store, `bob-${uuidv7()}@sender.test`);
+    const shared = `<shared-${uuidv7()}@sender.test>`;
+    const first = await sendMail(store, alice, ['one@remote.test'], 'split', shared);
+    const second = await sendMail(store, alice, ['two@remote.test'], 'split', shared);
+    const other = await sendMail(store, bob, ['three@remote.test'], 'split', shared);
+    for (const sent of [first, second, other]) {
+      await waitUntil('bounced', async () => (await mailDoc(store, bounceMailId(sent.mailId, 1))) !== null);
+    }
+    const bounces = await Promise.all([first, second, other].map(async (s) => (await mailDoc(store, bounceMailId(s.mailId, 1)))!));
+    assert.deepEqual(bounces.map((b) => b.userId), [alice.userId, alice.userId, bob.userId], 'each to its own sender');
+  });
+
   test('retry deadline: a temporary failure past it becomes permanent and bounces', async () => {
     const { store, sink, alice } = await setup((sink) => options(sink, { RELAY_RETRY_DEADLINE_MS: '300' }));
     sink.rcptPolicy = () => 451;
@@ -286,7 +300,7 @@ describe('relay: sqlite only', () => {
     assert.ok(Date.parse(last.recordedAt) >= Date.parse(events[0]!.recordedAt) + 300);
     // No temporary failure was scheduled past the deadline.
     for (const f of failures.slice(0, -1)) assert.ok(Date.parse(f.data.nextAttemptAt!) <= Date.parse(events[0]!.recordedAt) + 300);
-    await waitUntil('bounce', async () => (await mailDoc(store, bounceMailId(messageId, last.data.attempt))) !== null);
+    await waitUntil('bounce', async () => (await mailDoc(store, bounceMailId(mailId, last.data.attempt))) !== null);
   });
 
   test('direct to MX: MX hosts by preference (an unreachable one is skipped), null MX and unknown domains fail for good', async () => {
@@ -311,8 +325,8 @@ describe('relay: sqlite only', () => {
     assert.match(failed['x@nullmx.test']!.response, /^556 5\.1\.10/);
     assert.equal(failed['y@nowhere.test']!.permanent, true);
     assert.match(failed['y@nowhere.test']!.response, /^550 5\.1\.2/);
-    await waitUntil('bounce', async () => (await mailDoc(store, bounceMailId(messageId, 1))) !== null);
-    const bounceText = (await store.blobs.get((await mailDoc(store, bounceMailId(messageId, 1)))!.text!.sha256)).toString();
+    await waitUntil('bounce', async () => (await mailDoc(store, bounceMailId(mailId, 1))) !== null);
+    const bounceText = (await store.blobs.get((await mailDoc(store, bounceMailId(mailId, 1)))!.text!.sha256)).toString();
     assert.match(bounceText, /x@nullmx\.test: 556/);
     assert.match(bounceText, /y@nowhere\.test: 550/);
   });
@@ -366,7 +380,7 @@ describe('relay: sqlite only', () => {
     assert.equal(failed!.data.permanent, false);
     assert.equal((await mailDoc(store, mailId))!.status, 'queued');
     assert.equal(sink.deliveries.length, 0);
-    assert.deepEqual(await store.events.readStream(`mail-${bounceMailId(messageId, 1)}`), []);
+    assert.deepEqual(await store.events.readStream(`mail-${bounceMailId(mailId, 1)}`), []);
   });
 
   test('stop while the server holds a message: the attempt is abandoned unrecorded, and the next relay sends it', async () => {

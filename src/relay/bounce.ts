@@ -17,8 +17,12 @@ import { WrongExpectedVersionError, type Store } from '../store/port.js';
 
 const BOUNCE_NAMESPACE = '3d6f2b8e-9c41-4a7e-b5d0-8e1f4c2a7b63';
 
-/** One bounce per message and attempt: a retried attempt (after a crash) lands on the same stream. */
-export const bounceMailId = (messageId: string, attempt: number): string => uuidv5(`${messageId}\nbounce\n${attempt}`, BOUNCE_NAMESPACE);
+/**
+ * One bounce per sent mail and attempt: a retried attempt (after a crash) lands on the same
+ * stream. Keyed by the sent mail, not its Message-ID, which other mails may share (the same
+ * message sent on to other recipients, or another user's message with the same id).
+ */
+export const bounceMailId = (sentMailId: string, attempt: number): string => uuidv5(`${sentMailId}\nbounce\n${attempt}`, BOUNCE_NAMESPACE);
 
 const domainOf = (address: string): string | null => {
   const at = address.lastIndexOf('@');
@@ -86,7 +90,7 @@ export async function composeBounce(input: BounceInput, mailId: string): Promise
  */
 export async function deliverBounce(store: Store, input: BounceInput): Promise<string | null> {
   if (!domainOf(input.entry.mailFrom) || input.failures.length === 0) return null;
-  const mailId = bounceMailId(input.entry.messageId, input.attempt);
+  const mailId = bounceMailId(input.entry.id, input.attempt);
   const stream = mailStream(mailId);
   if ((await store.events.readStream(stream)).length > 0) return mailId;
   const raw = await composeBounce(input, mailId);
