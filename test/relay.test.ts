@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -329,6 +330,54 @@ describe('relay: sqlite only', () => {
     const bounceText = (await store.blobs.get((await mailDoc(store, bounceMailId(mailId, 1)))!.text!.sha256)).toString();
     assert.match(bounceText, /x@nullmx\.test: 556/);
     assert.match(bounceText, /y@nowhere\.test: 550/);
+  });
+
+  test('direct to MX: a host whose TLS handshake fails gets the message in cleartext (opportunistic TLS)', async () => {
+    // An MX that offers STARTTLS, answers 220, then does not speak TLS; plain sessions work.
+    const received: string[] = [];
+    let handshakes = 0;
+    const broken = net.createServer((socket) => {
+      let buffer = '';
+      let inData = false;
+      socket.on('error', () => undefined);
+      socket.write('220 broken.test ESMTP\r\n');
+      socket.on('data', (d: Buffer) => {
+        buffer += d.toString('latin1');
+        for (let i = buffer.indexOf('\r\n'); i >= 0; i = buffer.indexOf('\r\n')) {
+          const line = buffer.slice(0, i);
+          buffer = buffer.slice(i + 2);
+          if (inData) {
+            if (line === '.') {
+              inData = false;
+              socket.write('250 2.0.0 taken in cleartext\r\n');
+            } else received.push(line);
+            continue;
+          }
+          const command = line.toUpperCase();
+          if (command.startsWith('EHLO')) socket.write('250-broken.test\r\n250-STARTTLS\r\n250 8BITMIME\r\n');
+          else if (command === 'STARTTLS') {
+            handshakes += 1;
+            socket.write('220 go ahead\r\n');
+            setTimeout(() => socket.end('this is not TLS\r\n'), 20);
+          } else if (command === 'DATA') {
+            inData = true;
+            socket.write('354 go\r\n');
+          } else if (command === 'QUIT') socket.end('221 bye\r\n');
+          else socket.write('250 ok\r\n');
+        }
+      });
+    });
+    await new Promise<void>((resolve) => broken.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => broken.close(() => resolve())));
+    const port = (broken.address() as net.AddressInfo).port;
+    const resolver: MxResolver = { resolveMx: async () => [{ exchange: '127.0.0.1', priority: 10 }] };
+    const { store, alice } = await setup((sink) => options(sink, { SMTP_RELAY_HOST: '', RELAY_MX_PORT: String(port) }), { resolver });
+    const { mailId } = await sendMail(store, alice, ['carol@remote.test'], 'cleartext fallback');
+    await waitUntil('mail sent', async () => (await mailDoc(store, mailId))?.status === 'sent');
+    assert.equal(handshakes, 1, 'TLS was tried first, once');
+    assert.ok(received.some((l) => l === 'Subject: cleartext fallback'), 'the message arrived');
+    const [delivered] = ofType(await store.events.readStream(`mail-${mailId}`), 'MailDelivered');
+    assert.match(delivered!.data.response, /taken in cleartext/);
   });
 
   test('smart host with login, DKIM-signed with the key from dkim:keygen; the signature verifies against the TXT record', async () => {

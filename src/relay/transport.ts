@@ -150,7 +150,13 @@ interface Attempted {
   outcomes: RecipientOutcome[];
   /** Nothing was handed over: the caller may try another host. */
   unreachable: boolean;
+  /** The host offered STARTTLS and the handshake failed: nothing was handed over. */
+  tlsFailed: boolean;
 }
+
+/** A STARTTLS handshake that failed (nodemailer's ETLS, or the TLS socket's own error). */
+export const tlsHandshakeFailed = (err: SmtpError): boolean =>
+  err.code === 'ETLS' || (err.code === 'ESOCKET' && /SSL routines|ERR_SSL|TLS/i.test(`${err.message} ${err.originalCode ?? ''}`));
 
 export interface DelivererDeps {
   logger: Logger;
@@ -179,14 +185,14 @@ export function createDeliverer(options: RelayOptions, deps: DelivererDeps): Del
     const transport = nodemailer.createTransport(transportOptions);
     try {
       const info = (await transport.sendMail({ envelope: { from: req.mailFrom, to: req.recipients }, raw: req.raw, signal: req.signal })) as SendInfo;
-      return { outcomes: outcomesFromInfo(req.recipients, info), unreachable: false };
+      return { outcomes: outcomesFromInfo(req.recipients, info), unreachable: false, tlsFailed: false };
     } catch (error) {
       if (req.signal.aborted && req.signal.reason instanceof RelayStoppedError) throw req.signal.reason;
       const err = (error instanceof Error ? error : new Error(String(error))) as SmtpError;
       if (req.signal.aborted) {
-        return { outcomes: req.recipients.map((recipient) => ({ recipient, kind: 'temporary', response: `attempt timed out after ${timeout} ms` })), unreachable: false };
+        return { outcomes: req.recipients.map((recipient) => ({ recipient, kind: 'temporary', response: `attempt timed out after ${timeout} ms` })), unreachable: false, tlsFailed: false };
       }
-      return { outcomes: outcomesFromError(req.recipients, err), unreachable: unreachable(err) };
+      return { outcomes: outcomesFromError(req.recipients, err), unreachable: unreachable(err), tlsFailed: tlsHandshakeFailed(err) };
     } finally {
       transport.close();
     }
@@ -220,11 +226,15 @@ export function createDeliverer(options: RelayOptions, deps: DelivererDeps): Del
           let last: Attempted | null = null;
           for (const host of route.hosts) {
             if (req.signal.aborted) break;
-            last = await attempt(
-              // Opportunistic STARTTLS without certificate checks, as MTAs do without MTA-STS/DANE.
-              { ...common, host, port: options.RELAY_MX_PORT, secure: false, opportunisticTLS: true, tls: { rejectUnauthorized: false } },
-              { ...req, recipients },
-            );
+            // Opportunistic STARTTLS without certificate checks, as MTAs do without MTA-STS/DANE.
+            const mx = { ...common, host, port: options.RELAY_MX_PORT, secure: false, opportunisticTLS: true, tls: { rejectUnauthorized: false } };
+            last = await attempt(mx, { ...req, recipients });
+            if (last.tlsFailed && !req.signal.aborted) {
+              // Opportunistic security (RFC 7435): a host whose TLS handshake fails gets the message
+              // in cleartext, as it would had it not offered STARTTLS.
+              deps.logger.info({ domain, host, response: last.outcomes[0]?.response }, 'relay: TLS handshake failed, sending in cleartext');
+              last = await attempt({ ...mx, ignoreTLS: true, opportunisticTLS: false }, { ...req, recipients });
+            }
             if (!last.unreachable) break;
             deps.logger.info({ domain, host, response: last.outcomes[0]?.response }, 'relay: MX host unreachable, trying the next');
           }
