@@ -594,13 +594,16 @@ describe('relay: pure parts', () => {
       rejectedErrors: [
         Object.assign(new Error('r'), { recipient: 'b@x', responseCode: 451, response: '451 later' }),
         Object.assign(new Error('r'), { recipient: 'c@x', responseCode: 550, response: '550 no', permanent: true }),
+        // RFC 5321 4.5.3.1.10: an old server's 552 to RCPT means "too many recipients", retried like 452.
+        Object.assign(new Error('r'), { recipient: 'd@x', responseCode: 552, response: '552 too many recipients', permanent: true, command: 'RCPT TO' }),
       ],
       response: '250 queued',
     };
-    assert.deepEqual(outcomesFromInfo(['A@x', 'b@x', 'c@x'], info), [
+    assert.deepEqual(outcomesFromInfo(['A@x', 'b@x', 'c@x', 'd@x'], info), [
       { recipient: 'A@x', kind: 'delivered', response: '250 queued' },
       { recipient: 'b@x', kind: 'temporary', response: '451 later' },
       { recipient: 'c@x', kind: 'permanent', response: '550 no' },
+      { recipient: 'd@x', kind: 'temporary', response: '552 too many recipients' },
     ]);
     const refused = Object.assign(new Error('conn'), { code: 'ESOCKET', originalCode: 'ECONNREFUSED', command: 'CONN' });
     assert.deepEqual(outcomesFromError(['a@x'], refused), [{ recipient: 'a@x', kind: 'temporary', response: 'ESOCKET ECONNREFUSED: conn' }]);

@@ -78,6 +78,8 @@ export function addressKey(address: string): string {
 const addressOf = (a: unknown): string => (typeof a === 'string' ? a : a && typeof a === 'object' && 'address' in a ? String(a.address) : String(a));
 
 function isPermanent(err: SmtpError): boolean {
+  // 552 to RCPT is "too many recipients" from old servers: RFC 5321 4.5.3.1.10 says to treat it as 452.
+  if (err.responseCode === 552 && err.command === 'RCPT TO') return false;
   if (typeof err.permanent === 'boolean') return err.permanent;
   return typeof err.responseCode === 'number' && err.responseCode >= 500 && err.responseCode !== 503;
 }
