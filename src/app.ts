@@ -54,8 +54,6 @@ export async function startApp(config: Config, logger: Logger, overrides: AppOve
     const caughtUp = await Promise.all(SMTP_VIEWS.map((v) => projectors.get(v)?.waitFor(head, timeoutMs) ?? true));
     return caughtUp.every(Boolean);
   };
-  // SMTP answers "no such mailbox" from the views: let them catch up with the log first.
-  if (!(await viewsCurrent(30_000))) logger.warn('SMTP starts before the mailboxes view has caught up with the log');
   metrics.watchProjectors(store, projectors);
   const api = {
     store,
@@ -67,7 +65,11 @@ export async function startApp(config: Config, logger: Logger, overrides: AppOve
     metrics,
   };
   const web = await ensureWebBuild({ log: (message, details) => logger.info(details ?? {}, message) });
+  // HTTP at once, so that /ready can say the views are catching up (e.g. while a crashed
+  // instance's leases run out) instead of refusing connections.
   const http = await startHttpServer({ config, logger, store, projectors, metrics, routes: [apiRoutes(api, config.TRUST_PROXY), webRoutes(web.distDir)] });
+  // SMTP answers "no such mailbox" from the views: let them catch up with the log first.
+  if (!(await viewsCurrent(30_000))) logger.warn('SMTP starts before the mailboxes view has caught up with the log');
   const observer: SmtpObserver = {
     connection() {
       metrics.smtpConnections.inc();
