@@ -40,6 +40,7 @@ function print(events: EventSummary[]): void {
 await runCommand('audit', async ({ store, args }) => {
   const flags = parseFlags(args, ['mail', 'mailbox', 'format'], USAGE);
   if (Boolean(flags.mail) === Boolean(flags.mailbox)) throw new UsageError(`give exactly one of --mail or --mailbox\nusage: ${USAGE}`);
+  if (flags.format !== undefined && flags.format !== 'text' && flags.format !== 'json') throw new UsageError(`--format is text or json\nusage: ${USAGE}`);
   const events = flags.mail ? await store.events.readStream(`mail-${flags.mail}`) : await mailboxHistory(store, flags.mailbox!);
   if (events.length === 0) throw new UsageError(`no events for mail ${flags.mail}; the id is the one mails.list returns`);
   const summaries = events.map(describeEvent);

@@ -84,8 +84,8 @@ await runCommand(`user:${action}`, async ({ config, store, args }) => {
       await changePassword(store, email, await readPassword(flags.password), { bcryptCost: config.BCRYPT_COST, meta });
       console.log(`password of ${email} changed`);
     } else {
-      await disableAccount(store, email, meta);
-      console.log(`${email} disabled: it can no longer log in or submit mail`);
+      const position = await disableAccount(store, email, meta);
+      console.log(position === null ? `${email} was disabled already` : `${email} disabled: it can no longer log in or submit mail`);
     }
   } catch (error) {
     if (error instanceof AddressTakenError || error instanceof NoSuchUserError) throw new UsageError(error.message);

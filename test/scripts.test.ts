@@ -111,6 +111,9 @@ describe('operator scripts on the embedded store', () => {
     const both = await runScript('scripts/audit.ts', [], env);
     assert.equal(both.code, 1);
     assert.match(both.stderr, /usage: npm run audit/);
+    const xml = await runScript('scripts/audit.ts', ['--mailbox', 'bob@mail.test', '--format', 'xml'], env);
+    assert.equal(xml.code, 1);
+    assert.match(xml.stderr, /--format is text or json/);
   });
 });
 
@@ -147,6 +150,9 @@ describe('account commands', () => {
     assert.match(extra.stderr, /unexpected argument "--name"/);
     const disable = await runScript('scripts/user.ts', ['disable', '--email', 'ann@mail.test'], env);
     assert.equal(disable.code, 0, disable.stderr);
+    const again = await runScript('scripts/user.ts', ['disable', '--email', 'ann@mail.test'], env);
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stdout, /was disabled already/);
     const store = await openSqliteStore({ dataDir });
     try {
       const types = (await store.events.readAll({ after: 0, limit: 100 })).map((e) => e.type);

@@ -108,6 +108,8 @@ export async function changePassword(store: Store, email: string, password: stri
   return changeAccount(store, email, (userId) => ({ type: 'UserPasswordChanged', data: { userId, passwordHash } }), opts.meta);
 }
 
-export function disableAccount(store: Store, email: string, meta: Meta): Promise<number> {
+/** Null when the account was disabled already: nothing new to record. */
+export async function disableAccount(store: Store, email: string, meta: Meta): Promise<number | null> {
+  if ((await store.events.readStream(accountStream(email))).some((e) => e.type === 'UserDisabled')) return null;
   return changeAccount(store, email, (userId) => ({ type: 'UserDisabled', data: { userId } }), meta);
 }
