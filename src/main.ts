@@ -5,10 +5,11 @@ import { startApp } from './app.js';
 
 /** What to do about a failed start, naming the setting behind it where the error says which. */
 function startupHint(error: unknown, config: Config | null): string {
-  const e = (error ?? {}) as { code?: string; port?: number; hostname?: string; path?: string; message?: string };
+  const e = (error ?? {}) as { code?: string; port?: number; message?: string };
   const message = e.message ?? String(error);
   if (!config) return message;
-  if (e.code === 'EADDRINUSE' || e.code === 'EACCES') {
+  // A failed listen names its port; the same codes from the file system do not.
+  if ((e.code === 'EADDRINUSE' || e.code === 'EACCES') && typeof e.port === 'number') {
     const setting = (['PORT', 'SMTP_PORT', 'SMTPS_PORT'] as const).find((name) => config[name] === e.port) ?? 'PORT, SMTP_PORT or SMTPS_PORT';
     return e.code === 'EADDRINUSE'
       ? `${setting}=${e.port}: the port is already in use on ${config.HOST} (another mailtrail or another server?); stop it or choose another port`

@@ -2,7 +2,7 @@ import bcrypt from 'bcrypt';
 import { v7 as uuidv7 } from 'uuid';
 import type { MailboxDoc } from '../../projections/mailboxes.js';
 import type { UserDoc } from '../../projections/users.js';
-import type { Meta, NewEvent } from '../events/envelope.js';
+import type { Meta, NewEvent, StoredEvent } from '../events/envelope.js';
 import { WrongExpectedVersionError, type Store } from '../store/port.js';
 
 /** Stream of one account: its registration, its mailbox, password changes. Keyed by address so an address is taken once. */
@@ -95,21 +95,24 @@ export class NoSuchUserError extends Error {
 }
 
 /** Appends to the account's stream at the version read, so a concurrent change is not overwritten. */
-async function changeAccount(store: Store, email: string, change: (userId: string) => NewEvent, meta: Meta): Promise<number> {
+/** `change` may answer null: the account is already as asked, nothing is appended and the result is null. */
+async function changeAccount(store: Store, email: string, change: (userId: string, events: StoredEvent[]) => NewEvent | null, meta: Meta): Promise<number | null> {
   const events = await store.events.readStream(accountStream(email));
   const registered = events.find((e) => e.type === 'UserRegistered');
   if (!registered || registered.type !== 'UserRegistered') throw new NoSuchUserError(email);
-  const r = await store.events.append(accountStream(email), [change(registered.data.userId)], { expectedVersion: events.at(-1)!.version, meta });
+  const event = change(registered.data.userId, events);
+  if (!event) return null;
+  const r = await store.events.append(accountStream(email), [event], { expectedVersion: events.at(-1)!.version, meta });
   return r.lastPosition;
 }
 
 export async function changePassword(store: Store, email: string, password: string, opts: { bcryptCost: number; meta: Meta }): Promise<number> {
   const passwordHash = await bcrypt.hash(password, opts.bcryptCost);
-  return changeAccount(store, email, (userId) => ({ type: 'UserPasswordChanged', data: { userId, passwordHash } }), opts.meta);
+  // A password change is always appended: changeAccount answers its position.
+  return (await changeAccount(store, email, (userId) => ({ type: 'UserPasswordChanged', data: { userId, passwordHash } }), opts.meta))!;
 }
 
 /** Null when the account was disabled already: nothing new to record. */
-export async function disableAccount(store: Store, email: string, meta: Meta): Promise<number | null> {
-  if ((await store.events.readStream(accountStream(email))).some((e) => e.type === 'UserDisabled')) return null;
-  return changeAccount(store, email, (userId) => ({ type: 'UserDisabled', data: { userId } }), meta);
+export function disableAccount(store: Store, email: string, meta: Meta): Promise<number | null> {
+  return changeAccount(store, email, (userId, events) => (events.some((e) => e.type === 'UserDisabled') ? null : { type: 'UserDisabled', data: { userId } }), meta);
 }

@@ -3,6 +3,9 @@ import { WrongExpectedVersionError, type Store } from '../store/port.js';
 
 export const domainStream = (domain: string): string => `domain-${domain.toLowerCase()}`;
 
+/** The domain of an address, lower-cased, without the brackets of an address literal. */
+export const domainOf = (address: string): string => address.slice(address.lastIndexOf('@') + 1).replace(/^\[|\]$/g, '').toLowerCase();
+
 export class DomainExistsError extends Error {
   constructor(readonly domain: string) {
     super(`${domain} is already a local domain`);

@@ -1,9 +1,7 @@
 import 'dotenv/config';
 import { ConfigError, loadConfig, type Config } from '../config.js';
-import { existsSync } from 'node:fs';
-import path from 'node:path';
+import { requireEventLog } from '../ops/paths.js';
 import { openStore } from '../store/open.js';
-import { LOG_FILE } from '../store/sqlite/index.js';
 import type { Store } from '../store/port.js';
 
 export class UsageError extends Error {}
@@ -28,10 +26,7 @@ export async function runCommand(
   let store: Store | null = null;
   try {
     const config = loadConfig();
-    const log = path.join(config.DATA_DIR, LOG_FILE);
-    if (opts.existingStore && !config.MONGODB_URI && !existsSync(log)) {
-      throw new UsageError(`no event log at ${log}; set DATA_DIR to the server's data folder (the one holding ${LOG_FILE} and blobs/)`);
-    }
+    if (opts.existingStore && !config.MONGODB_URI) requireEventLog(config.DATA_DIR);
     store = await openStore(config);
     await main({ config, store, args: process.argv.slice(2) });
   } catch (error) {

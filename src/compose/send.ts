@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import MailComposer from 'nodemailer/lib/mail-composer/index.js';
 import type { MailboxDoc } from '../../projections/mailboxes.js';
 import { findMailboxByAddress } from '../accounts/accounts.js';
-import { isLocalDomain } from '../accounts/domains.js';
+import { domainOf, isLocalDomain } from '../accounts/domains.js';
 import type { Meta } from '../events/envelope.js';
 import type { BlobStore, Store } from '../store/port.js';
 import type { Draft, MessageSummary } from '../events/types.js';
@@ -18,7 +18,6 @@ export interface SendResult {
   position: number;
 }
 
-const domainOf = (address: string): string => address.slice(address.lastIndexOf('@') + 1).toLowerCase();
 
 /**
  * The final MIME of a draft, built once. Everything that MailComposer would draw at random or from

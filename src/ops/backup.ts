@@ -11,6 +11,7 @@ import type { Projection } from '../projection/projection.js';
 import { rebuild, type RebuildProgress, type RebuildResult } from '../projection/rebuild.js';
 import { fsyncDir, packFileName } from '../store/sqlite/blob-store.js';
 import { dropLegacyViews, LOG_FILE, openSqliteStore, VIEWS_FILE } from '../store/sqlite/index.js';
+import { requireEventLog, requireOutputFolder } from './paths.js';
 import { readTar, TAR_END, tarHeader, TarFormatError, tarPadding } from './tar.js';
 
 /**
@@ -117,10 +118,9 @@ async function* archive(
  * already in the pack when it is copied. Bytes appended later are left out.
  */
 export async function writeBackup(dataDir: string, out: string, onProgress?: Progress): Promise<BackupManifest & { bytes: number }> {
-  const dbFile = path.join(dataDir, LOG_FILE);
-  if (!existsSync(dbFile)) throw new Error(`no event log at ${dbFile}; set DATA_DIR to the server's data folder (the one holding mailtrail.db and blobs/)`);
+  const dbFile = requireEventLog(dataDir);
   if (existsSync(out)) throw new Error(`${out} exists; a backup never overwrites a file: give --out a new name`);
-  if (!existsSync(path.dirname(path.resolve(out)))) throw new Error(`the folder of ${out} does not exist; create it first, writable by this user`);
+  requireOutputFolder(out);
   // Work next to the output: same file system for the final rename, and no surprise in a small /tmp.
   const work = await mkdtemp(path.join(path.dirname(path.resolve(out)), '.mailtrail-backup-'));
   try {

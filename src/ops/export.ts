@@ -7,6 +7,7 @@ import { finished } from 'node:stream/promises';
 import type { MailboxDoc } from '../../projections/mailboxes.js';
 import type { MailDoc } from '../../projections/mails.js';
 import type { Store } from '../store/port.js';
+import { requireOutputFolder } from './paths.js';
 
 /**
  * A mailbox's mails as raw MIME, the bytes mailtrail received or sent, for leaving or migrating:
@@ -88,8 +89,7 @@ export async function exportMailbox(
 ): Promise<ExportResult> {
   const isEmptyDir = format === 'eml' && existsSync(out) && statSync(out).isDirectory() && readdirSync(out).length === 0;
   if (existsSync(out) && !isEmptyDir) throw new Error(`${out} exists; give --out a new ${format === 'mbox' ? 'file' : 'folder'} name (an export never overwrites)`);
-  const folder = path.dirname(path.resolve(out));
-  if (!existsSync(folder) || !statSync(folder).isDirectory()) throw new Error(`${folder} is not a folder; create it first or give --out a path in an existing folder`);
+  requireOutputFolder(out);
   const partial = `${out}.partial`;
   await rm(partial, { recursive: true, force: true });
   const total = mailbox.counts.inbox + mailbox.counts.sent;

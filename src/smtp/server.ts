@@ -7,6 +7,7 @@ import { v7 as uuidv7 } from 'uuid';
 import type { MailboxDoc } from '../../projections/mailboxes.js';
 import type { UserDoc } from '../../projections/users.js';
 import { findMailboxByAddress, verifyPassword } from '../accounts/accounts.js';
+import { domainOf } from '../accounts/domains.js';
 import type { Config } from '../config.js';
 import type { Meta } from '../events/envelope.js';
 import type { Logger } from '../log.js';
@@ -106,8 +107,6 @@ function unknownParameters(address: SMTPServerAddress, known: Set<string>): stri
   const given = Object.keys(address.args || {});
   return given.find((name) => !known.has(name.toUpperCase())) ?? null;
 }
-
-const domainOf = (address: string): string => address.slice(address.lastIndexOf('@') + 1).replace(/^\[|\]$/g, '').toLowerCase();
 
 /** How long a local-domain or mailbox answer is reused. */
 const LOOKUP_TTL_MS = 5000;
