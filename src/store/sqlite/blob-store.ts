@@ -5,6 +5,7 @@ import type { Readable } from 'node:stream';
 import type Database from 'better-sqlite3';
 import type { BlobRef } from '../../events/types.js';
 import type { BlobStore } from '../port.js';
+import type { SqliteEventStore, StagedRows } from './event-store.js';
 import { GroupSync } from './group-sync.js';
 
 export const BLOBS_SCHEMA = `
@@ -36,30 +37,47 @@ interface Pack {
   /** Bytes reserved so far: the next blob starts here. */
   size: number;
   sync: GroupSync;
+  /** Blobs reserved in this tick, written together (one writev, one thread-pool round trip). */
+  queued: { bytes: Buffer; offset: number }[];
+  /** The write of the queued blobs, once started. */
+  writing: Promise<void> | null;
 }
 
 const PACK_NAME = /^pack-(\d{6,})$/;
 
+type IndexRow = { pack: number; offset: number; size: number };
+
+/** A rollback this long ago or less: the staged index rows wait this long before the next try. */
+const RETRY_MS = 100;
+
 /**
  * Content-addressed blobs in append-only pack files under `<dir>/pack-NNNNNN`, indexed by sha256
- * in the store's SQLite database. Concurrent puts write at reserved offsets and share one
- * fdatasync of the pack (group commit): one fsync'd file per blob would cap throughput at what
- * the disk does per fsync. Order of durability: bytes fsync'd, then the index row committed; the
- * index row is fsync'd with the WAL by the event append that references the blob, and the WAL
- * is sequential, so no event can survive a crash that its blob's index row did not.
+ * in the store's SQLite database. A put writes its bytes at a reserved offset (a write to the page
+ * cache, done at once) and shares one fdatasync of the pack with every put in flight (group
+ * commit): one fsync'd file per blob would cap throughput at what the disk does per fsync.
+ *
+ * Order of durability: bytes fsync'd, then the put resolves and its index row is staged; the row
+ * is written in the log's next transaction (the one of the appends of the same tick, see
+ * StagedRows), before any event of that transaction, and is fsync'd with the WAL, which is
+ * sequential: no event can survive a crash that the index rows of its blobs did not. Until the
+ * row has committed, this process finds the blob through the staged rows; other processes find it
+ * once that transaction has committed (within the tick, and always before an event naming it).
  *
  * A process only ever appends to packs it created itself (exclusively, on its first put), so two
  * processes on one DATA_DIR can never write over each other's blobs.
  */
-export class PackBlobStore implements BlobStore {
+export class PackBlobStore implements BlobStore, StagedRows {
   /** The pack this process appends to, created on the first put. */
   private writable: Promise<Pack> | null = null;
   /** Read handles by pack number (any process's packs). */
   private readonly readers = new Map<number, FileHandle>();
   private readonly owned: Pack[] = [];
   private readonly inflight = new Map<string, Promise<BlobRef>>();
-  /** Index rows of the puts of one tick, committed in one transaction. */
-  private pendingRows: { row: [string, number, number, number]; done: (error?: unknown) => void }[] = [];
+  /** Index rows of durable blobs not yet committed, by sha256. */
+  private staged = new Map<string, IndexRow>();
+  /** The rows the transaction in progress writes. */
+  private writing: Map<string, IndexRow> | null = null;
+  private retry: NodeJS.Timeout | null = null;
   private readonly stmt;
 
   constructor(
@@ -67,11 +85,14 @@ export class PackBlobStore implements BlobStore {
     private readonly db: Database.Database,
     /** fdatasync packs before a put resolves (false: fast, may lose recent blobs on power loss). */
     private readonly durable: boolean,
+    /** The log's append batches, which write the staged index rows. */
+    private readonly log: SqliteEventStore,
   ) {
     this.stmt = {
-      find: db.prepare<[string], { pack: number; offset: number; size: number }>('SELECT pack, offset, size FROM blobs WHERE sha256 = ?'),
+      find: db.prepare<[string], IndexRow>('SELECT pack, offset, size FROM blobs WHERE sha256 = ?'),
       index: db.prepare('INSERT OR IGNORE INTO blobs (sha256, pack, offset, size) VALUES (?, ?, ?, ?)'),
     };
+    log.writeWith(this);
   }
 
   async init(): Promise<void> {
@@ -96,7 +117,7 @@ export class PackBlobStore implements BlobStore {
         throw error;
       }
       await fsyncDir(this.dir);
-      const pack = { number, handle, size: 0, sync: new GroupSync(file) };
+      const pack: Pack = { number, handle, size: 0, sync: new GroupSync(file), queued: [], writing: null };
       this.owned.push(pack);
       return pack;
     }
@@ -116,17 +137,41 @@ export class PackBlobStore implements BlobStore {
     return { pack, offset };
   }
 
+  /**
+   * Writes `bytes` at `offset` together with every other blob reserved in the same tick: they are
+   * contiguous, so one writev. Not in the event loop: a write to a file being fdatasync'd can
+   * wait for the sync.
+   */
+  private write(pack: Pack, bytes: Buffer, offset: number): Promise<void> {
+    if (pack.queued.length === 0) {
+      pack.writing = new Promise<void>((resolve, reject) =>
+        setImmediate(() => {
+          const batch = pack.queued;
+          pack.queued = [];
+          writeAll(pack.handle, batch.map((q) => q.bytes), batch[0]!.offset).then(resolve, reject);
+        }),
+      );
+    }
+    pack.queued.push({ bytes, offset });
+    return pack.writing!;
+  }
+
+  private lookup(sha256: string): IndexRow | undefined {
+    return this.staged.get(sha256) ?? this.writing?.get(sha256) ?? this.stmt.find.get(sha256);
+  }
+
   async put(data: Buffer | Readable): Promise<BlobRef> {
     const bytes = Buffer.isBuffer(data) ? data : await collect(data);
     const sha256 = createHash('sha256').update(bytes).digest('hex');
     const pending = this.inflight.get(sha256);
     if (pending) return pending;
-    if (this.stmt.find.get(sha256)) return { sha256, size: bytes.length };
+    if (this.lookup(sha256)) return { sha256, size: bytes.length };
     const write = (async (): Promise<BlobRef> => {
       const { pack, offset } = await this.reserve(bytes.length);
-      await pack.handle.write(bytes, 0, bytes.length, offset);
+      await this.write(pack, bytes, offset);
       if (this.durable) await pack.sync.sync();
-      await this.indexRow([sha256, pack.number, offset, bytes.length]);
+      this.staged.set(sha256, { pack: pack.number, offset, size: bytes.length });
+      this.log.schedule();
       return { sha256, size: bytes.length };
     })();
     this.inflight.set(sha256, write);
@@ -137,26 +182,30 @@ export class PackBlobStore implements BlobStore {
     }
   }
 
-  private indexRow(row: [string, number, number, number]): Promise<void> {
-    return new Promise((resolve, reject) => {
-      if (this.pendingRows.length === 0) setImmediate(() => this.flushRows());
-      this.pendingRows.push({ row, done: (error) => (error ? reject(error) : resolve()) });
-    });
+  get hasStaged(): boolean {
+    return this.staged.size > 0;
   }
 
-  private flushRows(): void {
-    const batch = this.pendingRows;
-    this.pendingRows = [];
-    try {
-      this.db.transaction(() => batch.forEach((p) => this.stmt.index.run(...p.row))).immediate();
-      batch.forEach((p) => p.done());
-    } catch (error) {
-      batch.forEach((p) => p.done(error));
-    }
+  writeStaged(): void {
+    if (this.staged.size === 0) return;
+    this.writing = this.staged;
+    this.staged = new Map();
+    for (const [sha256, row] of this.writing) this.stmt.index.run(sha256, row.pack, row.offset, row.size);
+  }
+
+  settle(committed: boolean): void {
+    const written = this.writing;
+    this.writing = null;
+    if (!written || committed) return;
+    for (const [sha256, row] of written) if (!this.staged.has(sha256)) this.staged.set(sha256, row);
+    this.retry ??= setTimeout(() => {
+      this.retry = null;
+      this.log.schedule();
+    }, RETRY_MS);
   }
 
   async get(sha256: string): Promise<Buffer> {
-    const row = this.stmt.find.get(sha256);
+    const row = this.lookup(sha256);
     if (!row) throw Object.assign(new Error(`no blob ${sha256}`), { code: 'ENOENT' });
     let reader = this.readers.get(row.pack);
     if (!reader) {
@@ -170,11 +219,13 @@ export class PackBlobStore implements BlobStore {
   }
 
   async has(sha256: string): Promise<boolean> {
-    return this.stmt.find.get(sha256) !== undefined;
+    return this.lookup(sha256) !== undefined;
   }
 
   async close(): Promise<void> {
     await Promise.allSettled(this.inflight.values());
+    if (this.retry) clearTimeout(this.retry);
+    this.retry = null;
     for (const pack of this.owned) {
       await pack.sync.close();
       await pack.handle.close();
@@ -183,6 +234,19 @@ export class PackBlobStore implements BlobStore {
     this.owned.length = 0;
     this.readers.clear();
     this.writable = null;
+  }
+}
+
+/** writev until every byte is written (a write may be short). */
+async function writeAll(handle: FileHandle, buffers: Buffer[], position: number): Promise<void> {
+  let rest = buffers;
+  let at = position;
+  while (rest.length) {
+    const { bytesWritten } = await handle.writev(rest, at);
+    at += bytesWritten;
+    let skip = bytesWritten;
+    while (rest.length && skip >= rest[0]!.length) skip -= rest.shift()!.length;
+    if (skip > 0) rest = [rest[0]!.subarray(skip), ...rest.slice(1)];
   }
 }
 

@@ -10,6 +10,18 @@ import type { GroupSync } from './group-sync.js';
 type Row = [position: number, eventId: string, streamId: string, version: number, type: string, schemaVersion: number, data: string, meta: string, recordedAt: string];
 const COLUMNS = 'position, event_id, stream_id, version, type, schema_version, data, meta, recorded_at';
 
+/**
+ * Rows of the log's file that others stage (the blob index) and the append batch writes in its own
+ * transaction, so one tick's blobs and events cost one commit.
+ */
+export interface StagedRows {
+  readonly hasStaged: boolean;
+  /** Writes what is staged; runs inside the batch's transaction. */
+  writeStaged(): void;
+  /** The transaction committed (true) or rolled back (false: the rows stay staged for the next one). */
+  settle(committed: boolean): void;
+}
+
 type PendingAppend = {
   streamId: string;
   events: NewEvent[];
@@ -57,6 +69,7 @@ export class SqliteEventStore implements EventStore {
   private readonly appended = new EventEmitter();
   private pending: PendingAppend[] = [];
   private flushScheduled = false;
+  private staged: StagedRows | null = null;
   private readonly stmt;
 
   constructor(
@@ -80,6 +93,18 @@ export class SqliteEventStore implements EventStore {
     };
   }
 
+  /** Rows written with each batch (see StagedRows); their owner calls `schedule` when it stages some. */
+  writeWith(staged: StagedRows): void {
+    this.staged = staged;
+  }
+
+  /** A batch (with whatever is staged and queued by then) is written at the end of this tick. */
+  schedule(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => this.flush());
+  }
+
   async append(streamId: string, events: NewEvent[], opts: { expectedVersion: ExpectedVersion; meta: Meta }): Promise<AppendResult> {
     if (events.length === 0) throw new Error('append needs at least one event');
     // Validate before queueing: a bad event must fail its own caller, not the batch it would join.
@@ -87,10 +112,7 @@ export class SqliteEventStore implements EventStore {
     const meta = validateMeta(opts.meta);
     return new Promise((resolve, reject) => {
       this.pending.push({ streamId, events: valid, expectedVersion: opts.expectedVersion, meta, resolve, reject });
-      if (!this.flushScheduled) {
-        this.flushScheduled = true;
-        setImmediate(() => this.flush());
-      }
+      this.schedule();
     });
   }
 
@@ -114,31 +136,36 @@ export class SqliteEventStore implements EventStore {
 
   private flush(): void {
     this.flushScheduled = false;
-    if (this.pending.length === 0) return;
+    if (this.pending.length === 0 && !this.staged?.hasStaged) return;
     const batch = this.pending;
     this.pending = [];
-    // One transaction, one fsync for the whole batch. The version check runs inside the write lock
-    // (BEGIN IMMEDIATE), so it is authoritative and a conflicting append is refused before it
-    // writes: the others in the batch are unaffected.
+    // One transaction, one fsync for the whole batch, the staged blob index rows first (an event
+    // never commits before the rows of the blobs it names). The version check runs inside the
+    // write lock (BEGIN IMMEDIATE), so it is authoritative and a conflicting append is refused
+    // before it writes: the others in the batch are unaffected.
     let outcomes: (AppendResult | WrongExpectedVersionError)[];
     try {
       outcomes = this.db
-        .transaction(() =>
-          batch.map((p) => {
+        .transaction(() => {
+          this.staged?.writeStaged();
+          return batch.map((p) => {
             try {
               return this.appendOne(p);
             } catch (error) {
               if (error instanceof WrongExpectedVersionError) return error;
               throw error;
             }
-          }),
-        )
+          });
+        })
         .immediate();
     } catch (error) {
       // The commit itself failed (disk full, I/O error): nothing of the batch is durable.
+      this.staged?.settle(false);
       for (const p of batch) p.reject(error);
       return;
     }
+    this.staged?.settle(true);
+    if (batch.length === 0) return;
     const settle = (): void => {
       batch.forEach((p, i) => {
         const o = outcomes[i]!;
@@ -157,7 +184,7 @@ export class SqliteEventStore implements EventStore {
 
   /** Commits what is queued and waits for it to be durable. */
   async drain(): Promise<void> {
-    if (this.flushScheduled) this.flush();
+    this.flush();
     await this.walSync?.sync();
   }
 

@@ -42,7 +42,7 @@ export async function openSqliteStore(opts: SqliteOptions): Promise<Store> {
   const durable = (opts.synchronous ?? 'FULL') === 'FULL';
   const walSync = durable ? new GroupSync(`${file}-wal`) : null;
   const events = new SqliteEventStore(db, opts.pollIntervalMs ?? 250, walSync);
-  const blobs = new PackBlobStore(path.join(opts.dataDir, 'blobs'), db, durable);
+  const blobs = new PackBlobStore(path.join(opts.dataDir, 'blobs'), db, durable, events);
   await blobs.init();
   return {
     kind: 'sqlite',
@@ -50,8 +50,9 @@ export async function openSqliteStore(opts: SqliteOptions): Promise<Store> {
     blobs,
     views: new SqliteViewStore(viewsDb),
     async close() {
-      await events.drain();
       await blobs.close();
+      // After the blobs: their last index rows are written with the last batch.
+      await events.drain();
       await walSync?.close();
       db.close();
       viewsDb.close();
