@@ -4,8 +4,8 @@ import type { Config } from './config.js';
 import type { Logger } from './log.js';
 import { startHttpServer, type HttpServer } from './http/server.js';
 import { Metrics } from './metrics.js';
-import { ProjectionRunner } from './projection/runner.js';
-import { SharedLogReader } from './projection/shared-reader.js';
+import type { Projector } from './projection/runner.js';
+import { ProjectorThread } from './projection/thread.js';
 import { Relay, type RelayDeps } from './relay/relay.js';
 import { systemResolver, type DnsResolver } from './smtp/dns.js';
 import { FailureLimiter } from './security/limits.js';
@@ -18,7 +18,7 @@ import { allProjections } from '../projections/index.js';
 
 export interface App {
   store: Store;
-  projectors: Map<string, ProjectionRunner>;
+  projectors: Map<string, Projector>;
   http: HttpServer;
   smtp: SmtpService;
   relay: Relay | null;
@@ -36,19 +36,26 @@ export interface AppOverrides {
   mxResolver?: RelayDeps['resolver'];
 }
 
-/** Starts the whole server: the store, one runner per view, the HTTP endpoints, SMTP. */
+/** Starts the whole server: the store, the projectors' thread, the HTTP endpoints, SMTP. */
 export async function startApp(config: Config, logger: Logger, overrides: AppOverrides = {}): Promise<App> {
   const metrics = new Metrics();
   const store = await openStore(config);
   metrics.instrumentStore(store);
-  const reader = new SharedLogReader(store.events);
-  const projectors = new Map(
-    allProjections.map((p) => [
-      p.spec.name,
-      new ProjectionRunner(store, p, { owner: config.INSTANCE_ID, logger, leaseTtlMs: config.PROJECTOR_LEASE_TTL_MS, reader }),
-    ]),
-  );
-  for (const runner of projectors.values()) await runner.start();
+  let thread: ProjectorThread;
+  try {
+    thread = await ProjectorThread.start(config, logger, store, allProjections.map((p) => p.spec.name));
+  } catch (error) {
+    await store.close();
+    throw error;
+  }
+  const projectors: Map<string, Projector> = thread.projectors;
+  // Every append of this process wakes the projectors at once (appends of others: at their next poll).
+  const append = store.events.append.bind(store.events);
+  store.events.append = async (...args) => {
+    const result = await append(...args);
+    thread.wake();
+    return result;
+  };
   const viewsCurrent = async (timeoutMs: number): Promise<boolean> => {
     const head = await store.events.head();
     const caughtUp = await Promise.all(SMTP_VIEWS.map((v) => projectors.get(v)?.waitFor(head, timeoutMs) ?? true));
@@ -85,11 +92,11 @@ export async function startApp(config: Config, logger: Logger, overrides: AppOve
   try {
     smtp =
       config.SMTP_WORKERS > 0
-        ? await startSmtpWorkers({ config, logger, observer, onStored: () => store.events.wake() })
+        ? await startSmtpWorkers({ config, logger, observer, onStored: () => thread.wake() })
         : await startSmtpServer({ config, logger, store, resolver: overrides.resolver, viewsCurrent, observer });
   } catch (error) {
     await http.close();
-    for (const runner of projectors.values()) await runner.stop();
+    await thread.stop();
     await store.close();
     throw error;
   }
@@ -116,7 +123,7 @@ export async function startApp(config: Config, logger: Logger, overrides: AppOve
       await smtp.close();
       await relay?.stop();
       await http.close();
-      for (const runner of projectors.values()) await runner.stop();
+      await thread.stop();
       await store.close();
     },
   };

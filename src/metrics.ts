@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { ProjectionRunner } from './projection/runner.js';
+import type { Projector } from './projection/runner.js';
 import type { Relay } from './relay/relay.js';
 import type { Store } from './store/port.js';
 
@@ -49,7 +49,7 @@ export class Metrics {
     };
   }
 
-  watchProjectors(store: Store, projectors: Map<string, ProjectionRunner>): void {
+  watchProjectors(store: Store, projectors: Map<string, Projector>): void {
     new Gauge({
       name: 'mailtrail_projector_lag_events',
       help: 'Events in the log not yet applied to the view',

@@ -4,7 +4,7 @@ import { CommandError } from '../compose/decide.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { WrongExpectedVersionError, type Store } from '../store/port.js';
-import type { ProjectionRunner } from '../projection/runner.js';
+import type { Projector } from '../projection/runner.js';
 import type { DnsResolver } from '../smtp/dns.js';
 import type { FailureLimiter } from '../security/limits.js';
 import type { AuthUser } from './tokens.js';
@@ -30,7 +30,7 @@ export interface ApiSettings {
 
 export interface ApiDeps {
   store: Store;
-  projectors: Map<string, ProjectionRunner>;
+  projectors: Map<string, Projector>;
   settings: ApiSettings;
   logger: Logger;
   loginFailures: FailureLimiter;

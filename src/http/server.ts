@@ -4,7 +4,7 @@ import type { RouteHandler } from '../api/http.js';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import type { ProjectionRunner } from '../projection/runner.js';
+import type { Projector } from '../projection/runner.js';
 import type { Store } from '../store/port.js';
 
 export interface HttpServer {
@@ -16,7 +16,7 @@ interface Deps {
   config: Config;
   logger: Logger;
   store: Store;
-  projectors: Map<string, ProjectionRunner>;
+  projectors: Map<string, Projector>;
   metrics: Metrics;
   /** Tried in order; each says whether it answered the request. */
   routes?: RouteHandler[];

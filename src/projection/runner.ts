@@ -26,6 +26,17 @@ export interface RunnerOptions {
 
 export type RunnerStatus = 'standby' | 'running' | 'parked' | 'stopped';
 
+/** What the API, /health, /ready and the metrics read of a projector, in this thread or another. */
+export interface Projector {
+  readonly name: string;
+  readonly status: RunnerStatus;
+  /** The last position applied (or read from the checkpoint). */
+  readonly position: number;
+  readonly lastError: string | null;
+  /** Resolves true once the view has applied `position` (read-your-writes), false after `timeoutMs`. */
+  waitFor(position: number, timeoutMs: number): Promise<boolean>;
+}
+
 export const leaseName = (view: string): string => `projector:${view}`;
 
 /** An error of the store or the disk rather than of the projection: SQLite result codes, system errors, the MongoDB driver's errors. */
@@ -42,15 +53,18 @@ const CACHE_DOCS = 10_000;
  * view at a time; another takes over when the holder dies), reads batches after the checkpoint,
  * applies them, waits for appends when caught up.
  */
-export class ProjectionRunner {
+export class ProjectionRunner implements Projector {
   status: RunnerStatus = 'standby';
   /** The last position this process has applied (or read from the checkpoint). */
   position = 0;
   lastError: string | null = null;
-  private readonly progressed = new EventEmitter();
+  /** Emits 'progress' on every new position, status or error. */
+  readonly progressed = new EventEmitter();
   /** Told when someone starts waiting for this view, so a runner gathering appends stops gathering. */
   private readonly awaited = new EventEmitter();
   private waiting = 0;
+  /** Readers in another thread waiting for this view (see setRemoteWaiters). */
+  private remoteWaiting = 0;
   private readonly cache = new DocCache(CACHE_DOCS);
   private readonly abort = new AbortController();
   private loop: Promise<void> | null = null;
@@ -86,7 +100,19 @@ export class ProjectionRunner {
   async stop(): Promise<void> {
     this.abort.abort();
     await this.loop;
-    this.status = 'stopped';
+    this.setStatus('stopped');
+  }
+
+  private setStatus(status: RunnerStatus): void {
+    if (this.status === status) return;
+    this.status = status;
+    this.progressed.emit('progress');
+  }
+
+  /** How many readers elsewhere wait for this view: while any do, the runner does not gather appends. */
+  setRemoteWaiters(count: number): void {
+    this.remoteWaiting = count;
+    if (count > 0) this.awaited.emit('waiting');
   }
 
   /** Resolves true once the view has applied `position` (read-your-writes), false after `timeoutMs`. */
@@ -120,7 +146,7 @@ export class ProjectionRunner {
         if (!lease) {
           lease = await views.acquireLease(leaseName(this.name), this.opts.owner, this.ttl);
           if (!lease) {
-            this.status = 'standby';
+            this.setStatus('standby');
             await sleep(Math.min(1000, this.ttl / 3), signal);
             continue;
           }
@@ -128,7 +154,7 @@ export class ProjectionRunner {
           this.position = await views.checkpoint(this.name);
           // Someone else may have written the view since this process last held it.
           this.cache.clear();
-          this.status = 'running';
+          this.setStatus('running');
           this.opts.logger.info({ projector: this.name, token: lease.token, position: this.position }, 'projector lease acquired');
         } else if (Date.now() - renewedAt > this.ttl / 3) {
           if (!(await views.renewLease(lease, this.ttl))) {
@@ -141,7 +167,7 @@ export class ProjectionRunner {
         const batch = await (this.opts.reader ?? events).readAll({ after: this.position, limit: this.batchSize });
         if (batch.length === 0) {
           await events.waitForAppend(this.position, Math.min(1000, this.ttl / 3), signal);
-          if (this.waiting === 0) await waitForWakeUp(this.awaited, 'waiting', this.gatherMs, signal);
+          if (this.waiting + this.remoteWaiting === 0) await waitForWakeUp(this.awaited, 'waiting', this.gatherMs, signal);
           continue;
         }
         this.position = await applyBatch(views, this.projection, batch, { view: this.name, checkpoint: this.name, lease, cache: this.cache });
@@ -155,10 +181,11 @@ export class ProjectionRunner {
         }
         failures += 1;
         this.lastError = error instanceof Error ? error.message : String(error);
+        this.progressed.emit('progress');
         // A malformed event will not get better by retrying: park at once so an operator looks. A
         // store outage (disk full, database unreachable) ends by itself: retry for as long as it lasts.
         if (error instanceof MalformedEventError || (failures >= this.maxFailures && !isStoreOutage(error))) {
-          this.status = 'parked';
+          this.setStatus('parked');
           this.opts.logger.error({ projector: this.name, position: this.position, err: error }, 'projector parked: fix the cause, then restart');
           if (lease) await views.releaseLease(lease).catch(() => undefined);
           return;

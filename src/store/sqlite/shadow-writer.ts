@@ -1,4 +1,5 @@
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+import { startModuleThread } from '../../threads/start.js';
 import { LeaseLostError, type Lease, type ShadowWriter, type ViewCommit, type ViewDoc } from '../port.js';
 import type { SerializedCommit, SqliteViewStore } from './view-store.js';
 
@@ -36,10 +37,7 @@ export class SqliteShadowWriter implements ShadowWriter {
     private readonly views: SqliteViewStore,
     file: string,
   ) {
-    // Worker threads do not get the tsx loader from `--import tsx` (privatenumber/tsx#354): the
-    // thread registers it before importing its TypeScript module.
-    const boot = `import('tsx/esm/api').then(({ register }) => { register(); return import(${JSON.stringify(THREAD_MODULE)}); })`;
-    this.worker = new Worker(boot, { eval: true, workerData: { file } });
+    this.worker = startModuleThread(THREAD_MODULE, { file });
     this.worker.on('message', (reply: ShadowWriteReply) => this.onWritten(reply));
     this.worker.on('error', (error) => this.fail(error));
     this.worker.on('exit', (code) => {

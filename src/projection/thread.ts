@@ -1,0 +1,153 @@
+import { EventEmitter } from 'node:events';
+import type { Worker } from 'node:worker_threads';
+import type { Config } from '../config.js';
+import type { Logger } from '../log.js';
+import type { Store } from '../store/port.js';
+import { waitForWakeUp } from '../store/wait.js';
+import { startModuleThread } from '../threads/start.js';
+import type { Projector, RunnerStatus } from './runner.js';
+
+const THREAD_MODULE = new URL('./projector-thread.ts', import.meta.url).href;
+
+export type ToProjectors = { kind: 'wake' } | { kind: 'waiters'; name: string; count: number } | { kind: 'stop' };
+export type FromProjectors =
+  | { kind: 'state'; name: string; status: RunnerStatus; position: number; lastError: string | null }
+  | { kind: 'started' }
+  | { kind: 'stopped' }
+  | { kind: 'failed'; message: string };
+
+/** A thread that died within this time of starting is restarted after a pause, so a crash loop does not spin. */
+const EARLY_DEATH_MS = 5000;
+const RESTART_PAUSE_MS = 1000;
+
+/** A projector of the thread, as the main thread sees it. */
+class RemoteProjector implements Projector {
+  status: RunnerStatus = 'standby';
+  position = 0;
+  lastError: string | null = null;
+  private readonly progressed = new EventEmitter();
+  private waiting = 0;
+
+  constructor(
+    readonly name: string,
+    private readonly store: Store,
+    private readonly tell: (m: ToProjectors) => void,
+  ) {
+    this.progressed.setMaxListeners(0);
+  }
+
+  update(s: { status: RunnerStatus; position: number; lastError: string | null }): void {
+    this.status = s.status;
+    this.position = Math.max(this.position, s.position);
+    this.lastError = s.lastError;
+    this.progressed.emit('progress');
+  }
+
+  async waitFor(position: number, timeoutMs: number): Promise<boolean> {
+    if (this.position >= position) return true;
+    const deadline = Date.now() + timeoutMs;
+    if (this.waiting++ === 0) this.tell({ kind: 'waiters', name: this.name, count: 1 });
+    try {
+      while (this.position < position) {
+        const left = deadline - Date.now();
+        if (left <= 0 || this.status === 'stopped') return false;
+        // Another process may hold the lease and project this view: read the shared checkpoint too.
+        if (this.status === 'standby') this.position = Math.max(this.position, await this.store.views.checkpoint(this.name));
+        await waitForWakeUp(this.progressed, 'progress', Math.min(left, this.status === 'standby' ? 50 : left));
+      }
+      return true;
+    } finally {
+      if (--this.waiting === 0) this.tell({ kind: 'waiters', name: this.name, count: 0 });
+    }
+  }
+}
+
+/**
+ * The projectors (one runner per view, see ProjectionRunner) in a worker thread with a store
+ * connection of its own, so that folding the log into the views runs on another core than SMTP
+ * and the API. The main thread wakes it after each append (`wake`), and keeps a RemoteProjector
+ * per view that knows the thread's position, status and last error. A thread that dies is started
+ * again; meanwhile its views count as parked.
+ */
+export class ProjectorThread {
+  readonly projectors: Map<string, RemoteProjector>;
+  private worker: Worker | null = null;
+  private stopping = false;
+  private wakeQueued = false;
+
+  private constructor(
+    private readonly config: Config,
+    private readonly logger: Logger,
+    store: Store,
+    names: string[],
+  ) {
+    this.projectors = new Map(names.map((name) => [name, new RemoteProjector(name, store, (m) => this.worker?.postMessage(m))]));
+  }
+
+  /** Starts the thread; resolves once every runner has started (read its checkpoint). */
+  static async start(config: Config, logger: Logger, store: Store, names: string[]): Promise<ProjectorThread> {
+    const thread = new ProjectorThread(config, logger, store, names);
+    await thread.spawn();
+    return thread;
+  }
+
+  private spawn(): Promise<void> {
+    const startedAt = Date.now();
+    const worker = startModuleThread(THREAD_MODULE, { config: this.config });
+    this.worker = worker;
+    return new Promise((resolve, reject) => {
+      let started = false;
+      worker.on('message', (m: FromProjectors) => {
+        if (m.kind === 'state') this.projectors.get(m.name)?.update(m);
+        else if (m.kind === 'started') {
+          started = true;
+          resolve();
+        } else if (m.kind === 'failed') {
+          if (!started) reject(new Error(`the projector thread could not start: ${m.message}`));
+          else this.logger.error({ err: m.message }, 'projector thread failed');
+        }
+      });
+      worker.on('error', (error) => {
+        this.logger.error({ err: error }, 'projector thread crashed');
+        if (!started) reject(error);
+      });
+      worker.on('exit', (code) => {
+        if (this.worker === worker) this.worker = null;
+        if (this.stopping || !started) return;
+        for (const p of this.projectors.values()) p.update({ status: 'parked', position: p.position, lastError: `the projector thread exited (code ${code})` });
+        this.logger.error({ code }, 'projector thread exited; starting another');
+        setTimeout(
+          () => {
+            if (!this.stopping) this.spawn().catch((error: unknown) => this.logger.error({ err: error }, 'projector thread could not be restarted'));
+          },
+          Date.now() - startedAt < EARLY_DEATH_MS ? RESTART_PAUSE_MS : 0,
+        );
+      });
+    });
+  }
+
+  /** Something was appended: the runners look now, not at their next poll. One message per tick. */
+  wake(): void {
+    if (this.wakeQueued || !this.worker) return;
+    this.wakeQueued = true;
+    queueMicrotask(() => {
+      this.wakeQueued = false;
+      this.worker?.postMessage({ kind: 'wake' } satisfies ToProjectors);
+    });
+  }
+
+  /** Stops the runners (each releases its lease) and the thread. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    const worker = this.worker;
+    if (!worker) return;
+    await new Promise<void>((resolve) => {
+      worker.once('exit', () => resolve());
+      worker.on('message', (m: FromProjectors) => {
+        if (m.kind === 'stopped') void worker.terminate();
+      });
+      worker.postMessage({ kind: 'stop' } satisfies ToProjectors);
+    });
+    for (const p of this.projectors.values()) p.update({ status: 'stopped', position: p.position, lastError: p.lastError });
+  }
+}

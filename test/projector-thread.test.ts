@@ -1,0 +1,54 @@
+/**
+ * The projectors' worker thread (src/projection/thread.ts) with the real embedded store: the
+ * main thread sees its positions, reads its own writes through waitFor, and a thread that dies is
+ * replaced without losing or repeating anything.
+ */
+import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
+import { after, test } from 'node:test';
+import type { Worker } from 'node:worker_threads';
+import { v7 as uuidv7 } from 'uuid';
+import { allProjections } from '../projections/index.js';
+import type { MailboxDoc } from '../projections/mailboxes.js';
+import { loadConfig } from '../src/config.js';
+import { createLogger } from '../src/log.js';
+import { ProjectorThread } from '../src/projection/thread.js';
+import { openStore } from '../src/store/open.js';
+import { mailReceived, meta, registerAccount } from './support/events.js';
+import { tempDir, testEnv } from './support/smtp.js';
+
+const dataDir = tempDir('projector-thread');
+after(() => rmSync(dataDir, { recursive: true, force: true }));
+
+test('the projector thread follows the log, answers waitFor, and is replaced when it dies', async () => {
+  const config = loadConfig(testEnv(dataDir));
+  const store = await openStore(config);
+  const thread = await ProjectorThread.start(config, createLogger(config), store, allProjections.map((p) => p.spec.name));
+  try {
+    const account = await registerAccount(store, `thread-${uuidv7()}@mail.test`);
+    const first = await store.events.append(`mail-${uuidv7()}`, [mailReceived(account, 'before the crash')], { expectedVersion: 'no_stream', meta: meta() });
+    thread.wake();
+    const mails = thread.projectors.get('mails')!;
+    assert.equal(await mails.waitFor(first.lastPosition, 10_000), true);
+    assert.equal((await store.views.list('mails', { where: { userId: account.userId, folder: 'inbox' }, orderBy: { field: 'sortAt', direction: 'desc' }, limit: 10 })).length, 1);
+
+    // The thread dies as if it crashed: its views count as parked until another has started.
+    const worker = (thread as unknown as { worker: Worker }).worker;
+    await worker.terminate();
+    assert.equal(mails.status, 'parked');
+    assert.match(mails.lastError ?? '', /projector thread exited/);
+
+    const second = await store.events.append(`mail-${uuidv7()}`, [mailReceived(account, 'after the crash')], { expectedVersion: 'no_stream', meta: meta() });
+    thread.wake();
+    assert.equal(await mails.waitFor(second.lastPosition, 15_000), true, 'the new thread projects what was appended meanwhile');
+    assert.equal(mails.status, 'running');
+    const listed = await store.views.list('mails', { where: { userId: account.userId, folder: 'inbox' }, orderBy: { field: 'sortAt', direction: 'desc' }, limit: 10 });
+    assert.deepEqual(listed.map((m) => m.subject).sort(), ['after the crash', 'before the crash']);
+    const mailbox = (await store.views.get('mailboxes', account.mailboxId)) as MailboxDoc | null;
+    assert.equal(mailbox?.counts.inbox, 2, 'each mail counted once');
+  } finally {
+    await thread.stop();
+    await store.close();
+  }
+  for (const p of thread.projectors.values()) assert.equal(p.status, 'stopped');
+});
