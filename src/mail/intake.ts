@@ -1,6 +1,7 @@
 import { isUtf8 } from 'node:buffer';
 import { createHash } from 'node:crypto';
 import { PassThrough, type Readable, type Writable } from 'node:stream';
+import { Headers as MailsplitHeaders } from '@zone-eu/mailsplit';
 import { MailParser, type HeaderLines, type Headers, type MessageText } from 'mailparser';
 import type { Address, Attachment, BlobRef } from '../events/types.js';
 import type { BlobStore } from '../store/port.js';
@@ -10,11 +11,12 @@ import { headerBcc, summarize, type SummaryFields } from './summary.js';
 /**
  * Takes a message in from a byte stream in one pass and in two phases:
  *
- * 1. receive: each chunk goes at once (with backpressure) to the stored copy (kept in memory up to
- *    1 MiB, streamed into the blob store past that), to mailparser (headers, text, html;
- *    attachments stream into their own blobs) and to any extra taps (e.g. mailauth). The message
- *    is never held whole in memory more than once. The caller then decides on it (policy,
- *    authentication results).
+ * 1. receive: a message of up to 1 MiB (nearly all mail) is held in memory as it arrives and taken
+ *    apart once it is complete: the stored copy, mailparser (headers, text, html; attachments into
+ *    their own blobs) and any extra taps (e.g. mailauth) get it whole. Past 1 MiB each chunk goes
+ *    at once (with backpressure) to the stored copy (streamed into the blob store), to mailparser
+ *    and to the taps. The message is never held whole in memory more than once. The caller then
+ *    decides on it (policy, authentication results).
  * 2. commit or abort: commit finishes the blobs (the store makes each durable before it
  *    resolves); abort throws away what was written, so a refused message leaves no blob behind.
  */
@@ -38,9 +40,10 @@ export interface IntakeOptions<R> {
   /** More attachments than this: the message is refused as unparseable. */
   maxAttachments?: number;
   /**
-   * Single-part plain-text messages (see isSimpleTextMessage) give mailparser only their header
-   * section and have the body decoded directly: the same result without the per-byte MIME scan of
-   * the body. Default on; off forces the full parse (tests compare the two).
+   * Single-part plain-text messages (see isSimpleTextMessage) held in memory have only their
+   * header section read by mailparser and their body decoded directly: the same result without
+   * the streams of a whole parse and the per-byte MIME scan of the body. Default on; off forces
+   * the whole parse (tests compare the two).
    */
   simpleTextFastPath?: boolean;
 }
@@ -121,14 +124,16 @@ interface Parsing {
   abort(err: Error): void;
 }
 
+const PARSER_OPTIONS = {
+  skipHtmlToText: true,
+  skipTextToHtml: true,
+  skipImageLinks: true,
+  skipTextLinks: true,
+  checksumAlgo: false,
+} as const;
+
 function startParser(blobs: BlobStore, maxAttachments: number): Parsing {
-  const parser = new MailParser({
-    skipHtmlToText: true,
-    skipTextToHtml: true,
-    skipImageLinks: true,
-    skipTextLinks: true,
-    checksumAlgo: false,
-  });
+  const parser = new MailParser(PARSER_OPTIONS);
   let headers: Headers = new Map();
   let lines: HeaderLines | false = false;
   let text: MessageText | null = null;
@@ -194,7 +199,20 @@ function startParser(blobs: BlobStore, maxAttachments: number): Parsing {
   };
 }
 
-/** Raw messages up to this size are kept in memory and stored with one `put(Buffer)`. */
+/**
+ * mailparser's own reading of a header section (its `headers` and `headerLines`), without the
+ * streams of a whole parse: mailsplit's Headers (the class mailparser's splitter uses) and the
+ * parser's header processing, on one parser kept for it. The simple-text tests compare the result
+ * with mailparser's whole parse.
+ */
+const headerReader = new MailParser(PARSER_OPTIONS) as unknown as { processHeaders(lines: unknown): Headers };
+function readHeaderSection(head: Buffer): { headers: Headers; lines: HeaderLines } {
+  const section = new MailsplitHeaders(head);
+  const list = section.getList();
+  return { headers: headerReader.processHeaders(list), lines: section.lines as HeaderLines };
+}
+
+/** Messages up to this size are held in memory and taken apart once complete. */
 const RAW_IN_MEMORY = 1024 * 1024;
 
 /**
@@ -244,80 +262,6 @@ class RawCopy {
   }
 }
 
-/** Bodies of simple messages kept for direct decoding up to this size; larger ones go to mailparser. */
-const SIMPLE_BODY_LIMIT = 1024 * 1024;
-
-/**
- * What mailparser is given: first the header section is held until it is complete; then either
- * everything (the full parse) or, for a simple text message, nothing more - the body is kept here
- * and decoded at the end as mailparser would (UTF-8, CRLF to LF).
- */
-class ParserFeed {
-  private state: 'head' | 'simple' | 'full';
-  private held: Buffer = Buffer.alloc(0);
-  private scanFrom = 0;
-  private body: Buffer[] = [];
-  private bodySize = 0;
-
-  constructor(
-    private readonly sink: Writable,
-    fastPath: boolean,
-  ) {
-    this.state = fastPath ? 'head' : 'full';
-  }
-
-  write(chunk: Buffer): Promise<void> | null {
-    if (this.state === 'full') return writeTo(this.sink, chunk);
-    if (this.state === 'simple') {
-      this.body.push(chunk);
-      this.bodySize += chunk.length;
-      return this.bodySize > SIMPLE_BODY_LIMIT ? this.goFull(Buffer.concat(this.body)) : null;
-    }
-    const buf = this.held.length ? Buffer.concat([this.held, chunk]) : chunk;
-    const end = headerSectionEnd(buf, this.scanFrom);
-    if (end >= 0 && isSimpleTextMessage(buf.subarray(0, end))) {
-      this.state = 'simple';
-      this.held = Buffer.alloc(0);
-      const rest = buf.subarray(end);
-      if (rest.length) {
-        this.body.push(rest);
-        this.bodySize = rest.length;
-      }
-      return writeTo(this.sink, buf.subarray(0, end));
-    }
-    if (end >= 0 || buf.length > MAX_HEADER_SECTION) return this.goFull(buf);
-    this.held = buf;
-    this.scanFrom = Math.max(0, buf.length - 3);
-    return null;
-  }
-
-  private goFull(pending: Buffer): Promise<void> | null {
-    this.state = 'full';
-    this.held = Buffer.alloc(0);
-    this.body = [];
-    return writeTo(this.sink, pending);
-  }
-
-  /**
-   * Ends mailparser's input. For a simple message: its text as UTF-8 bytes with CRLF turned into
-   * LF (what mailparser's text would be, re-encoded), and the start of that text for the snippet.
-   */
-  end(): { bytes: Buffer; start: string } | null {
-    if (this.state === 'head' && this.held.length) void writeTo(this.sink, this.held);
-    this.sink.end();
-    if (this.state !== 'simple') return null;
-    const body = this.body.length === 1 ? this.body[0]! : Buffer.concat(this.body);
-    this.body = [];
-    if (isUtf8(body)) {
-      const bytes = crlfToLf(body);
-      return { bytes, start: bytes.subarray(0, SNIPPET_SOURCE_BYTES).toString('utf8') };
-    }
-    // Invalid UTF-8 decodes to U+FFFD, as mailparser does; then the same line-ending rule.
-    const text = body.toString('utf8').replace(/\r?\n/g, '\n');
-    return { bytes: Buffer.from(text, 'utf8'), start: text.slice(0, SNIPPET_SOURCE_BYTES) };
-  }
-}
-
 /** Enough of the text for any snippet (4 bytes per character at most). */
 const SNIPPET_SOURCE_BYTES = 4096;
 
@@ -342,151 +286,260 @@ function crlfToLf(buf: Buffer): Buffer {
   return out.subarray(0, o);
 }
 
-export async function receiveMessage<R>(source: Readable, opts: IntakeOptions<R>): Promise<IntakeOutcome<R>> {
-  const sinkErrors: { stage: 'parse' | 'store'; error: Error }[] = [];
-  const raw = new RawCopy(opts.blobs, (error) => sinkErrors.push({ stage: 'store', error }));
-  const parsing = startParser(opts.blobs, opts.maxAttachments ?? 500);
-  const feed = new ParserFeed(parsing.sink, opts.simpleTextFastPath ?? true);
-  const taps = opts.taps ?? [];
-  parsing.sink.on('error', (error: Error) => sinkErrors.push({ stage: 'parse', error }));
+/**
+ * The text of a simple message (see isSimpleTextMessage) as mailparser would give it: UTF-8 with
+ * CRLF turned into LF, as bytes, and its start for the snippet.
+ */
+function decodeSimpleBody(body: Buffer): { bytes: Buffer; start: string } {
+  if (isUtf8(body)) {
+    const bytes = crlfToLf(body);
+    return { bytes, start: bytes.subarray(0, SNIPPET_SOURCE_BYTES).toString('utf8') };
+  }
+  // Invalid UTF-8 decodes to U+FFFD, as mailparser does; then the same line-ending rule.
+  const text = body.toString('utf8').replace(/\r?\n/g, '\n');
+  return { bytes: Buffer.from(text, 'utf8'), start: text.slice(0, SNIPPET_SOURCE_BYTES) };
+}
 
-  const hash = opts.rewriteHeader ? createHash('sha256') : null;
-  let held: Buffer | null = opts.rewriteHeader ? Buffer.alloc(0) : null;
-  let scanFrom = 0;
-  let bytes = 0;
-  /**
-   * With a header rewrite, the start of the message until its first line is complete: whether it
-   * starts with its body is known then. Without one, the message is stored as received.
-   */
-  let start: Buffer | null = opts.rewriteHeader ? Buffer.alloc(0) : null;
-  let refusal: R | null = null;
-  let aborted = false;
+/** What mailparser made of a message: its headers and either its text parts or a simple body decoded here. */
+interface Parsed {
+  headers: Headers;
+  lines: HeaderLines | false;
+  /** text and html of the whole parse (null: the simple body below). */
+  text: MessageText | null;
+  simple: { bytes: Buffer; start: string } | null;
+  attachments: PendingAttachment[];
+}
 
-  const abortAll = (): void => {
-    if (aborted) return;
-    aborted = true;
-    const err = ABORTED();
-    raw.abort(err);
-    parsing.abort(err);
-    for (const t of taps) t.destroy(err);
+type Stage = 'parse' | 'store';
+
+/** The end of both ways in: a received message ready to be committed or aborted. */
+function received(opts: IntakeOptions<unknown>, input: { bytes: number; receivedSha256: string | null; raw: () => Promise<BlobRef>; parsed: Parsed; abort: () => void; aborted: () => boolean }): ReceivedMessage {
+  const { parsed } = input;
+  const { text, html } = parsed.text ?? {};
+  const simple = parsed.simple;
+  const textBytes = simple ? (simple.bytes.length ? simple.bytes : null) : text ? Buffer.from(text, 'utf8') : null;
+  return {
+    bytes: input.bytes,
+    receivedSha256: input.receivedSha256,
+    summary: summarize(parsed.headers, parsed.lines, simple ? { text: simple.start || undefined } : { text, html }),
+    headers: parsed.headers,
+    headerBcc: headerBcc(parsed.headers),
+    async commit() {
+      if (input.aborted()) throw ABORTED();
+      const rawPut = input.raw();
+      for (const a of parsed.attachments) a.gate.end();
+      const [rawRef, textRef, htmlRef, attachments] = await Promise.all([
+        rawPut,
+        textBytes ? opts.blobs.put(textBytes) : null,
+        !simple && html !== undefined ? opts.blobs.put(Buffer.from(html, 'utf8')) : null,
+        Promise.all(parsed.attachments.map(async (a) => ({ ...a.meta, ...(await a.put) }))),
+      ]);
+      return { raw: rawRef, text: textRef, html: htmlRef, attachments };
+    },
+    abort: input.abort,
   };
+}
+
+/**
+ * A whole message in memory: the stored copy is made, mailparser reads it (only its header section
+ * when it is simple text, whose body is decoded here), the taps get it, all at once.
+ */
+async function receiveHeld<R>(message: Buffer, opts: IntakeOptions<R>, bytes: number, receivedSha256: string | null): Promise<IntakeOutcome<R>> {
+  for (const tap of opts.taps ?? []) tap.end(message);
+  // With a header rewrite, the stored copy and the parser get the blank line that a message
+  // starting with its body lacks; without one, the message is stored as received.
+  const content = opts.rewriteHeader ? withBlankLineIfBodyFirst(message) : message;
+  const end = headerSectionEnd(content);
+  const stored: Buffer[] = !opts.rewriteHeader
+    ? [content]
+    : end >= 0
+      ? [opts.rewriteHeader(content.subarray(0, end)), content.subarray(end)]
+      : content.length > MAX_HEADER_SECTION
+        ? [content] // no header section within the limit: stored as received (mailparser refuses it anyway)
+        : [opts.rewriteHeader(content)];
+  let parsing: Parsing | null = null;
+  let aborted = false;
+  const abort = (): void => {
+    aborted = true;
+    parsing?.abort(ABORTED());
+  };
+  let parsed: Parsed;
+  try {
+    const head = end >= 0 ? content.subarray(0, end) : null;
+    if ((opts.simpleTextFastPath ?? true) && head && isSimpleTextMessage(head)) {
+      parsed = { ...readHeaderSection(head), text: null, simple: decodeSimpleBody(content.subarray(end)), attachments: [] };
+    } else {
+      parsing = startParser(opts.blobs, opts.maxAttachments ?? 500);
+      parsing.sink.on('error', () => undefined); // `done` rejects with it
+      parsing.sink.end(content);
+      const done = await parsing.done;
+      parsed = { ...done, simple: null, attachments: parsing.attachments };
+    }
+  } catch (error) {
+    abort();
+    return { kind: 'failed', stage: 'parse', error: error instanceof Error ? error : new Error(String(error)), bytes };
+  }
+  const raw = (): Promise<BlobRef> => opts.blobs.put(stored.length === 1 ? stored[0]! : Buffer.concat(stored));
+  return { kind: 'received', message: received(opts, { bytes, receivedSha256, raw, parsed, abort, aborted: () => aborted }) };
+}
+
+/**
+ * A message past RAW_IN_MEMORY: from here on each chunk goes to the stored copy (streamed into
+ * the blob store), to mailparser and to the taps as it arrives, with backpressure.
+ */
+class StreamingIntake<R> {
+  readonly failures: { stage: Stage; error: Error }[] = [];
+  private readonly raw: RawCopy;
+  private readonly parsing: Parsing;
+  private readonly taps: Writable[];
+  /** With a header rewrite: the start of the message until its first line is complete (is its body first?). */
+  private start: Buffer | null;
+  /** With a header rewrite: the header section of the stored copy, held until it is complete. */
+  private held: Buffer | null;
+  private scanFrom = 0;
+  private aborted = false;
+
+  constructor(private readonly opts: IntakeOptions<R>) {
+    this.raw = new RawCopy(opts.blobs, (error) => this.failures.push({ stage: 'store', error }));
+    this.parsing = startParser(opts.blobs, opts.maxAttachments ?? 500);
+    this.parsing.sink.on('error', (error: Error) => this.failures.push({ stage: 'parse', error }));
+    this.taps = opts.taps ?? [];
+    this.start = opts.rewriteHeader ? Buffer.alloc(0) : null;
+    this.held = opts.rewriteHeader ? Buffer.alloc(0) : null;
+  }
 
   /** The raw branch, with the header section held back until it can be rewritten. */
-  const rawChunks = (chunk: Buffer, final: boolean): Buffer[] => {
-    if (held === null) return [chunk];
-    const buf = held.length ? Buffer.concat([held, chunk]) : chunk;
-    const end = headerSectionEnd(buf, scanFrom);
+  private rawChunks(chunk: Buffer, final: boolean): Buffer[] {
+    if (this.held === null) return [chunk];
+    const buf = this.held.length ? Buffer.concat([this.held, chunk]) : chunk;
+    const end = headerSectionEnd(buf, this.scanFrom);
     if (end >= 0) {
-      held = null;
-      return [opts.rewriteHeader!(buf.subarray(0, end)), buf.subarray(end)];
+      this.held = null;
+      return [this.opts.rewriteHeader!(buf.subarray(0, end)), buf.subarray(end)];
     }
     if (final) {
-      held = null;
-      return [opts.rewriteHeader!(buf)];
+      this.held = null;
+      return [this.opts.rewriteHeader!(buf)];
     }
     if (buf.length > MAX_HEADER_SECTION) {
-      held = null; // no header section within the limit: stored as received (mailparser refuses it anyway)
+      this.held = null; // no header section within the limit: stored as received (mailparser refuses it anyway)
       return [buf];
     }
-    held = buf;
-    scanFrom = Math.max(0, buf.length - 3);
+    this.held = buf;
+    this.scanFrom = Math.max(0, buf.length - 3);
     return [];
+  }
+
+  async write(chunk: Buffer): Promise<void> {
+    let content = chunk;
+    if (this.start !== null) {
+      this.start = this.start.length ? Buffer.concat([this.start, chunk]) : chunk;
+      content = this.start.indexOf(0x0a) === -1 && this.start.length < 1000 ? Buffer.alloc(0) : withBlankLineIfBodyFirst(this.start);
+      if (content.length) this.start = null;
+    }
+    const waits: Promise<void>[] = [];
+    if (content.length) {
+      for (const part of this.rawChunks(content, false)) {
+        const w = this.raw.write(part);
+        if (w) waits.push(w);
+      }
+      const fed = writeTo(this.parsing.sink, content);
+      if (fed) waits.push(fed);
+    }
+    for (const sink of this.taps) {
+      const w = writeTo(sink, chunk);
+      if (w) waits.push(w);
+    }
+    if (waits.length) await Promise.all(waits);
+  }
+
+  abort(): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    const err = ABORTED();
+    this.raw.abort(err);
+    this.parsing.abort(err);
+    for (const t of this.taps) t.destroy(err);
+  }
+
+  async finish(bytes: number, receivedSha256: string | null): Promise<IntakeOutcome<R>> {
+    if (this.start?.length) {
+      // A message of one line without a line ending.
+      const content = withBlankLineIfBodyFirst(this.start);
+      for (const part of this.rawChunks(content, false)) void this.raw.write(part);
+      void writeTo(this.parsing.sink, content);
+    }
+    if (this.held !== null) for (const part of this.rawChunks(Buffer.alloc(0), true)) void this.raw.write(part);
+    this.parsing.sink.end();
+    for (const t of this.taps) t.end();
+    let done: Awaited<Parsing['done']>;
+    try {
+      done = await this.parsing.done;
+    } catch (error) {
+      this.abort();
+      const stage = this.failures.find((e) => e.stage === 'store') ? 'store' : 'parse';
+      return { kind: 'failed', stage, error: error instanceof Error ? error : new Error(String(error)), bytes };
+    }
+    const parsed: Parsed = { ...done, simple: null, attachments: this.parsing.attachments };
+    const message = received(this.opts, { bytes, receivedSha256, raw: () => this.raw.commit(), parsed, abort: () => this.abort(), aborted: () => this.aborted });
+    return { kind: 'received', message };
+  }
+}
+
+export async function receiveMessage<R>(source: Readable, opts: IntakeOptions<R>): Promise<IntakeOutcome<R>> {
+  const hash = opts.rewriteHeader ? createHash('sha256') : null;
+  let held: Buffer[] = [];
+  let heldBytes = 0;
+  let streaming: StreamingIntake<R> | null = null;
+  let bytes = 0;
+  let refusal: R | null = null;
+  const refuse = (): void => {
+    held = [];
+    streaming?.abort();
+    for (const t of opts.taps ?? []) t.destroy(ABORTED());
   };
 
   try {
     for await (const chunk of source as AsyncIterable<Buffer>) {
       bytes += chunk.length;
-      if (refusal !== null || aborted) continue; // drain what is left so the session can go on
+      if (refusal !== null) continue; // drain what is left so the session can go on
       const verdict = opts.inspector?.feed(chunk) ?? null;
       if (verdict !== null) {
         refusal = verdict;
-        abortAll();
-        continue;
-      }
-      if (sinkErrors.length) {
-        abortAll();
+        refuse();
         continue;
       }
       hash?.update(chunk);
-      let content = chunk;
-      if (start !== null) {
-        start = start.length ? Buffer.concat([start, chunk]) : chunk;
-        content = start.indexOf(0x0a) === -1 && start.length < 1000 ? Buffer.alloc(0) : withBlankLineIfBodyFirst(start);
-        if (content.length) start = null;
+      if (streaming) {
+        if (streaming.failures.length) continue;
+        await streaming.write(chunk);
+        continue;
       }
-      const waits: Promise<void>[] = [];
-      for (const part of content.length ? rawChunks(content, false) : []) {
-        const w = raw.write(part);
-        if (w) waits.push(w);
-      }
-      const fed = content.length ? feed.write(content) : null;
-      if (fed) waits.push(fed);
-      for (const sink of taps) {
-        const w = writeTo(sink, chunk);
-        if (w) waits.push(w);
-      }
-      if (waits.length) await Promise.all(waits);
+      held.push(chunk);
+      heldBytes += chunk.length;
+      if (heldBytes <= RAW_IN_MEMORY) continue;
+      streaming = new StreamingIntake(opts);
+      const first = Buffer.concat(held);
+      held = [];
+      await streaming.write(first);
     }
   } catch (error) {
-    abortAll();
+    refuse();
     return { kind: 'failed', stage: 'source', error: error instanceof Error ? error : new Error(String(error)), bytes };
   }
 
   if (refusal !== null) return { kind: 'refused', reason: refusal, bytes };
   const lateVerdict = opts.inspector?.end() ?? null;
   if (lateVerdict !== null) {
-    abortAll();
+    refuse();
     return { kind: 'refused', reason: lateVerdict, bytes };
   }
-  if (sinkErrors.length || aborted) {
-    abortAll();
-    const first = sinkErrors[0] ?? { stage: 'store' as const, error: ABORTED() };
+  const receivedSha256 = hash ? hash.digest('hex') : null;
+  if (!streaming) return receiveHeld(held.length === 1 ? held[0]! : Buffer.concat(held), opts, bytes, receivedSha256);
+  if (streaming.failures.length) {
+    streaming.abort();
+    const first = streaming.failures[0]!;
     return { kind: 'failed', stage: first.stage, error: first.error, bytes };
   }
-  if (start?.length) {
-    // A message of one line without a line ending.
-    const content = withBlankLineIfBodyFirst(start);
-    for (const part of rawChunks(content, false)) void raw.write(part);
-    void feed.write(content);
-  }
-  if (held !== null) for (const part of rawChunks(Buffer.alloc(0), true)) void raw.write(part);
-  const direct = feed.end();
-  for (const t of taps) t.end();
-
-  let parsed: Awaited<Parsing['done']>;
-  try {
-    parsed = await parsing.done;
-  } catch (error) {
-    abortAll();
-    const stage = sinkErrors.find((e) => e.stage === 'store') ? 'store' : 'parse';
-    return { kind: 'failed', stage, error: error instanceof Error ? error : new Error(String(error)), bytes };
-  }
-  const { text, html } = parsed.text ?? {};
-  const textBytes = direct ? (direct.bytes.length ? direct.bytes : null) : text ? Buffer.from(text, 'utf8') : null;
-  const summary = summarize(parsed.headers, parsed.lines, direct ? { text: direct.start || undefined } : { text, html });
-  const receivedSha256 = hash ? hash.digest('hex') : null;
-
-  return {
-    kind: 'received',
-    message: {
-      bytes,
-      receivedSha256,
-      summary,
-      headers: parsed.headers,
-      headerBcc: headerBcc(parsed.headers),
-      async commit() {
-        if (aborted) throw ABORTED();
-        const rawPut = raw.commit();
-        for (const a of parsing.attachments) a.gate.end();
-        const [rawRef, textRef, htmlRef, attachments] = await Promise.all([
-          rawPut,
-          textBytes ? opts.blobs.put(textBytes) : null,
-          !direct && html !== undefined ? opts.blobs.put(Buffer.from(html, 'utf8')) : null,
-          Promise.all(parsing.attachments.map(async (a) => ({ ...a.meta, ...(await a.put) }))),
-        ]);
-        return { raw: rawRef, text: textRef, html: htmlRef, attachments };
-      },
-      abort: abortAll,
-    },
-  };
+  return streaming.finish(bytes, receivedSha256);
 }
