@@ -39,7 +39,7 @@ export interface AppOverrides {
 /** Starts the whole server: the store, the projectors' thread, the HTTP endpoints, SMTP. */
 export async function startApp(config: Config, logger: Logger, overrides: AppOverrides = {}): Promise<App> {
   const metrics = new Metrics();
-  const store = await openStore(config);
+  const store = await openStore(config, { writerThread: true });
   metrics.instrumentStore(store);
   let thread: ProjectorThread;
   try {

@@ -20,7 +20,7 @@ import { draftSendDeliver, meta, receive, registerAccount } from './support/even
 
 const logger = pino({ level: 'silent' });
 
-const [sqlite, mongoBackend] = backends('contract');
+const [sqlite, sqliteWriterThread, mongoBackend] = backends('contract');
 
 const counter = defineProjection<{ id: string; seen: string[] }>({
   spec: { name: 'seen', indexed: [], indexes: [] },
@@ -43,7 +43,7 @@ async function waitUntil(what: string, check: () => Promise<boolean>, ms = 10_00
   }
 }
 
-for (const backend of [sqlite, mongoBackend]) {
+for (const backend of [sqlite, sqliteWriterThread, mongoBackend]) {
   describe(`store contract: ${backend.name}`, () => {
     let stores: Store[] = [];
     let runners: ProjectionRunner[] = [];

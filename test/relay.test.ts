@@ -87,9 +87,9 @@ function options(sink: RelaySink, over: Record<string, string> = {}): RelayOptio
   });
 }
 
-const [sqlite, mongoBackend] = backends('relay');
+const [sqlite, sqliteWriterThread, mongoBackend] = backends('relay');
 
-for (const backend of [sqlite, mongoBackend]) {
+for (const backend of [sqlite, sqliteWriterThread, mongoBackend]) {
   describe(`relay: ${backend.name}`, () => {
     let cleanups: (() => Promise<void>)[] = [];
     before(async () => backend.before?.());

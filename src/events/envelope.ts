@@ -53,9 +53,20 @@ function isEventType(type: string): type is EventType {
   return Object.hasOwn(eventSchemas, type);
 }
 
-/** Validates an event's data against its type's schema. Unknown types and bad data throw. */
+const dataChecks = new Map(Object.entries(eventSchemas).map(([type, schema]) => [type, compileCheck(schema)]));
+const metaCheck = compileCheck(Meta);
+
+/** Event types whose stored data is checked in place; the others go through zod on every read. */
+export const typesCheckedInPlace: string[] = [...dataChecks].filter(([, check]) => check !== null).map(([type]) => type);
+
+/**
+ * Validates an event's data against its type's schema. Unknown types and bad data throw. Data that
+ * passes the compiled check is returned as it is; anything else goes through zod, which copies
+ * what it accepts (stripping unknown keys) and explains what it refuses.
+ */
 export function validateData(type: string, data: unknown, position: number | null = null): NewEvent {
   if (!isEventType(type)) throw new MalformedEventError(position, `unknown event type "${type}"`);
+  if (dataChecks.get(type)?.(data)) return { type, data } as NewEvent;
   const parsed = eventSchemas[type].safeParse(data);
   if (!parsed.success) {
     throw new MalformedEventError(position, `${type}: ${z.prettifyError(parsed.error)}`);
@@ -64,6 +75,7 @@ export function validateData(type: string, data: unknown, position: number | nul
 }
 
 export function validateMeta(meta: unknown, position: number | null = null): Meta {
+  if (metaCheck?.(meta)) return meta as Meta;
   const parsed = Meta.safeParse(meta);
   if (!parsed.success) throw new MalformedEventError(position, `meta: ${z.prettifyError(parsed.error)}`);
   return parsed.data;
@@ -82,12 +94,6 @@ export interface RawEvent {
   recordedAt: string;
 }
 
-const dataChecks = new Map(Object.entries(eventSchemas).map(([type, schema]) => [type, compileCheck(schema)]));
-const metaCheck = compileCheck(Meta);
-
-/** Event types whose stored data is checked in place; the others go through zod on every read. */
-export const typesCheckedInPlace: string[] = [...dataChecks].filter(([, check]) => check !== null).map(([type]) => type);
-
 /**
  * Turns what an adapter read into a typed event; every adapter goes through here, with a `row` it
  * built for this call, which becomes the event. Data and meta that pass their compiled check are
@@ -98,8 +104,8 @@ export function decodeStored(row: RawEvent): StoredEvent {
   if (row.schemaVersion !== SCHEMA_VERSION) {
     throw new MalformedEventError(row.position, `${row.type} has schema version ${row.schemaVersion}, this build reads ${SCHEMA_VERSION}`);
   }
-  if (!dataChecks.get(row.type)?.(row.data)) row.data = validateData(row.type, row.data, row.position).data;
-  if (!metaCheck?.(row.meta)) row.meta = validateMeta(row.meta, row.position);
+  row.data = validateData(row.type, row.data, row.position).data;
+  row.meta = validateMeta(row.meta, row.position);
   return row as StoredEvent;
 }
 

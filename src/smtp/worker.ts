@@ -27,7 +27,7 @@ const config = await new Promise<Config>((resolve) => {
   tell({ kind: 'ready' });
 });
 const logger = createLogger(config).child({ smtpWorker: process.pid });
-const store = await openStore(config);
+const store = await openStore(config, { writerThread: true });
 
 /** The main process projects the views; a worker knows they are current from their checkpoints. */
 async function viewsCurrent(timeoutMs: number): Promise<boolean> {

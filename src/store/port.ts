@@ -44,7 +44,13 @@ export interface EventStore {
 }
 
 export interface BlobStore {
-  /** Stores bytes under their sha256, durably; storing the same bytes twice is a no-op. */
+  /**
+   * Stores bytes under their sha256; resolves once they are durable, and they can be read at once
+   * in this process. Storing the same bytes twice is a no-op. A blob named by a durable event is
+   * always there: its index entry is durable no later than the next append that follows the put
+   * (the embedded store commits it with that append). One that no event names yet may be gone
+   * after a crash, as if it had not been stored.
+   */
   put(data: Buffer | Readable): Promise<BlobRef>;
   get(sha256: string): Promise<Buffer>;
   has(sha256: string): Promise<boolean>;

@@ -1,6 +1,7 @@
 /**
- * The two stores as test backends: the same test body runs against the embedded SQLite store and
- * MongoDB (mongo-java-server started by the harness, or MONGODB_URI when set).
+ * The stores as test backends: the same test body runs against the embedded SQLite store (writing
+ * in the caller's thread, and through its log writer thread as the server runs it) and MongoDB
+ * (mongo-java-server started by the harness, or MONGODB_URI when set).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -11,24 +12,27 @@ import { openSqliteStore } from '../../src/store/sqlite/index.js';
 import { startMongo, uniqueDbName, type MongoHandle } from './mongo-java-server.js';
 
 export interface Backend {
-  name: 'sqlite' | 'mongo';
+  name: 'sqlite' | 'sqlite, writer thread' | 'mongo';
   before?(): Promise<void>;
   after?(): Promise<void>;
   /** A new, empty location; `open` may be called several times (several processes on one store). */
   location(): { open(): Promise<Store>; dispose(): Promise<void> };
 }
 
-/** Both backends; `prefix` names the temporary folders and databases. */
-export function backends(prefix: string): [Backend, Backend] {
+const sqliteBackend = (prefix: string, writerThread: boolean): Backend => ({
+  name: writerThread ? 'sqlite, writer thread' : 'sqlite',
+  location() {
+    const dir = mkdtempSync(path.join(os.tmpdir(), `mailtrail-${prefix}-`));
+    return { open: () => openSqliteStore({ dataDir: dir, pollIntervalMs: 50, writerThread }), dispose: async () => rmSync(dir, { recursive: true, force: true }) };
+  },
+});
+
+/** Every backend; `prefix` names the temporary folders and databases. */
+export function backends(prefix: string): [Backend, Backend, Backend] {
   let mongo: MongoHandle | null = null;
   return [
-    {
-      name: 'sqlite',
-      location() {
-        const dir = mkdtempSync(path.join(os.tmpdir(), `mailtrail-${prefix}-`));
-        return { open: () => openSqliteStore({ dataDir: dir, pollIntervalMs: 50 }), dispose: async () => rmSync(dir, { recursive: true, force: true }) };
-      },
-    },
+    sqliteBackend(prefix, false),
+    sqliteBackend(`${prefix}-writer`, true),
     {
       name: 'mongo',
       async before() {

@@ -45,7 +45,10 @@ interface Pack {
 
 const PACK_NAME = /^pack-(\d{6,})$/;
 
-type IndexRow = { pack: number; offset: number; size: number };
+export type IndexRow = { pack: number; offset: number; size: number };
+
+/** Locations learned from another thread's puts (see `remember`), at most. */
+const REMEMBERED = 10_000;
 
 /** A rollback this long ago or less: the staged index rows wait this long before the next try. */
 const RETRY_MS = 100;
@@ -77,6 +80,8 @@ export class PackBlobStore implements BlobStore, StagedRows {
   private staged = new Map<string, IndexRow>();
   /** The rows the transaction in progress writes. */
   private writing: Map<string, IndexRow> | null = null;
+  /** Blobs another thread of this process put, whose index rows may not have committed yet. */
+  private readonly remembered = new Map<string, IndexRow>();
   private retry: NodeJS.Timeout | null = null;
   private readonly stmt;
 
@@ -156,8 +161,19 @@ export class PackBlobStore implements BlobStore, StagedRows {
     return pack.writing!;
   }
 
-  private lookup(sha256: string): IndexRow | undefined {
-    return this.staged.get(sha256) ?? this.writing?.get(sha256) ?? this.stmt.find.get(sha256);
+  /** Where a blob is: staged here, being written, learned from another thread, or in the index. */
+  locate(sha256: string): IndexRow | undefined {
+    return this.staged.get(sha256) ?? this.writing?.get(sha256) ?? this.remembered.get(sha256) ?? this.stmt.find.get(sha256);
+  }
+
+  /**
+   * A blob the log writer thread has put (durable, its index row staged there): readable here at
+   * once. Locations never change, so a remembered one stays right; the oldest are forgotten, by
+   * then their rows have long committed.
+   */
+  remember(sha256: string, row: IndexRow): void {
+    this.remembered.set(sha256, row);
+    if (this.remembered.size > REMEMBERED) this.remembered.delete(this.remembered.keys().next().value!);
   }
 
   async put(data: Buffer | Readable): Promise<BlobRef> {
@@ -165,7 +181,7 @@ export class PackBlobStore implements BlobStore, StagedRows {
     const sha256 = createHash('sha256').update(bytes).digest('hex');
     const pending = this.inflight.get(sha256);
     if (pending) return pending;
-    if (this.lookup(sha256)) return { sha256, size: bytes.length };
+    if (this.locate(sha256)) return { sha256, size: bytes.length };
     const write = (async (): Promise<BlobRef> => {
       const { pack, offset } = await this.reserve(bytes.length);
       await this.write(pack, bytes, offset);
@@ -205,7 +221,7 @@ export class PackBlobStore implements BlobStore, StagedRows {
   }
 
   async get(sha256: string): Promise<Buffer> {
-    const row = this.lookup(sha256);
+    const row = this.locate(sha256);
     if (!row) throw Object.assign(new Error(`no blob ${sha256}`), { code: 'ENOENT' });
     let reader = this.readers.get(row.pack);
     if (!reader) {
@@ -219,7 +235,7 @@ export class PackBlobStore implements BlobStore, StagedRows {
   }
 
   async has(sha256: string): Promise<boolean> {
-    return this.lookup(sha256) !== undefined;
+    return this.locate(sha256) !== undefined;
   }
 
   async close(): Promise<void> {
@@ -250,7 +266,7 @@ async function writeAll(handle: FileHandle, buffers: Buffer[], position: number)
   }
 }
 
-async function collect(stream: Readable): Promise<Buffer> {
+export async function collect(stream: Readable): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const chunk of stream) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string));
   return Buffer.concat(chunks);

@@ -22,11 +22,27 @@ export interface StagedRows {
   settle(committed: boolean): void;
 }
 
-type PendingAppend = {
+/** An append validated and serialized: event data and meta as JSON text, as the rows hold them. */
+export interface SerializedAppend {
   streamId: string;
-  events: NewEvent[];
+  events: { type: string; data: string }[];
   expectedVersion: ExpectedVersion;
-  meta: Meta;
+  meta: string;
+}
+
+/** Validates an append (a bad event fails its own caller, not the batch it would join) and serializes it. */
+export function serializeAppend(streamId: string, events: NewEvent[], opts: { expectedVersion: ExpectedVersion; meta: Meta }): SerializedAppend {
+  if (events.length === 0) throw new Error('append needs at least one event');
+  const valid = events.map((e) => validateData(e.type, e.data));
+  return {
+    streamId,
+    events: valid.map((e) => ({ type: e.type, data: JSON.stringify(e.data) })),
+    expectedVersion: opts.expectedVersion,
+    meta: JSON.stringify(validateMeta(opts.meta)),
+  };
+}
+
+type PendingAppend = SerializedAppend & {
   resolve: (r: AppendResult) => void;
   reject: (e: unknown) => void;
 };
@@ -106,12 +122,13 @@ export class SqliteEventStore implements EventStore {
   }
 
   async append(streamId: string, events: NewEvent[], opts: { expectedVersion: ExpectedVersion; meta: Meta }): Promise<AppendResult> {
-    if (events.length === 0) throw new Error('append needs at least one event');
-    // Validate before queueing: a bad event must fail its own caller, not the batch it would join.
-    const valid = events.map((e) => validateData(e.type, e.data));
-    const meta = validateMeta(opts.meta);
+    return this.appendSerialized(serializeAppend(streamId, events, opts));
+  }
+
+  /** Appends what serializeAppend made (here, or in the thread that asked the log writer). */
+  appendSerialized(a: SerializedAppend): Promise<AppendResult> {
     return new Promise((resolve, reject) => {
-      this.pending.push({ streamId, events: valid, expectedVersion: opts.expectedVersion, meta, resolve, reject });
+      this.pending.push({ ...a, resolve, reject });
       this.schedule();
     });
   }
@@ -123,11 +140,10 @@ export class SqliteEventStore implements EventStore {
       (p.expectedVersion === 'no_stream' ? actual === 0 : p.expectedVersion === actual);
     if (!ok) throw new WrongExpectedVersionError(p.streamId, p.expectedVersion, actual);
     const recordedAt = new Date().toISOString();
-    const meta = JSON.stringify(p.meta);
     let firstPosition = 0;
     let lastPosition = 0;
     p.events.forEach((e, i) => {
-      const info = this.stmt.insert.run(newEventId(), p.streamId, actual + i + 1, e.type, SCHEMA_VERSION, JSON.stringify(e.data), meta, recordedAt);
+      const info = this.stmt.insert.run(newEventId(), p.streamId, actual + i + 1, e.type, SCHEMA_VERSION, e.data, p.meta, recordedAt);
       lastPosition = Number(info.lastInsertRowid);
       if (i === 0) firstPosition = lastPosition;
     });

@@ -6,6 +6,7 @@ import { BLOBS_SCHEMA, fsyncDir, PackBlobStore } from './blob-store.js';
 import { EVENTS_SCHEMA, SqliteEventStore } from './event-store.js';
 import { openDatabase } from './database.js';
 import { GroupSync } from './group-sync.js';
+import { LogWriter, WriterBlobStore, WriterEventStore } from './log-writer.js';
 import { SqliteViewStore, VIEWS_SCHEMA } from './view-store.js';
 
 export interface SqliteOptions {
@@ -17,6 +18,11 @@ export interface SqliteOptions {
   synchronous?: 'FULL' | 'NORMAL';
   /** How often a waiting reader looks for appends made by other processes. */
   pollIntervalMs?: number;
+  /**
+   * Appends and blob puts in a worker thread of their own (LogWriter), off the caller's event
+   * loop: the server's choice. Default: in the caller's thread (scripts, tests of the store).
+   */
+  writerThread?: boolean;
 }
 
 /** Files of the embedded store in DATA_DIR: the log (with the blob index) and the views. */
@@ -42,14 +48,17 @@ export async function openSqliteStore(opts: SqliteOptions): Promise<Store> {
   const durable = (opts.synchronous ?? 'FULL') === 'FULL';
   const walSync = durable ? new GroupSync(`${file}-wal`) : null;
   const events = new SqliteEventStore(db, opts.pollIntervalMs ?? 250, walSync);
-  const blobs = new PackBlobStore(path.join(opts.dataDir, 'blobs'), db, durable, events);
+  const blobsDir = path.join(opts.dataDir, 'blobs');
+  const blobs = new PackBlobStore(blobsDir, db, durable, events);
   await blobs.init();
+  const writer = opts.writerThread ? new LogWriter({ file, blobsDir, durable }) : null;
   return {
     kind: 'sqlite',
-    events,
-    blobs,
+    events: writer ? new WriterEventStore(events, writer) : events,
+    blobs: writer ? new WriterBlobStore(blobs, writer) : blobs,
     views: new SqliteViewStore(viewsDb),
     async close() {
+      await writer?.close();
       await blobs.close();
       // After the blobs: their last index rows are written with the last batch.
       await events.drain();

@@ -1,0 +1,58 @@
+/**
+ * The worker thread of LogWriter (log-writer.ts): the embedded store's appends and blob puts, on
+ * a connection of its own, with the same group commits as in-thread (SqliteEventStore, PackBlobStore).
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { WrongExpectedVersionError, type AppendResult } from '../port.js';
+import { PackBlobStore } from './blob-store.js';
+import { openDatabase } from './database.js';
+import { SqliteEventStore } from './event-store.js';
+import { GroupSync } from './group-sync.js';
+import type { LogWriteReply, LogWriteRequest, LogWriterOptions } from './log-writer.js';
+
+const port = parentPort!;
+const opts = workerData as LogWriterOptions;
+const db = openDatabase(opts.file);
+const walSync = opts.durable ? new GroupSync(`${opts.file}-wal`) : null;
+const events = new SqliteEventStore(db, 1000, walSync);
+const blobs = new PackBlobStore(opts.blobsDir, db, opts.durable, events);
+
+const errorOf = (error: unknown): LogWriteReply['error'] => {
+  if (error instanceof WrongExpectedVersionError) return { name: error.name, message: error.message, conflict: { streamId: error.streamId, expected: error.expected, actual: error.actual } };
+  const e = error instanceof Error ? error : new Error(String(error));
+  return { name: e.name, message: e.message, code: (e as { code?: unknown }).code as string | undefined };
+};
+
+const answer = (n: number, work: Promise<Omit<LogWriteReply, 'n'>>): void => {
+  work.then(
+    (reply) => port.postMessage({ n, ...reply } satisfies LogWriteReply),
+    (error: unknown) => port.postMessage({ n, error: errorOf(error) } satisfies LogWriteReply),
+  );
+};
+
+port.on('message', (m: LogWriteRequest) => {
+  switch (m.kind) {
+    case 'append':
+      return answer(m.n, events.appendSerialized(m.append).then((result: AppendResult) => ({ result })));
+    case 'put':
+      return answer(
+        m.n,
+        (async () => {
+          const ref = await blobs.put(Buffer.from(m.bytes.buffer, m.bytes.byteOffset, m.bytes.byteLength));
+          return { ref, row: blobs.locate(ref.sha256)! };
+        })(),
+      );
+    case 'close':
+      return answer(
+        m.n,
+        (async () => {
+          await blobs.close();
+          await events.drain();
+          await walSync?.close();
+          db.close();
+          return {};
+        })(),
+      );
+  }
+});
+
