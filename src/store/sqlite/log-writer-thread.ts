@@ -23,14 +23,31 @@ const errorOf = (error: unknown): LogWriteReply['error'] => {
   return { name: e.name, message: e.message, code: (e as { code?: unknown }).code as string | undefined };
 };
 
+/** Replies of one tick, sent as one message. */
+let replies: LogWriteReply[] = [];
+const reply = (r: LogWriteReply): void => {
+  if (replies.length === 0) {
+    setImmediate(() => {
+      const batch = replies;
+      replies = [];
+      port.postMessage(batch);
+    });
+  }
+  replies.push(r);
+};
+
 const answer = (n: number, work: Promise<Omit<LogWriteReply, 'n'>>): void => {
   work.then(
-    (reply) => port.postMessage({ n, ...reply } satisfies LogWriteReply),
-    (error: unknown) => port.postMessage({ n, error: errorOf(error) } satisfies LogWriteReply),
+    (r) => reply({ n, ...r }),
+    (error: unknown) => reply({ n, error: errorOf(error) }),
   );
 };
 
-port.on('message', (m: LogWriteRequest) => {
+port.on('message', (batch: LogWriteRequest[]) => {
+  for (const m of batch) handle(m);
+});
+
+function handle(m: LogWriteRequest): void {
   switch (m.kind) {
     case 'append':
       return answer(m.n, events.appendSerialized(m.append).then((result: AppendResult) => ({ result })));
@@ -54,5 +71,5 @@ port.on('message', (m: LogWriteRequest) => {
         })(),
       );
   }
-});
+}
 

@@ -42,6 +42,8 @@ export class LogWriter {
   private readonly waiting = new Map<number, { resolve: (r: LogWriteReply) => void; reject: (e: Error) => void }>();
   private failure: Error | null = null;
   private closed = false;
+  private queued: LogWriteRequest[] = [];
+  private transfers: ArrayBuffer[] = [];
 
   constructor(private readonly opts: LogWriterOptions) {}
 
@@ -49,11 +51,13 @@ export class LogWriter {
     if (this.worker) return this.worker;
     const worker = startModuleThread(THREAD_MODULE, this.opts);
     worker.unref();
-    worker.on('message', (reply: LogWriteReply) => {
-      const w = this.waiting.get(reply.n);
-      this.waiting.delete(reply.n);
+    worker.on('message', (replies: LogWriteReply[]) => {
+      for (const reply of replies) {
+        const w = this.waiting.get(reply.n);
+        this.waiting.delete(reply.n);
+        w?.resolve(reply);
+      }
       if (this.waiting.size === 0) worker.unref();
-      w?.resolve(reply);
     });
     const fail = (error: Error): void => {
       if (this.closed) return;
@@ -70,20 +74,32 @@ export class LogWriter {
     return worker;
   }
 
-  private request(make: (n: number) => LogWriteRequest, transfer?: ArrayBuffer[]): Promise<LogWriteReply> {
+  private request(make: (n: number) => LogWriteRequest, transfer?: ArrayBuffer): Promise<LogWriteReply> {
     if (this.failure) return Promise.reject(this.failure);
     const n = ++this.next;
     const worker = this.thread();
     return new Promise((resolve, reject) => {
       this.waiting.set(n, { resolve, reject });
       if (this.waiting.size === 1) worker.ref();
-      worker.postMessage(make(n), transfer ?? []);
+      // The requests of one tick go as one message (its fixed cost is most of a small request's).
+      if (this.queued.length === 0) setImmediate(() => this.send());
+      this.queued.push(make(n));
+      if (transfer) this.transfers.push(transfer);
     }).then((reply) => {
       const e = (reply as LogWriteReply).error;
       if (!e) return reply as LogWriteReply;
       if (e.conflict) throw new WrongExpectedVersionError(e.conflict.streamId, e.conflict.expected, e.conflict.actual);
       throw Object.assign(new Error(e.message), { name: e.name, code: e.code });
     });
+  }
+
+  private send(): void {
+    const batch = this.queued;
+    const transfers = this.transfers;
+    this.queued = [];
+    this.transfers = [];
+    if (this.failure) return; // already rejected by the failure
+    this.worker?.postMessage(batch, transfers);
   }
 
   async append(append: SerializedAppend): Promise<AppendResult> {
@@ -94,7 +110,7 @@ export class LogWriter {
   async put(bytes: Buffer): Promise<{ ref: BlobRef; row: IndexRow }> {
     const copy = new Uint8Array(bytes.length);
     copy.set(bytes);
-    const reply = await this.request((n) => ({ n, kind: 'put', bytes: copy }), [copy.buffer]);
+    const reply = await this.request((n) => ({ n, kind: 'put', bytes: copy }), copy.buffer);
     return { ref: reply.ref!, row: reply.row! };
   }
 
