@@ -34,12 +34,25 @@ export interface AppOverrides {
   smtpObserver?: SmtpObserver;
   /** MX lookups of the relay (default: the system resolver). */
   mxResolver?: RelayDeps['resolver'];
+  /**
+   * The store can no longer write (the embedded store's writer thread died): nothing more can be
+   * accepted. The server (main.ts) stops and exits with an error, for its supervisor to restart it.
+   */
+  onFatal?: (error: Error) => void;
 }
 
 /** Starts the whole server: the store, the projectors' thread, the HTTP endpoints, SMTP. */
 export async function startApp(config: Config, logger: Logger, overrides: AppOverrides = {}): Promise<App> {
   const metrics = new Metrics();
-  const store = await openStore(config, { writerThread: true });
+  let storeFailure: Error | null = null;
+  const store = await openStore(config, {
+    writerThread: true,
+    onWriterFailure: (error) => {
+      storeFailure = error;
+      logger.fatal({ err: error }, 'the store cannot write any more; every message and change is refused until mailtrail restarts');
+      overrides.onFatal?.(error);
+    },
+  });
   metrics.instrumentStore(store);
   let thread: ProjectorThread;
   try {
@@ -74,7 +87,7 @@ export async function startApp(config: Config, logger: Logger, overrides: AppOve
   const web = await ensureWebBuild({ log: (message, details) => logger.info(details ?? {}, message) });
   // HTTP at once, so that /ready can say the views are catching up (e.g. while a crashed
   // instance's leases run out) instead of refusing connections.
-  const http = await startHttpServer({ config, logger, store, projectors, metrics, routes: [apiRoutes(api, config.TRUST_PROXY), webRoutes(web.distDir)] });
+  const http = await startHttpServer({ config, logger, store, projectors, metrics, storeFailure: () => storeFailure, routes: [apiRoutes(api, config.TRUST_PROXY), webRoutes(web.distDir)] });
   // SMTP answers "no such mailbox" from the views: let them catch up with the log first.
   if (!(await viewsCurrent(30_000))) logger.warn('SMTP starts before the mailboxes view has caught up with the log');
   const observer: SmtpObserver = {
@@ -92,7 +105,15 @@ export async function startApp(config: Config, logger: Logger, overrides: AppOve
   try {
     smtp =
       config.SMTP_WORKERS > 0
-        ? await startSmtpWorkers({ config, logger, observer, onStored: () => thread.wake() })
+        ? await startSmtpWorkers({
+            config,
+            logger,
+            observer,
+            onStored: () => {
+              thread.wake();
+              store.events.wake(); // this process's own waiters: the relay, live updates
+            },
+          })
         : await startSmtpServer({ config, logger, store, resolver: overrides.resolver, viewsCurrent, observer });
   } catch (error) {
     await http.close();

@@ -26,20 +26,23 @@ let config: Config | null = null;
 try {
   config = loadConfig();
   const logger = createLogger(config);
-  const app = await startApp(config, logger);
   let stopping = false;
-  const shutdown = (signal: string): void => {
+  let stop: () => Promise<void> = async () => undefined;
+  const shutdown = (signal: string, code = 0): void => {
     if (stopping) return;
     stopping = true;
     logger.info({ signal }, 'shutting down');
-    app.stop().then(
-      () => process.exit(0),
+    stop().then(
+      () => process.exit(code),
       (err: unknown) => {
         logger.error({ err }, 'shutdown failed');
         process.exit(1);
       },
     );
   };
+  // A store that can no longer write: stop and exit non-zero, so that systemd or Docker restarts it.
+  const app = await startApp(config, logger, { onFatal: () => setImmediate(() => shutdown('store failure', 1)) });
+  stop = () => app.stop();
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
 } catch (error) {

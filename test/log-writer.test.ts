@@ -12,6 +12,7 @@ import type { Worker } from 'node:worker_threads';
 import { v7 as uuidv7 } from 'uuid';
 import { openSqliteStore } from '../src/store/sqlite/index.js';
 import { mailReceived, meta, registerAccount } from './support/events.js';
+import { addUser, DOMAIN, fakeResolver, rawMessage, receivedWithSubject, SmtpTalk, startTestServer } from './support/smtp.js';
 
 const dirs: string[] = [];
 const tempDir = (): string => {
@@ -46,7 +47,8 @@ test('a blob put through the writer thread is readable at once here, and by anot
 
 test('a writer thread that dies: every later write fails naming it, reads go on, nothing acknowledged is lost', async () => {
   const dataDir = tempDir();
-  const store = await openSqliteStore({ dataDir, writerThread: true });
+  const told: Error[] = [];
+  const store = await openSqliteStore({ dataDir, writerThread: true, onWriterFailure: (e) => told.push(e) });
   const account = await registerAccount(store, `w-${uuidv7()}@mail.test`);
   const kept = await store.blobs.put(Buffer.from('kept'));
   const e = mailReceived(account, 'acknowledged');
@@ -57,6 +59,8 @@ test('a writer thread that dies: every later write fails naming it, reads go on,
   await worker.terminate();
   await assert.rejects(store.events.append(`mail-${uuidv7()}`, [mailReceived(account, 'lost?')], { expectedVersion: 'no_stream', meta: meta() }), (e: Error & { code?: string }) => e.code === 'ELOGWRITER' && /log writer thread exited.*restart mailtrail/.test(e.message));
   await assert.rejects(store.blobs.put(Buffer.from('after')), (e: Error & { code?: string }) => e.code === 'ELOGWRITER');
+  assert.equal(told.length, 1, 'the owner is told once (the server stops for a restart)');
+  assert.equal((told[0] as Error & { code?: string }).code, 'ELOGWRITER');
   assert.equal((await store.events.readStream(`account-${account.address}`)).length, 2, 'reads go on');
   await store.close();
   const reopened = await openSqliteStore({ dataDir });
@@ -66,5 +70,30 @@ test('a writer thread that dies: every later write fails naming it, reads go on,
     assert.equal((await reopened.blobs.get(kept.sha256)).toString(), 'kept', 'the blob of an acknowledged event');
   } finally {
     await reopened.close();
+  }
+});
+
+test('the server whose writer thread dies: a message gets 451 and is not stored, /health says down, the server is told to stop', async () => {
+  const fatal: Error[] = [];
+  const server = await startTestServer({}, fakeResolver(), { onFatal: (e) => fatal.push(e) });
+  try {
+    await addUser(server, `bob@${DOMAIN}`);
+    const worker = (server.store.events as unknown as { writer: { worker: Worker } }).writer.worker;
+    await worker.terminate();
+    const { talk } = await SmtpTalk.open(server.port);
+    await talk.cmd('EHLO client.example.org');
+    const [mail, rcpt] = await talk.envelope('alice@example.org', [`bob@${DOMAIN}`]);
+    assert.equal(mail!.code, 250);
+    assert.equal(rcpt!.code, 250);
+    const reply = await talk.data(rawMessage({ subject: 'after the writer died' }));
+    assert.equal(reply.code, 451, `a temporary refusal, the sender retries: ${reply.text}`);
+    await talk.quit();
+    assert.equal((await receivedWithSubject(server.store, 'after the writer died')).length, 0);
+    assert.equal(fatal.length, 1);
+    const health = await fetch(`http://127.0.0.1:${server.app.http.port}/health`);
+    assert.equal(health.status, 503);
+    assert.match(((await health.json()) as { error: string }).error, /log writer thread exited.*restart mailtrail/);
+  } finally {
+    await server.stop();
   }
 });

@@ -63,6 +63,8 @@ const simple: [string, Buffer][] = [
   ['empty body', crlf('Subject: empty\n\n')],
   ['blank body', crlf('Subject: blank\n\n\n')],
   ['no blank line at all (headers only)', crlf('Subject: only headers\nFrom: a@example.org')],
+  // Under 1 MiB of bytes, but over mailparser's header limit (each line counts for at least 64 bytes).
+  ['a header section over the parser\'s limit', crlf(`Subject: many lines\n${'To: a@b.example\n'.repeat(17_000)}\nbody\n`)],
   ['folded header fields', crlf('Subject: folded\n subject\nTo: a@example.org,\n\tb@example.org\nContent-Type: text/plain;\n charset=utf-8\n\nbody\n')],
 ];
 

@@ -18,6 +18,8 @@ interface Deps {
   store: Store;
   projectors: Map<string, Projector>;
   metrics: Metrics;
+  /** Why the store can no longer write, once it cannot (reads may still work). */
+  storeFailure?: () => Error | null;
   /** Tried in order; each says whether it answered the request. */
   routes?: RouteHandler[];
 }
@@ -39,8 +41,10 @@ async function projectorStates(deps: Deps): Promise<{ head: number; projectors: 
   return { head, projectors: Object.fromEntries(entries) };
 }
 
-/** Liveness: 200 when the store answers and no projector has parked itself. */
+/** Liveness: 200 when the store answers (and can write) and no projector has parked itself. */
 async function health(deps: Deps): Promise<{ status: number; body: unknown }> {
+  const failure = deps.storeFailure?.();
+  if (failure) return { status: 503, body: { status: 'down', store: deps.store.kind, error: failure.message } };
   try {
     const { head, projectors } = await projectorStates(deps);
     const parked = Object.values(projectors).some((p) => p.status === 'parked');

@@ -15,8 +15,9 @@ import { headerBcc, summarize, type SummaryFields } from './summary.js';
  *    apart once it is complete: the stored copy, mailparser (headers, text, html; attachments into
  *    their own blobs) and any extra taps (e.g. mailauth) get it whole. Past 1 MiB each chunk goes
  *    at once (with backpressure) to the stored copy (streamed into the blob store), to mailparser
- *    and to the taps. The message is never held whole in memory more than once. The caller then
- *    decides on it (policy, authentication results).
+ *    and to the taps, and the message is never held whole. (A held message is copied a few times on
+ *    its way into the store: at most a few MiB per message in flight.) The caller then decides on
+ *    it (policy, authentication results).
  * 2. commit or abort: commit finishes the blobs (the store makes each durable before it
  *    resolves); abort throws away what was written, so a refused message leaves no blob behind.
  */
@@ -212,6 +213,24 @@ function readHeaderSection(head: Buffer): { headers: Headers; lines: HeaderLines
   return { headers: headerReader.processHeaders(list), lines: section.lines as HeaderLines };
 }
 
+/**
+ * A header section as mailparser's splitter counts it against its 1 MiB limit: every line at
+ * least 64 bytes (a parsed line costs more than its bytes), the blank line at its own length.
+ * Past the limit the whole parse refuses the message, and so must the fast path.
+ */
+function headerCost(head: Buffer): number {
+  let cost = 0;
+  let from = 0;
+  while (from < head.length) {
+    const lf = head.indexOf(0x0a, from);
+    const end = lf === -1 ? head.length : lf + 1;
+    const blank = end - from <= 2 && (head[from] === 0x0a || (head[from] === 0x0d && head[from + 1] === 0x0a));
+    cost += blank ? end - from : Math.max(end - from, 64);
+    from = end;
+  }
+  return cost;
+}
+
 /** Messages up to this size are held in memory and taken apart once complete. */
 const RAW_IN_MEMORY = 1024 * 1024;
 
@@ -359,14 +378,16 @@ async function receiveHeld<R>(message: Buffer, opts: IntakeOptions<R>, bytes: nu
         : [opts.rewriteHeader(content)];
   let parsing: Parsing | null = null;
   let aborted = false;
+  // Refused after all (a parse failure, DMARC, a submission's From): the taps stop too (mailauth's look-ups).
   const abort = (): void => {
     aborted = true;
     parsing?.abort(ABORTED());
+    for (const tap of opts.taps ?? []) tap.destroy(ABORTED());
   };
   let parsed: Parsed;
   try {
     const head = end >= 0 ? content.subarray(0, end) : null;
-    if ((opts.simpleTextFastPath ?? true) && head && isSimpleTextMessage(head)) {
+    if ((opts.simpleTextFastPath ?? true) && head && headerCost(head) <= MAX_HEADER_SECTION && isSimpleTextMessage(head)) {
       parsed = { ...readHeaderSection(head), text: null, simple: decodeSimpleBody(content.subarray(end)), attachments: [] };
     } else {
       parsing = startParser(opts.blobs, opts.maxAttachments ?? 500);

@@ -7,6 +7,7 @@ import { allProjections } from '../../projections/index.js';
 import type { Config } from '../config.js';
 import { createLogger } from '../log.js';
 import { openStore } from '../store/open.js';
+import type { Store } from '../store/port.js';
 import { ProjectionRunner } from './runner.js';
 import { SharedLogReader } from './shared-reader.js';
 import type { FromProjectors, ToProjectors } from './thread.js';
@@ -15,42 +16,55 @@ const port = parentPort!;
 const { config } = workerData as { config: Config };
 const tell = (m: FromProjectors): void => port.postMessage(m);
 
+const logger = createLogger(config).child({ thread: 'projectors' });
+const runners: ProjectionRunner[] = [];
+let store: Store | null = null;
+
+/** Stops what has started, closes the store; the runners release their leases. */
+async function shutDown(): Promise<void> {
+  for (const r of runners) await r.stop();
+  await store?.close();
+}
+
 try {
-  const logger = createLogger(config).child({ thread: 'projectors' });
-  const store = await openStore(config);
+  store = await openStore(config);
   const reader = new SharedLogReader(store.events);
-  const runners = new Map(
-    allProjections.map((p) => [p.spec.name, new ProjectionRunner(store, p, { owner: config.INSTANCE_ID, logger, leaseTtlMs: config.PROJECTOR_LEASE_TTL_MS, reader })]),
-  );
+  const byName = new Map<string, ProjectionRunner>();
+  for (const p of allProjections) {
+    const r = new ProjectionRunner(store, p, { owner: config.INSTANCE_ID, logger, leaseTtlMs: config.PROJECTOR_LEASE_TTL_MS, reader });
+    runners.push(r);
+    byName.set(r.name, r);
+  }
   // One message per runner and tick at most: a batch moves position, status and error together.
   const changed = new Set<ProjectionRunner>();
   const report = (): void => {
     for (const r of changed) tell({ kind: 'state', name: r.name, status: r.status, position: r.position, lastError: r.lastError });
     changed.clear();
   };
-  for (const r of runners.values()) {
+  for (const r of runners) {
     r.progressed.on('progress', () => {
       if (changed.size === 0) queueMicrotask(report);
       changed.add(r);
     });
   }
+  const events = store.events;
   port.on('message', (m: ToProjectors) => {
-    if (m.kind === 'wake') store.events.wake();
-    else if (m.kind === 'waiters') runners.get(m.name)?.setRemoteWaiters(m.count);
+    if (m.kind === 'wake') events.wake();
+    else if (m.kind === 'waiters') byName.get(m.name)?.setRemoteWaiters(m.count);
     else if (m.kind === 'stop') {
-      void (async () => {
-        for (const r of runners.values()) await r.stop();
-        await store.close();
+      void shutDown().then(() => {
         tell({ kind: 'stopped' });
         port.close();
-      })();
+      });
     }
   });
-  for (const r of runners.values()) await r.start();
-  for (const r of runners.values()) changed.add(r);
+  for (const r of runners) await r.start();
+  for (const r of runners) changed.add(r);
   report();
   tell({ kind: 'started' });
 } catch (error) {
+  // Nothing of this thread may go on (a runner holding its lease) once the main thread hears it failed.
+  await shutDown().catch(() => undefined);
   tell({ kind: 'failed', message: error instanceof Error ? error.message : String(error) });
-  port.close();
+  process.exit(1);
 }

@@ -19,6 +19,9 @@ export type FromProjectors =
 /** A thread that died within this time of starting is restarted after a pause, so a crash loop does not spin. */
 const EARLY_DEATH_MS = 5000;
 const RESTART_PAUSE_MS = 1000;
+const RESTART_PAUSE_MAX_MS = 30_000;
+/** How long stop() lets the runners finish their batch and release their leases before it ends the thread. */
+const STOP_TIMEOUT_MS = 10_000;
 
 /** A projector of the thread, as the main thread sees it. */
 class RemoteProjector implements Projector {
@@ -34,6 +37,11 @@ class RemoteProjector implements Projector {
     private readonly tell: (m: ToProjectors) => void,
   ) {
     this.progressed.setMaxListeners(0);
+  }
+
+  /** A new thread knows nothing of the readers waiting here. */
+  tellWaiters(): void {
+    if (this.waiting > 0) this.tell({ kind: 'waiters', name: this.name, count: this.waiting });
   }
 
   update(s: { status: RunnerStatus; position: number; lastError: string | null }): void {
@@ -74,6 +82,11 @@ export class ProjectorThread {
   private worker: Worker | null = null;
   private stopping = false;
   private wakeQueued = false;
+  /** Once the first thread has started, a dead one is replaced (before that, start() fails instead). */
+  private started = false;
+  /** Threads in a row that died early or could not start: the pause before the next grows. */
+  private failures = 0;
+  private restart: NodeJS.Timeout | null = null;
 
   private constructor(
     private readonly config: Config,
@@ -88,40 +101,49 @@ export class ProjectorThread {
   static async start(config: Config, logger: Logger, store: Store, names: string[]): Promise<ProjectorThread> {
     const thread = new ProjectorThread(config, logger, store, names);
     await thread.spawn();
+    thread.started = true;
     return thread;
   }
 
   private spawn(): Promise<void> {
-    const startedAt = Date.now();
+    const spawnedAt = Date.now();
     const worker = startModuleThread(THREAD_MODULE, { config: this.config });
     this.worker = worker;
+    let running = false;
     return new Promise((resolve, reject) => {
-      let started = false;
       worker.on('message', (m: FromProjectors) => {
         if (m.kind === 'state') this.projectors.get(m.name)?.update(m);
         else if (m.kind === 'started') {
-          started = true;
+          running = true;
+          for (const p of this.projectors.values()) p.tellWaiters();
           resolve();
         } else if (m.kind === 'failed') {
-          if (!started) reject(new Error(`the projector thread could not start: ${m.message}`));
-          else this.logger.error({ err: m.message }, 'projector thread failed');
+          // The thread has stopped its runners and exits by itself.
+          this.logger.error({ err: m.message }, 'the projector thread could not start');
+          reject(new Error(`the projector thread could not start: ${m.message}`));
         }
       });
       worker.on('error', (error) => {
         this.logger.error({ err: error }, 'projector thread crashed');
-        if (!started) reject(error);
+        reject(error);
       });
       worker.on('exit', (code) => {
         if (this.worker === worker) this.worker = null;
-        if (this.stopping || !started) return;
+        reject(new Error(`the projector thread exited (code ${code}) before it started`));
+        if (this.stopping || !this.started) return;
         for (const p of this.projectors.values()) p.update({ status: 'parked', position: p.position, lastError: `the projector thread exited (code ${code})` });
-        this.logger.error({ code }, 'projector thread exited; starting another');
-        setTimeout(
-          () => {
-            if (!this.stopping) this.spawn().catch((error: unknown) => this.logger.error({ err: error }, 'projector thread could not be restarted'));
-          },
-          Date.now() - startedAt < EARLY_DEATH_MS ? RESTART_PAUSE_MS : 0,
-        );
+        const early = !running || Date.now() - spawnedAt < EARLY_DEATH_MS;
+        this.failures = early ? this.failures + 1 : 0;
+        const pause = early ? Math.min(RESTART_PAUSE_MAX_MS, RESTART_PAUSE_MS * 2 ** (this.failures - 1)) : 0;
+        this.logger.error({ code, restartInMs: pause }, 'projector thread exited; starting another');
+        this.restart = setTimeout(() => {
+          this.restart = null;
+          if (this.stopping) return;
+          this.spawn().then(
+            () => undefined,
+            () => undefined, // its exit schedules the next try
+          );
+        }, pause);
       });
     });
   }
@@ -136,18 +158,27 @@ export class ProjectorThread {
     });
   }
 
-  /** Stops the runners (each releases its lease) and the thread. */
+  /** Stops the runners (each releases its lease) and the thread; a thread that does not stop in time is ended. */
   async stop(): Promise<void> {
     this.stopping = true;
+    if (this.restart) clearTimeout(this.restart);
     const worker = this.worker;
-    if (!worker) return;
-    await new Promise<void>((resolve) => {
-      worker.once('exit', () => resolve());
-      worker.on('message', (m: FromProjectors) => {
-        if (m.kind === 'stopped') void worker.terminate();
+    if (worker) {
+      await new Promise<void>((resolve) => {
+        const deadline = setTimeout(() => {
+          this.logger.warn('the projector thread did not stop in time; ending it (its leases run out)');
+          void worker.terminate();
+        }, STOP_TIMEOUT_MS);
+        worker.once('exit', () => {
+          clearTimeout(deadline);
+          resolve();
+        });
+        worker.on('message', (m: FromProjectors) => {
+          if (m.kind === 'stopped') void worker.terminate();
+        });
+        worker.postMessage({ kind: 'stop' } satisfies ToProjectors);
       });
-      worker.postMessage({ kind: 'stop' } satisfies ToProjectors);
-    });
+    }
     for (const p of this.projectors.values()) p.update({ status: 'stopped', position: p.position, lastError: p.lastError });
   }
 }

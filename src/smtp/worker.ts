@@ -27,7 +27,18 @@ const config = await new Promise<Config>((resolve) => {
   tell({ kind: 'ready' });
 });
 const logger = createLogger(config).child({ smtpWorker: process.pid });
-const store = await openStore(config, { writerThread: true });
+// A worker whose store can no longer write exits with an error: the main process starts another.
+let fatal = false;
+let stopNow: (() => void) | null = null;
+const store = await openStore(config, {
+  writerThread: true,
+  onWriterFailure: (error) => {
+    logger.fatal({ err: error }, 'the store cannot write any more; this SMTP worker stops and is replaced');
+    fatal = true;
+    if (stopNow) setImmediate(stopNow);
+    else process.exit(1);
+  },
+});
 
 /** The main process projects the views; a worker knows they are current from their checkpoints. */
 async function viewsCurrent(timeoutMs: number): Promise<boolean> {
@@ -57,8 +68,9 @@ const stop = (): Promise<void> =>
   (stopping ??= (async () => {
     await smtp.close();
     await store.close();
-    process.exit(0);
+    process.exit(fatal ? 1 : 0);
   })());
+stopNow = () => void stop();
 process.on('message', (m: PrimaryMessage) => {
   if (m.kind === 'shutdown') void stop();
 });

@@ -83,6 +83,7 @@ export class PackBlobStore implements BlobStore, StagedRows {
   /** Blobs another thread of this process put, whose index rows may not have committed yet. */
   private readonly remembered = new Map<string, IndexRow>();
   private retry: NodeJS.Timeout | null = null;
+  private closed = false;
   private readonly stmt;
 
   constructor(
@@ -214,6 +215,7 @@ export class PackBlobStore implements BlobStore, StagedRows {
     this.writing = null;
     if (!written || committed) return;
     for (const [sha256, row] of written) if (!this.staged.has(sha256)) this.staged.set(sha256, row);
+    if (this.closed) return; // the store's last flush: nothing retries on a closed database
     this.retry ??= setTimeout(() => {
       this.retry = null;
       this.log.schedule();
@@ -239,6 +241,7 @@ export class PackBlobStore implements BlobStore, StagedRows {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     await Promise.allSettled(this.inflight.values());
     if (this.retry) clearTimeout(this.retry);
     this.retry = null;

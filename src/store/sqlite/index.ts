@@ -23,6 +23,8 @@ export interface SqliteOptions {
    * loop: the server's choice. Default: in the caller's thread (scripts, tests of the store).
    */
   writerThread?: boolean;
+  /** With writerThread: told once if the thread dies (every later write fails; restart the process). */
+  onWriterFailure?: (error: Error) => void;
 }
 
 /** Files of the embedded store in DATA_DIR: the log (with the blob index) and the views. */
@@ -51,7 +53,14 @@ export async function openSqliteStore(opts: SqliteOptions): Promise<Store> {
   const blobsDir = path.join(opts.dataDir, 'blobs');
   const blobs = new PackBlobStore(blobsDir, db, durable, events);
   await blobs.init();
-  const writer = opts.writerThread ? new LogWriter({ file, blobsDir, durable }) : null;
+  let writer: LogWriter | null = null;
+  try {
+    if (opts.writerThread) writer = await LogWriter.start({ file, blobsDir, durable }, opts.onWriterFailure);
+  } catch (error) {
+    db.close();
+    viewsDb.close();
+    throw error;
+  }
   return {
     kind: 'sqlite',
     events: writer ? new WriterEventStore(events, writer) : events,

@@ -8,14 +8,26 @@ import { PackBlobStore } from './blob-store.js';
 import { openDatabase } from './database.js';
 import { SqliteEventStore } from './event-store.js';
 import { GroupSync } from './group-sync.js';
-import type { LogWriteReply, LogWriteRequest, LogWriterOptions } from './log-writer.js';
+import type Database from 'better-sqlite3';
+import type { LogWriteReply, LogWriteRequest, LogWriterOptions, LogWriterStatus } from './log-writer.js';
 
 const port = parentPort!;
 const opts = workerData as LogWriterOptions;
-const db = openDatabase(opts.file);
-const walSync = opts.durable ? new GroupSync(`${opts.file}-wal`) : null;
-const events = new SqliteEventStore(db, 1000, walSync);
-const blobs = new PackBlobStore(opts.blobsDir, db, opts.durable, events);
+let opened: { db: Database.Database; walSync: GroupSync | null; events: SqliteEventStore; blobs: PackBlobStore };
+try {
+  const db = openDatabase(opts.file);
+  const walSync = opts.durable ? new GroupSync(`${opts.file}-wal`) : null;
+  const events = new SqliteEventStore(db, 1000, walSync);
+  const blobs = new PackBlobStore(opts.blobsDir, db, opts.durable, events);
+  await blobs.init();
+  opened = { db, walSync, events, blobs };
+} catch (error) {
+  port.postMessage({ failed: error instanceof Error ? error.message : String(error) } satisfies LogWriterStatus);
+  process.exit(1);
+}
+const { db, walSync, events, blobs } = opened;
+/** After `close`, nothing more is written (a put would open a new pack on a closed store). */
+let closed = false;
 
 const errorOf = (error: unknown): LogWriteReply['error'] => {
   if (error instanceof WrongExpectedVersionError) return { name: error.name, message: error.message, conflict: { streamId: error.streamId, expected: error.expected, actual: error.actual } };
@@ -46,8 +58,10 @@ const answer = (n: number, work: Promise<Omit<LogWriteReply, 'n'>>): void => {
 port.on('message', (batch: LogWriteRequest[]) => {
   for (const m of batch) handle(m);
 });
+port.postMessage({ ready: true } satisfies LogWriterStatus);
 
 function handle(m: LogWriteRequest): void {
+  if (closed) return answer(m.n, Promise.reject(Object.assign(new Error('the store is closed'), { code: 'ESTORECLOSED' })));
   switch (m.kind) {
     case 'append':
       return answer(m.n, events.appendSerialized(m.append).then((result: AppendResult) => ({ result })));
@@ -60,6 +74,7 @@ function handle(m: LogWriteRequest): void {
         })(),
       );
     case 'close':
+      closed = true;
       return answer(
         m.n,
         (async () => {

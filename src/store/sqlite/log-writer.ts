@@ -29,55 +29,89 @@ export type LogWriteReply = {
   error?: { name: string; message: string; code?: string; conflict?: { streamId: string; expected: ExpectedVersion; actual: number } };
 };
 
+/** What the thread says besides replies: it is ready, or it could not open the store. */
+export type LogWriterStatus = { ready: true } | { failed: string };
+
 /**
  * The embedded store's writes - appends and blob puts - done by a worker thread on a connection of
  * its own: its transactions, WAL checkpoints and fsync bookkeeping run on another core than the
  * caller (SMTP and the API), with the same group commits and the same durability (a request is
  * answered once it is durable). Reads stay on the caller's connection: what a write made is
- * visible there once it is answered. The thread starts with the first write.
+ * visible there once it is answered.
  */
 export class LogWriter {
   private worker: Worker | null = null;
   private next = 0;
   private readonly waiting = new Map<number, { resolve: (r: LogWriteReply) => void; reject: (e: Error) => void }>();
   private failure: Error | null = null;
-  private closed = false;
+  /** Set when close() begins: later requests are refused. */
+  private closing = false;
   private queued: LogWriteRequest[] = [];
   private transfers: ArrayBuffer[] = [];
 
-  constructor(private readonly opts: LogWriterOptions) {}
+  private constructor(
+    private readonly opts: LogWriterOptions,
+    /** Told once when the thread dies: the store cannot write any more (the server stops for a restart). */
+    private readonly onFailure: (error: Error) => void,
+  ) {}
 
-  private thread(): Worker {
-    if (this.worker) return this.worker;
-    const worker = startModuleThread(THREAD_MODULE, this.opts);
+  /** Starts the thread; resolves once it has opened the store, so a thread that cannot fails the caller's start-up. */
+  static async start(opts: LogWriterOptions, onFailure: (error: Error) => void = () => undefined): Promise<LogWriter> {
+    const writer = new LogWriter(opts, onFailure);
+    const worker = startModuleThread(THREAD_MODULE, opts);
+    writer.worker = worker;
+    await new Promise<void>((resolve, reject) => {
+      const early = (error: Error): void => reject(new Error(`the log writer thread could not start: ${error.message}`));
+      worker.once('error', early);
+      worker.once('exit', (code) => early(new Error(`it exited (code ${code})`)));
+      worker.once('message', (m: LogWriterStatus) => {
+        worker.removeAllListeners('error').removeAllListeners('exit');
+        if ('failed' in m) {
+          void worker.terminate();
+          reject(new Error(`the log writer thread could not start: ${m.failed}`));
+        } else resolve();
+      });
+    });
     worker.unref();
     worker.on('message', (replies: LogWriteReply[]) => {
       for (const reply of replies) {
-        const w = this.waiting.get(reply.n);
-        this.waiting.delete(reply.n);
+        const w = writer.waiting.get(reply.n);
+        writer.waiting.delete(reply.n);
         w?.resolve(reply);
       }
-      if (this.waiting.size === 0) worker.unref();
+      if (writer.waiting.size === 0) worker.unref();
     });
-    const fail = (error: Error): void => {
-      if (this.closed) return;
+    worker.on('error', (error) => writer.fail(error));
+    worker.on('exit', (code) => writer.fail(new Error(`the log writer thread exited (code ${code})`)));
+    return writer;
+  }
+
+  private fail(error: Error): void {
+    if (this.failure) return;
+    if (this.closing) {
+      // Closed: whatever is still unanswered (nothing, normally) will not be.
+      this.failure = Object.assign(new Error('the store is closed'), { code: 'ESTORECLOSED' });
+    } else {
       // Nothing unanswered is known to be durable: each caller gets the error (SMTP answers 451).
       // No second thread: index rows the dead one had staged would be lost under events that a
       // new one committed. Writes fail until the process is restarted.
-      this.failure ??= Object.assign(new Error(`${error.message}; restart mailtrail`), { code: 'ELOGWRITER' });
-      for (const w of this.waiting.values()) w.reject(this.failure);
-      this.waiting.clear();
-    };
-    worker.on('error', fail);
-    worker.on('exit', (code) => fail(new Error(`the log writer thread exited (code ${code})`)));
-    this.worker = worker;
-    return worker;
+      this.failure = Object.assign(new Error(`${error.message}; restart mailtrail`), { code: 'ELOGWRITER' });
+      this.onFailure(this.failure);
+    }
+    for (const w of this.waiting.values()) w.reject(this.failure);
+    this.waiting.clear();
   }
 
-  private request(make: (n: number) => LogWriteRequest, transfer?: ArrayBuffer): Promise<LogWriteReply> {
+  /** Why writes fail, once they do (the thread died, or the store is closed). */
+  get error(): Error | null {
+    return this.failure;
+  }
+
+  private request(make: (n: number) => LogWriteRequest, transfer?: ArrayBuffer, closing = false): Promise<LogWriteReply> {
     if (this.failure) return Promise.reject(this.failure);
+    if (this.closing && !closing) return Promise.reject(Object.assign(new Error('the store is closed'), { code: 'ESTORECLOSED' }));
     const n = ++this.next;
-    const worker = this.thread();
+    const worker = this.worker!;
     return new Promise((resolve, reject) => {
       this.waiting.set(n, { resolve, reject });
       if (this.waiting.size === 1) worker.ref();
@@ -114,12 +148,12 @@ export class LogWriter {
     return { ref: reply.ref!, row: reply.row! };
   }
 
-  /** Writes what is queued, makes it durable and ends the thread. */
+  /** Writes what was asked before, makes it durable and ends the thread; later writes are refused. */
   async close(): Promise<void> {
-    const worker = this.worker;
-    if (!worker || this.failure) return;
-    await this.request((n) => ({ n, kind: 'close' }));
-    this.closed = true;
+    if (this.closing) return;
+    this.closing = true;
+    const worker = this.worker!;
+    if (!this.failure) await this.request((n) => ({ n, kind: 'close' }), undefined, true);
     await worker.terminate();
   }
 }
