@@ -1,3 +1,4 @@
+import { mkdirSync } from 'node:fs';
 import { apiRoutes } from './api/http.js';
 import { apiSettings } from './api/settings.js';
 import type { Config } from './config.js';
@@ -13,6 +14,7 @@ import { SMTP_VIEWS, startSmtpServer, type SmtpObserver, type SmtpService } from
 import { startSmtpWorkers } from './smtp/workers.js';
 import { ensureWebBuild, webRoutes } from './web/serve.js';
 import { openStore } from './store/open.js';
+import { lockDataDir } from './store/sqlite/server-lock.js';
 import type { Store } from './store/port.js';
 import { allProjections } from '../projections/index.js';
 
@@ -44,6 +46,17 @@ export interface AppOverrides {
 /** Starts the whole server: the store, the projectors' thread, the HTTP endpoints, SMTP. */
 export async function startApp(config: Config, logger: Logger, overrides: AppOverrides = {}): Promise<App> {
   const metrics = new Metrics();
+  // The embedded store is one server's: a second one on the same folder is refused here.
+  const lock = config.MONGODB_URI ? null : (mkdirSync(config.DATA_DIR, { recursive: true }), lockDataDir(config.DATA_DIR));
+  try {
+    return await startUnlocked(config, logger, overrides, metrics, () => lock?.release());
+  } catch (error) {
+    lock?.release();
+    throw error;
+  }
+}
+
+async function startUnlocked(config: Config, logger: Logger, overrides: AppOverrides, metrics: Metrics, unlock: () => void): Promise<App> {
   let storeFailure: Error | null = null;
   const store = await openStore(config, {
     writerThread: true,
@@ -146,6 +159,7 @@ export async function startApp(config: Config, logger: Logger, overrides: AppOve
       await http.close();
       await thread.stop();
       await store.close();
+      unlock();
     },
   };
 }

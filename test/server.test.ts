@@ -64,6 +64,25 @@ describe('npm start', () => {
     }
   });
 
+  test('one server per DATA_DIR: a second is refused with a clear message, and a kill -9 leaves no lock behind', { timeout: 90_000 }, async () => {
+    const dataDir = tempDir();
+    const env = { DATA_DIR: dataDir, PORT: '0', SMTP_PORT: '0', HOST: '127.0.0.1' };
+    const first = await startServer(env);
+    try {
+      const second = await runScript('src/main.ts', [], env);
+      assert.equal(second.code, 1);
+      assert.match(second.stderr, new RegExp(`DATA_DIR=${dataDir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is in use by another mailtrail server; stop it first`));
+      assert.doesNotMatch(second.stderr, /\n\s+at /, 'no stack trace');
+      assert.equal((await fetch(`http://127.0.0.1:${first.port}/health`)).status, 200, 'the first one goes on');
+    } finally {
+      first.child.kill('SIGKILL');
+      await first.exited;
+    }
+    const again = await startServer(env);
+    again.child.kill('SIGTERM');
+    assert.equal(await again.exited, 0);
+  });
+
   test('a bad setting stops start-up with a message naming it, not a stack trace', async () => {
     const r = await runScript('src/main.ts', [], { DATA_DIR: tempDir(), PORT: '99999' });
     assert.equal(r.code, 1);
