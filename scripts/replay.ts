@@ -29,7 +29,9 @@ await runCommand('replay', async ({ store, args }) => {
   const seconds = result.ms / 1000;
   const rate = seconds > 0 ? Math.round(result.events / seconds) : result.events;
   console.log(`views:    ${names}`);
-  console.log(`events:   ${result.events}`);
+  // The server may have appended while it ran: the summary says so rather than disagree with the first line.
+  const later = Math.max(0, result.position - head);
+  console.log(`events:   ${result.events}${later > 0 ? ` (${later} of them appended while the replay ran)` : ''}`);
   console.log(`seconds:  ${seconds.toFixed(2)}`);
   console.log(`events/s: ${rate}`);
 }, { existingStore: true });
