@@ -46,6 +46,10 @@ export async function watchedPage(context: BrowserContext): Promise<Watched> {
   page.on('console', (m) => {
     if (m.type() === 'error') errors.push(`console: ${m.text()}`);
   });
+  // The console's "Failed to load resource" does not say which: this line does, in the same words.
+  page.on('response', (r) => {
+    if (r.status() >= 400) errors.push(`response: the server responded with a status of ${r.status()} (${r.statusText()}) to ${r.request().method()} ${r.url()}`);
+  });
   page.on('dialog', (d) => {
     dialogs.push(`${d.type()}: ${d.message()}`);
     void (d.type() === 'confirm' && (confirmAnswers.shift() ?? true) ? d.accept() : d.dismiss());

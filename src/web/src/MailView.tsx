@@ -41,9 +41,16 @@ function MailNotFound() {
   );
 }
 
+/**
+ * The changes of one mail run one after another: opening an unread mail marks it read, and a
+ * "Move to trash" clicked at once must not overtake that (a mail in the trash cannot be marked read).
+ */
+const oneMail = (mail: Mail) => ({ id: `mail-${mail.id}` });
+
 function useMarkRead(mail: Mail) {
   const queryClient = useQueryClient();
   return useMutation({
+    scope: oneMail(mail),
     mutationFn: (read: boolean) => api.mails.setRead.mutate({ id: mail.id, read }),
     onSuccess: () => {
       for (const queryKey of [['mail', mail.id], ['mails'], ['mailboxes'], ['history', mail.id]]) void refetchAfterChange(queryClient, { queryKey });
@@ -55,6 +62,7 @@ function useMarkRead(mail: Mail) {
 function useTrash(mail: Mail) {
   const queryClient = useQueryClient();
   return useMutation({
+    scope: oneMail(mail),
     mutationFn: (trash: boolean) => (trash ? api.mails.trash.mutate({ id: mail.id }) : api.mails.restore.mutate({ id: mail.id })),
     onSuccess: (_, trash) => {
       void refetchAfterChange(queryClient);
@@ -69,6 +77,7 @@ function useTrash(mail: Mail) {
 function useDeleteForGood(mail: Mail) {
   const queryClient = useQueryClient();
   return useMutation({
+    scope: oneMail(mail),
     mutationFn: () => api.mails.delete.mutate({ id: mail.id }),
     onSuccess: () => {
       setFlash('Message deleted for good.');
