@@ -97,12 +97,6 @@ async function startUnlocked(config: Config, logger: Logger, overrides: AppOverr
     resolver: overrides.resolver ?? systemResolver(config.SMTP_DNS_TIMEOUT_MS),
     metrics,
   };
-  const web = await ensureWebBuild({ log: (message, details) => logger.info(details ?? {}, message) });
-  // HTTP at once, so that /ready can say the views are catching up (e.g. while a crashed
-  // instance's leases run out) instead of refusing connections.
-  const http = await startHttpServer({ config, logger, store, projectors, metrics, storeFailure: () => storeFailure, routes: [apiRoutes(api, config.TRUST_PROXY), webRoutes(web.distDir)] });
-  // SMTP answers "no such mailbox" from the views: let them catch up with the log first.
-  if (!(await viewsCurrent(30_000))) logger.warn('SMTP starts before the mailboxes view has caught up with the log');
   const observer: SmtpObserver = {
     connection() {
       metrics.smtpConnections.inc();
@@ -114,8 +108,15 @@ async function startUnlocked(config: Config, logger: Logger, overrides: AppOverr
       overrides.smtpObserver?.transaction?.(t);
     },
   };
+  let started: HttpServer | null = null;
   let smtp: SmtpService;
   try {
+    const web = await ensureWebBuild({ log: (message, details) => logger.info(details ?? {}, message) });
+    // HTTP at once, so that /ready can say the views are catching up (e.g. while a crashed
+    // instance's leases run out) instead of refusing connections.
+    started = await startHttpServer({ config, logger, store, projectors, metrics, storeFailure: () => storeFailure, routes: [apiRoutes(api, config.TRUST_PROXY), webRoutes(web.distDir)] });
+    // SMTP answers "no such mailbox" from the views: let them catch up with the log first.
+    if (!(await viewsCurrent(30_000))) logger.warn('SMTP starts before the mailboxes view has caught up with the log');
     smtp =
       config.SMTP_WORKERS > 0
         ? await startSmtpWorkers({
@@ -129,11 +130,13 @@ async function startUnlocked(config: Config, logger: Logger, overrides: AppOverr
           })
         : await startSmtpServer({ config, logger, store, resolver: overrides.resolver, viewsCurrent, observer });
   } catch (error) {
-    await http.close();
+    // Nothing of a failed start stays behind (a port in use, a web build that fails).
+    await started?.close();
     await thread.stop();
     await store.close();
     throw error;
   }
+  const http = started;
   const relay = config.RELAY_ENABLED
     ? new Relay(store, config, logger, { owner: config.INSTANCE_ID, ...(overrides.mxResolver ? { resolver: overrides.mxResolver } : {}) })
     : null;

@@ -3,8 +3,14 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
+import net, { type AddressInfo } from 'node:net';
+import { startApp } from '../src/app.js';
 import { ConfigError, ConfigSchema, loadConfig } from '../src/config.js';
+import { createLogger } from '../src/log.js';
+import { leaseName } from '../src/projection/runner.js';
+import { openStore } from '../src/store/open.js';
 import { ROOT, runScript, startServer } from './support/process.js';
+import { testEnv } from './support/smtp.js';
 
 const dirs: string[] = [];
 const tempDir = (): string => {
@@ -81,6 +87,34 @@ describe('npm start', () => {
     const again = await startServer(env);
     again.child.kill('SIGTERM');
     assert.equal(await again.exited, 0);
+  });
+
+  test('a start that fails (the HTTP port is taken) leaves nothing behind: the next start on the same DATA_DIR works', { timeout: 60_000 }, async () => {
+    const dataDir = tempDir();
+    const busy = net.createServer();
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+    const port = (busy.address() as AddressInfo).port;
+    try {
+      const config = loadConfig(testEnv(dataDir, { PORT: String(port) }));
+      await assert.rejects(startApp(config, createLogger(config)), (e: Error & { code?: string }) => e.code === 'EADDRINUSE');
+      // No projector of the failed start goes on: its leases are free for anyone.
+      const store = await openStore(config);
+      try {
+        for (const view of ['mails', 'mailboxes']) {
+          const lease = await store.views.acquireLease(leaseName(view), 'another-instance', 1000);
+          assert.ok(lease, `nobody holds the ${view} projector's lease`);
+          await store.views.releaseLease(lease);
+        }
+      } finally {
+        await store.close();
+      }
+    } finally {
+      busy.close();
+    }
+    const config = loadConfig(testEnv(dataDir));
+    const app = await startApp(config, createLogger(config));
+    assert.equal((await fetch(`http://127.0.0.1:${app.http.port}/health`)).status, 200);
+    await app.stop();
   });
 
   test('a bad setting stops start-up with a message naming it, not a stack trace', async () => {
