@@ -55,9 +55,9 @@ const RETRY_MS = 100;
 
 /**
  * Content-addressed blobs in append-only pack files under `<dir>/pack-NNNNNN`, indexed by sha256
- * in the store's SQLite database. A put writes its bytes at a reserved offset (a write to the page
- * cache, done at once) and shares one fdatasync of the pack with every put in flight (group
- * commit): one fsync'd file per blob would cap throughput at what the disk does per fsync.
+ * in the store's SQLite database. A put writes its bytes at a reserved offset (the puts of a tick
+ * in one writev) and shares one fdatasync of the pack with every put in flight (group commit):
+ * one fsync'd file per blob would cap throughput at what the disk does per fsync.
  *
  * Order of durability: bytes fsync'd, then the put resolves and its index row is staged; the row
  * is written in the log's next transaction (the one of the appends of the same tick, see

@@ -2,10 +2,10 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
 import type { Store } from '../port.js';
-import { BLOBS_SCHEMA, fsyncDir, PackBlobStore } from './blob-store.js';
-import { EVENTS_SCHEMA, SqliteEventStore } from './event-store.js';
+import { BLOBS_SCHEMA, fsyncDir } from './blob-store.js';
+import { EVENTS_SCHEMA } from './event-store.js';
 import { openDatabase } from './database.js';
-import { GroupSync } from './group-sync.js';
+import { openLog } from './log.js';
 import { LogWriter, WriterBlobStore, WriterEventStore } from './log-writer.js';
 import { SqliteViewStore, VIEWS_SCHEMA } from './view-store.js';
 
@@ -48,11 +48,10 @@ export async function openSqliteStore(opts: SqliteOptions): Promise<Store> {
   // The WAL files exist now; make their directory entries durable once.
   await fsyncDir(opts.dataDir);
   const durable = (opts.synchronous ?? 'FULL') === 'FULL';
-  const walSync = durable ? new GroupSync(`${file}-wal`) : null;
-  const events = new SqliteEventStore(db, opts.pollIntervalMs ?? 250, walSync);
   const blobsDir = path.join(opts.dataDir, 'blobs');
-  const blobs = new PackBlobStore(blobsDir, db, durable, events);
-  await blobs.init();
+  // With a writer thread this connection only reads: nothing of its own to fsync.
+  const log = await openLog(db, { file, blobsDir, durable: durable && !opts.writerThread, pollIntervalMs: opts.pollIntervalMs ?? 250 });
+  const { events, blobs } = log;
   let writer: LogWriter | null = null;
   try {
     if (opts.writerThread) writer = await LogWriter.start({ file, blobsDir, durable }, opts.onWriterFailure);
@@ -68,10 +67,7 @@ export async function openSqliteStore(opts: SqliteOptions): Promise<Store> {
     views: new SqliteViewStore(viewsDb),
     async close() {
       await writer?.close();
-      await blobs.close();
-      // After the blobs: their last index rows are written with the last batch.
-      await events.drain();
-      await walSync?.close();
+      await log.close();
       db.close();
       viewsDb.close();
     },

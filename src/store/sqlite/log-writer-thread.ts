@@ -4,28 +4,23 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { WrongExpectedVersionError, type AppendResult } from '../port.js';
-import { PackBlobStore } from './blob-store.js';
-import { openDatabase } from './database.js';
-import { SqliteEventStore } from './event-store.js';
-import { GroupSync } from './group-sync.js';
 import type Database from 'better-sqlite3';
+import { openDatabase } from './database.js';
+import { openLog, type Log } from './log.js';
 import type { LogWriteReply, LogWriteRequest, LogWriterOptions, LogWriterStatus } from './log-writer.js';
 
 const port = parentPort!;
 const opts = workerData as LogWriterOptions;
-let opened: { db: Database.Database; walSync: GroupSync | null; events: SqliteEventStore; blobs: PackBlobStore };
+let opened: { db: Database.Database; log: Log };
 try {
   const db = openDatabase(opts.file);
-  const walSync = opts.durable ? new GroupSync(`${opts.file}-wal`) : null;
-  const events = new SqliteEventStore(db, 1000, walSync);
-  const blobs = new PackBlobStore(opts.blobsDir, db, opts.durable, events);
-  await blobs.init();
-  opened = { db, walSync, events, blobs };
+  opened = { db, log: await openLog(db, { ...opts, pollIntervalMs: 1000 }) };
 } catch (error) {
   port.postMessage({ failed: error instanceof Error ? error.message : String(error) } satisfies LogWriterStatus);
   process.exit(1);
 }
-const { db, walSync, events, blobs } = opened;
+const { db, log } = opened;
+const { events, blobs } = log;
 /** After `close`, nothing more is written (a put would open a new pack on a closed store). */
 let closed = false;
 
@@ -78,9 +73,7 @@ function handle(m: LogWriteRequest): void {
       return answer(
         m.n,
         (async () => {
-          await blobs.close();
-          await events.drain();
-          await walSync?.close();
+          await log.close();
           db.close();
           return {};
         })(),
