@@ -11,5 +11,9 @@ export function openDatabase(file: string): Database.Database {
   db.pragma('synchronous = NORMAL');
   // Other processes (replay, audit, SMTP workers, a second server) may hold the write lock briefly.
   db.pragma('busy_timeout = 10000');
+  // Reads through a memory map of the file (up to SQLite's compiled limit, 2 GiB) instead of a
+  // read() per page: a replay reading the whole log spends far less time in the kernel. The map
+  // shares the OS page cache; it is not extra memory.
+  db.pragma('mmap_size = 2147418112');
   return db;
 }
