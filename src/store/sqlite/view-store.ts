@@ -129,35 +129,55 @@ export class SqliteViewStore implements ViewStore {
   private flush(): void {
     const batch = this.pending;
     this.pending = [];
-    // Each commit in a savepoint of its own, so one that fails (a lost lease, a missing view) is refused alone.
-    const writeOne = this.db.transaction((c: ViewCommit) => {
-      if (!this.holds(c.lease)) throw new LeaseLostError(c.lease);
-      this.write(this.serialize(c));
-    });
-    let outcomes: unknown[];
+    const serialized: SerializedCommit[] = [];
+    const waiting: typeof batch = [];
+    for (const p of batch) {
+      try {
+        serialized.push(this.serialize(p.commit));
+        waiting.push(p);
+      } catch (error) {
+        // A view that does not exist: refused alone.
+        p.reject(error);
+      }
+    }
+    let outcomes: (Error | null)[];
     try {
-      // View rows and checkpoints commit together: a crash leaves both before or both after the batch.
-      outcomes = this.db
-        .transaction(() =>
-          batch.map(({ commit }) => {
-            try {
-              writeOne(commit);
-              return null;
-            } catch (error) {
-              return error;
-            }
-          }),
-        )
-        .immediate();
+      outcomes = this.writeFenced(serialized);
     } catch (error) {
-      for (const p of batch) p.reject(error);
+      for (const p of waiting) p.reject(error);
       return;
     }
-    batch.forEach((p, i) => {
+    waiting.forEach((p, i) => {
       const error = outcomes[i];
       if (error) p.reject(error);
       else p.resolve();
     });
+  }
+
+  /**
+   * Writes serialized commits in one transaction, each fenced by its lease in a savepoint of its
+   * own, so one that fails (a lost lease, a missing view) is refused alone: its error is in the
+   * result, in its place. View rows and checkpoints commit together: a crash leaves both before or
+   * both after. One transaction for many commits also writes a page they all touch (an index's
+   * upper levels, a mailbox's row) to the WAL once, not once per commit.
+   */
+  writeFenced(commits: SerializedCommit[]): (Error | null)[] {
+    const writeOne = this.db.transaction((s: SerializedCommit) => {
+      if (!this.holds(s.lease)) throw new LeaseLostError(s.lease);
+      this.write(s);
+    });
+    return this.db
+      .transaction(() =>
+        commits.map((s) => {
+          try {
+            writeOne(s);
+            return null;
+          } catch (error) {
+            return error instanceof Error ? error : new Error(String(error));
+          }
+        }),
+      )
+      .immediate();
   }
 
   /** A commit as rows ready to write: documents as JSON text, indexed fields as column values. */
@@ -165,16 +185,6 @@ export class SqliteViewStore implements ViewStore {
     const fields = this.fieldsOf(c.view);
     const rows = c.docs.map(({ id, doc, position }): SerializedRow => [id, position, doc ? JSON.stringify(doc) : null, ...fields.map((f) => (doc ? indexValue(doc[f]) : null))]);
     return { view: c.view, rows, checkpoint: c.checkpoint, lease: c.lease };
-  }
-
-  /** Commits a serialized batch in a transaction of its own, fenced by its lease (the shadow writer thread). */
-  commitSerialized(s: SerializedCommit): void {
-    this.db
-      .transaction(() => {
-        if (!this.holds(s.lease)) throw new LeaseLostError(s.lease);
-        this.write(s);
-      })
-      .immediate();
   }
 
   shadowWriter(): ShadowWriter {
