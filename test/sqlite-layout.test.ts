@@ -38,3 +38,27 @@ test('an old data folder: view tables, checkpoints and leases leave mailtrail.db
   assert.ok(tables.includes('events') && tables.includes('blobs'));
   assert.ok(tables.includes('viewer_notes'), 'only view tables are dropped (the underscore is literal)');
 });
+
+test('a new data folder: the log and the views use 16 KB pages; an old file keeps the page size it was made with', async () => {
+  const fresh = mkdtempSync(path.join(os.tmpdir(), 'mailtrail-pages-'));
+  try {
+    const old = new Database(path.join(fresh, 'views.db'));
+    old.pragma('page_size = 4096');
+    old.exec('CREATE TABLE viewer_notes (x TEXT)');
+    old.close();
+    const store = await openSqliteStore({ dataDir: fresh });
+    await store.close();
+    const pageSize = (file: string): unknown => {
+      const db = new Database(path.join(fresh, file), { readonly: true });
+      try {
+        return db.pragma('page_size', { simple: true });
+      } finally {
+        db.close();
+      }
+    };
+    assert.equal(pageSize('mailtrail.db'), 16384);
+    assert.equal(pageSize('views.db'), 4096);
+  } finally {
+    rmSync(fresh, { recursive: true, force: true });
+  }
+});

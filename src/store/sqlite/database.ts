@@ -3,6 +3,10 @@ import Database from 'better-sqlite3';
 /** Opens one of the embedded store's files with the settings every connection to it shares. */
 export function openDatabase(file: string): Database.Database {
   const db = new Database(file);
+  // Takes effect only on a new file. A mail's view row or received event (~1.3 KB) fits twice in a
+  // 4 KB page with a third of it left empty; 16 KB pages hold eleven: a third less to write and
+  // read, and fewer pages to split.
+  db.pragma('page_size = 16384');
   db.pragma('journal_mode = WAL');
   // SQLite itself does not fsync on commit; for FULL the stores fsync the log's WAL and the blob
   // packs off the event loop, shared by every commit in flight (see GroupSync). Views need no
