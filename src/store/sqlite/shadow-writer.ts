@@ -5,8 +5,13 @@ import type { SerializedCommit, SqliteViewStore } from './view-store.js';
 
 const THREAD_MODULE = new URL('./shadow-writer-thread.ts', import.meta.url).href;
 
-/** Commits sent but not written yet, at most (a replay batch makes one per view): how far the fold runs ahead. */
-const MAX_AHEAD = 16;
+/**
+ * Commits sent but not written yet, at most (a replay batch makes one per view): how far the fold
+ * runs ahead. The thread writes all it has queued in one transaction, so a deep queue means few,
+ * large transactions, and neither side waits for the other: at 16 the fold sat idle a sixth of
+ * the time and replay ran ~25 % slower.
+ */
+const MAX_AHEAD = 128;
 
 export type ShadowWriteRequest = { n: number; commit: SerializedCommit };
 export type ShadowWriteReply = { n: number; error?: { name: string; message: string } };
