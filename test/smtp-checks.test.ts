@@ -325,4 +325,23 @@ describe('graceful close', () => {
     await busy.closedPromise;
     await s.stop();
   });
+  test('a message that never ends does not hold close() for longer than SMTP_SHUTDOWN_TIMEOUT_MS allows: the connection is closed, nothing is stored, the store stays usable', { timeout: 30_000 }, async () => {
+    const s = await startTestServer({ SMTP_SHUTDOWN_TIMEOUT_MS: '300' });
+    try {
+      await addUser(s, `bob@${DOMAIN}`);
+      const stalled = (await SmtpTalk.open(s.port)).talk;
+      await stalled.cmd('EHLO client.example.org');
+      await stalled.envelope('a@example.org', [`bob@${DOMAIN}`]);
+      assert.equal((await stalled.cmd('DATA')).code, 354);
+      stalled.write('Subject: never finished\r\n\r\nthe client stops here\r\n');
+      // Resolving at all is the point: a client that stalls must not hold a shutdown forever.
+      await s.app.smtp.close();
+      await stalled.closedPromise;
+      assert.equal((await receivedWithSubject(s.store, 'never finished')).length, 0, 'a message without its end is not stored');
+      const account = await s.store.events.readStream(`account-bob@${DOMAIN}`);
+      assert.ok(account.length > 0, 'the store still reads after the SMTP side stopped');
+    } finally {
+      await s.stop();
+    }
+  });
 });
