@@ -4,9 +4,11 @@
  * replaced without losing or repeating anything.
  */
 import assert from 'node:assert/strict';
-import { rmSync } from 'node:fs';
+import { renameSync, rmSync, writeFileSync } from 'node:fs';
+import { Writable } from 'node:stream';
 import { after, test } from 'node:test';
 import type { Worker } from 'node:worker_threads';
+import pino from 'pino';
 import { v7 as uuidv7 } from 'uuid';
 import { allProjections } from '../projections/index.js';
 import type { MailboxDoc } from '../projections/mailboxes.js';
@@ -51,4 +53,44 @@ test('the projector thread follows the log, answers waitFor, and is replaced whe
     await store.close();
   }
   for (const p of thread.projectors.values()) assert.equal(p.status, 'stopped');
+});
+
+test('a replacement thread that cannot start is retried, with a growing pause, until one can; nothing is lost meanwhile', { timeout: 60_000 }, async () => {
+  const dir = tempDir('projector-restart');
+  const config = loadConfig(testEnv(dir));
+  const logged: { msg?: string }[] = [];
+  const logger = pino({ level: 'info' }, new Writable({ write: (line: Buffer, _enc, done) => (logged.push(JSON.parse(line.toString()) as { msg?: string }), done()) }));
+  const store = await openStore(config);
+  const thread = await ProjectorThread.start(config, logger, store, allProjections.map((p) => p.spec.name));
+  try {
+    const account = await registerAccount(store, `restart-${uuidv7()}@mail.test`);
+    const mails = thread.projectors.get('mails')!;
+    const first = await store.events.append(`mail-${uuidv7()}`, [mailReceived(account, 'before')], { expectedVersion: 'no_stream', meta: meta() });
+    thread.wake();
+    assert.equal(await mails.waitFor(first.lastPosition, 10_000), true);
+
+    // DATA_DIR is made unusable (a file where the folder was), then the thread dies: replacements fail to open the store.
+    renameSync(dir, `${dir}.away`);
+    writeFileSync(dir, 'not a folder');
+    await (thread as unknown as { worker: Worker }).worker.terminate();
+    const couldNotStart = (): number => logged.filter((l) => l.msg === 'the projector thread could not start').length;
+    while (couldNotStart() < 2) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(mails.status, 'parked', 'no thread projects while none can start');
+    const pauses = logged.filter((l) => l.msg === 'projector thread exited; starting another').map((l) => (l as { restartInMs?: number }).restartInMs);
+    assert.ok(pauses.length >= 3 && pauses[2]! > pauses[1]!, `the pause grows: ${pauses.join(', ')}`);
+
+    rmSync(dir);
+    renameSync(`${dir}.away`, dir);
+    const second = await store.events.append(`mail-${uuidv7()}`, [mailReceived(account, 'after')], { expectedVersion: 'no_stream', meta: meta() });
+    thread.wake();
+    assert.equal(await mails.waitFor(second.lastPosition, 40_000), true, 'a later try starts and catches up');
+    assert.equal(mails.status, 'running');
+    const mailbox = (await store.views.get('mailboxes', account.mailboxId)) as MailboxDoc | null;
+    assert.equal(mailbox?.counts.inbox, 2, 'each mail counted once');
+  } finally {
+    await thread.stop();
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(`${dir}.away`, { recursive: true, force: true });
+  }
 });
