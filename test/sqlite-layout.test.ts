@@ -39,7 +39,7 @@ test('an old data folder: view tables, checkpoints and leases leave mailtrail.db
   assert.ok(tables.includes('viewer_notes'), 'only view tables are dropped (the underscore is literal)');
 });
 
-test('a new data folder: the log and the views use 16 KB pages; an old file keeps the page size it was made with', async () => {
+test('a new data folder: the log is made with 16 KB pages; an old views.db keeps the page size it was made with', async () => {
   const fresh = mkdtempSync(path.join(os.tmpdir(), 'mailtrail-pages-'));
   try {
     const old = new Database(path.join(fresh, 'views.db'));
