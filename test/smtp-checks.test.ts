@@ -110,6 +110,19 @@ describe('mail authentication (mailauth, injected resolver)', () => {
     assert.equal(server.blobPuts.length, puts, 'no blob stored');
   });
 
+  test('an outcome reused for the same client and envelope is keyed by the From field: a spoofed From after a clean message is still refused', async () => {
+    const sender = 'news@relay-test.example';
+    const clean = await deliver(sender, rawMessage({ subject: 'from lax first', from: 'x@lax.example' }));
+    assert.equal(clean.code, 250, clean.text);
+    const spoofed = await deliver(sender, rawMessage({ subject: 'then strict', from: 'ceo@strict.example' }));
+    assert.equal(spoofed.code, 550, spoofed.text);
+    assert.match(spoofed.text, /^5\.7\.1 /);
+    const again = await deliver(sender, rawMessage({ subject: 'lax again', from: 'x@lax.example' }));
+    assert.equal(again.code, 250, again.text);
+    const [e] = await receivedWithSubject(server.store, 'lax again');
+    assert.equal(e?.data.authResults?.dmarc, 'fail', 'the same inputs get the same results');
+  });
+
   test('DMARC fail under p=none is accepted and recorded', async () => {
     const r = await deliver('someone@elsewhere.example', rawMessage({ subject: 'dmarc none', from: 'x@lax.example' }));
     assert.equal(r.code, 250, r.text);

@@ -34,40 +34,51 @@ export function startsWithBody(start: Buffer): boolean {
   return !/^[\x21-\x39\x3b-\x7e]+[ \t]*:/.test(start.subarray(0, 1000).toString('latin1'));
 }
 
-interface Field {
+export interface HeaderField {
   /** Lower-case field name ('' for a line that is not a field, e.g. the final blank line). */
   name: string;
   /** The field's bytes (latin1), folded continuation lines and line endings included. */
   text: string;
 }
 
-function fields(head: Buffer): Field[] {
-  const lines = head.toString('latin1').split(/(?<=\n)/);
-  const out: Field[] = [];
-  for (const line of lines) {
-    const last = out.at(-1);
-    if ((line.startsWith(' ') || line.startsWith('\t')) && last && last.name) {
+/**
+ * A header section split into its fields. The questions below take it split or as bytes: a caller
+ * asking several of them splits the section once (a real message's section has dozens of lines).
+ */
+export function headerFields(head: Buffer): HeaderField[] {
+  const text = head.toString('latin1');
+  const out: HeaderField[] = [];
+  let last: HeaderField | undefined;
+  for (let from = 0; from < text.length; ) {
+    const lf = text.indexOf('\n', from);
+    const end = lf === -1 ? text.length : lf + 1;
+    const line = text.slice(from, end);
+    from = end;
+    const first = line.charCodeAt(0);
+    if ((first === 0x20 || first === 0x09) && last?.name) {
       last.text += line;
       continue;
     }
     const colon = line.indexOf(':');
     // Blanks before the colon are the obsolete syntax of RFC 5322 4.5; readers still take it as the field.
     const given = colon > 0 ? line.slice(0, colon).replace(/[ \t]+$/, '') : '';
-    const name = given && !/\s/.test(given) ? given.toLowerCase() : '';
-    out.push({ name, text: line });
+    last = { name: given && !/\s/.test(given) ? given.toLowerCase() : '', text: line };
+    out.push(last);
   }
   return out;
 }
 
+const split = (head: Buffer | HeaderField[]): HeaderField[] => (Buffer.isBuffer(head) ? headerFields(head) : head);
+
 /** The unfolded value of the first field called `name` (lower case), or null. */
-export function headerField(head: Buffer, name: string): string | null {
-  const f = fields(head).find((x) => x.name === name);
+export function headerField(head: Buffer | HeaderField[], name: string): string | null {
+  const f = split(head).find((x) => x.name === name);
   return f ? f.text.slice(f.text.indexOf(':') + 1).replace(/\r?\n/g, '').trim() : null;
 }
 
 /** How many fields called `name` (lower case) the section has. */
-export function headerFieldCount(head: Buffer, name: string): number {
-  return fields(head).filter((f) => f.name === name).length;
+export function headerFieldCount(head: Buffer | HeaderField[], name: string): number {
+  return split(head).filter((f) => f.name === name).length;
 }
 
 /**
@@ -76,15 +87,16 @@ export function headerFieldCount(head: Buffer, name: string): number {
  * transfer encoding beyond 7bit/8bit/binary, no Content-Disposition, nothing unusual (comments,
  * encoded words, format=flowed, repeated fields). Anything else gets the full MIME parse.
  */
-export function isSimpleTextMessage(head: Buffer): boolean {
-  const names = headerNames(head);
+export function isSimpleTextMessage(head: Buffer | HeaderField[]): boolean {
+  const fields = split(head);
+  const names = headerNames(fields);
   for (const n of ['content-type', 'content-transfer-encoding', 'content-disposition']) {
-    if (names.has(n) && headerFieldCount(head, n) > 1) return false;
+    if (names.has(n) && headerFieldCount(fields, n) > 1) return false;
   }
   if (names.has('content-disposition')) return false;
-  const cte = headerField(head, 'content-transfer-encoding');
+  const cte = headerField(fields, 'content-transfer-encoding');
   if (cte !== null && !['7bit', '8bit', 'binary'].includes(cte.toLowerCase())) return false;
-  const ct = headerField(head, 'content-type');
+  const ct = headerField(fields, 'content-type');
   if (ct === null) return true;
   if (/[()"\\]|=\?/.test(ct.replace(/charset\s*=\s*"[^"]*"/i, ''))) return false;
   const [type, ...params] = ct.split(';').map((p) => p.trim()).filter(Boolean);
@@ -96,8 +108,8 @@ export function isSimpleTextMessage(head: Buffer): boolean {
 }
 
 /** Lower-case names of the fields in a header section. */
-export function headerNames(head: Buffer): Set<string> {
-  return new Set(fields(head).map((f) => f.name));
+export function headerNames(head: Buffer | HeaderField[]): Set<string> {
+  return new Set(split(head).map((f) => f.name));
 }
 
 export interface HeaderFacts {
@@ -108,14 +120,15 @@ export interface HeaderFacts {
   fromFields: number;
 }
 
-export function headerFacts(head: Buffer): HeaderFacts {
-  const names = headerNames(head);
+export function headerFacts(head: Buffer | HeaderField[]): HeaderFacts {
+  const fields = split(head);
+  const names = headerNames(fields);
   return {
     hasMessageId: names.has('message-id'),
     hasDate: names.has('date'),
     hasBcc: names.has('bcc'),
     hasFrom: names.has('from'),
-    fromFields: headerFieldCount(head, 'from'),
+    fromFields: headerFieldCount(fields, 'from'),
   };
 }
 
@@ -135,7 +148,7 @@ export function rewriteHeaderSection(head: Buffer, change: { prepend: string[]; 
   // A message without any header section still needs the blank line that ends the new one.
   if (head.length === 0) return Buffer.concat([added, Buffer.from(eol)]);
   if (!change.dropBcc) return Buffer.concat([added, head]);
-  const kept = fields(head)
+  const kept = headerFields(head)
     .filter((f) => f.name !== 'bcc')
     .map((f) => f.text)
     .join('');

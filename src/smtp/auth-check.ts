@@ -1,6 +1,6 @@
 import { PassThrough, Writable } from 'node:stream';
 import { authenticate, type AuthenticateResult } from 'mailauth';
-import { headerField, headerNames, headerSectionEnd, MAX_HEADER_SECTION } from '../mail/headers.js';
+import { headerField, headerFields, headerNames, headerSectionEnd, MAX_HEADER_SECTION } from '../mail/headers.js';
 import type { AuthResults } from '../mail/commands.js';
 import { budgetedResolver, type DnsResolver } from './dns.js';
 import type { TtlCache } from '../security/limits.js';
@@ -46,22 +46,23 @@ class SignatureAwareTap extends Writable {
   private stream: PassThrough | null = null;
   private decided = false;
 
-  /** `start(header)` for an unsigned message, `start(stream)` for a signed one. */
-  constructor(private readonly start: (input: PassThrough | Buffer, unsigned: boolean) => void) {
+  /** `start(header, true, its From)` for an unsigned message, `start(stream, false, null)` for a signed one. */
+  constructor(private readonly start: (input: PassThrough | Buffer, unsigned: boolean, from: string | null) => void) {
     super();
   }
 
   private decide(all: Buffer, end: number): void {
     this.decided = true;
     this.held = [];
-    const names = end >= 0 ? headerNames(all.subarray(0, end)) : null;
-    if (names && !SIGNATURE_FIELDS.some((f) => names.has(f))) {
-      this.start(all.subarray(0, end), true);
+    const fields = end >= 0 ? headerFields(all.subarray(0, end)) : null;
+    const names = fields ? headerNames(fields) : null;
+    if (fields && names && !SIGNATURE_FIELDS.some((f) => names.has(f))) {
+      this.start(all.subarray(0, end), true, headerField(fields, 'from'));
       return;
     }
     this.stream = new PassThrough();
     this.stream.on('error', () => undefined);
-    this.start(this.stream, false);
+    this.start(this.stream, false, null);
     this.stream.write(all);
   }
 
@@ -86,7 +87,7 @@ class SignatureAwareTap extends Writable {
     if (!this.decided) {
       // A message that is all header: check it as it is.
       this.decided = true;
-      this.start(Buffer.concat(this.held), false);
+      this.start(Buffer.concat(this.held), false, null);
       this.held = [];
     }
     this.stream?.end();
@@ -152,8 +153,8 @@ export function startAuthCheck(opts: {
   const resolver = (name: string, rrtype: string): Promise<unknown> => budgetedResolver(opts.resolver, deadline)(name, rrtype);
   let started: (r: AuthCheckOutcome) => void;
   const running = new Promise<AuthCheckOutcome>((resolve) => (started = resolve));
-  const tap = new SignatureAwareTap((input, unsigned) => {
-    const key = unsigned && Buffer.isBuffer(input) && opts.cache ? [opts.ip, opts.helo, opts.mailFrom, headerField(input, 'from') ?? ''].join('\n') : null;
+  const tap = new SignatureAwareTap((input, unsigned, from) => {
+    const key = unsigned && opts.cache ? [opts.ip, opts.helo, opts.mailFrom, from ?? ''].join('\n') : null;
     const cached = key ? opts.cache!.get(key) : undefined;
     if (cached) return started(cached);
     const check = authenticate(input, {
