@@ -65,6 +65,12 @@ const simple: [string, Buffer][] = [
   ['no blank line at all (headers only)', crlf('Subject: only headers\nFrom: a@example.org')],
   // Under 1 MiB of bytes, but over mailparser's header limit (each line counts for at least 64 bytes).
   ['a header section over the parser\'s limit', crlf(`Subject: many lines\n${'To: a@b.example\n'.repeat(17_000)}\nbody\n`)],
+  [
+    'fields the summary does not read, around the ones it does',
+    crlf(
+      'Received: from mx.example.org (mx.example.org [203.0.113.5])\n\tby mail.test; Sun, 23 Nov 2026 10:00:00 +0100\nDKIM-Signature: v=1; a=rsa-sha256; d=example.org; s=s;\n h=from:to; bh=abc; b=def\nList-Id: <list.example.org>\nList-Unsubscribe: <mailto:u@example.org>\nFrom: =?utf-8?Q?Ren=C3=A9?= <r@example.org>\nX-Priority: 1\nTo: a@mail.test\nReferences: <r1@example.org>\n <r2@example.org>\nTo: b@mail.test\nIn-Reply-To: <r2@example.org>\nCc: c@mail.test\nBcc: d@mail.test\nReply-To: z@example.org\nMessage-ID: <m@example.org>\nSubject: =?utf-8?B?w6ljbGFpcg==?=\nDate: Sun, 23 Nov 2026 10:00:00 +0100\nMIME-Version: 1.0\n\nbody\n',
+    ),
+  ],
   ['folded header fields', crlf('Subject: folded\n subject\nTo: a@example.org,\n\tb@example.org\nContent-Type: text/plain;\n charset=utf-8\n\nbody\n')],
 ];
 

@@ -63,6 +63,9 @@ export function snippetOf(text: string | undefined, html: string | undefined): s
   return source.slice(0, SNIPPET_LENGTH * 4).replace(/\s+/g, ' ').trim().slice(0, SNIPPET_LENGTH);
 }
 
+/** The header fields (as mailparser names them) that summarize and headerBcc read; the Date comes from the raw lines. */
+export const SUMMARY_FIELDS: ReadonlySet<string> = new Set(['message-id', 'subject', 'from', 'to', 'cc', 'in-reply-to', 'references', 'bcc']);
+
 export function summarize(headers: Headers, lines: HeaderLines | false, text: { text?: string; html?: string }): SummaryFields {
   return {
     messageId: stringHeader(headers.get('message-id')),
