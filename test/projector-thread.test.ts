@@ -74,7 +74,9 @@ test('a replacement thread that cannot start is retried, with a growing pause, u
     writeFileSync(dir, 'not a folder');
     await (thread as unknown as { worker: Worker }).worker.terminate();
     const couldNotStart = (): number => logged.filter((l) => l.msg === 'the projector thread could not start').length;
-    while (couldNotStart() < 2) await new Promise((r) => setTimeout(r, 100));
+    const exited = (): number => logged.filter((l) => l.msg === 'projector thread exited; starting another').length;
+    // A thread that could not start says so, then exits: its exit (and the next pause) is logged a moment later.
+    while (couldNotStart() < 2 || exited() < 3) await new Promise((r) => setTimeout(r, 100));
     assert.equal(mails.status, 'parked', 'no thread projects while none can start');
     const pauses = logged.filter((l) => l.msg === 'projector thread exited; starting another').map((l) => (l as { restartInMs?: number }).restartInMs);
     assert.ok(pauses.length >= 3 && pauses[2]! > pauses[1]!, `the pause grows: ${pauses.join(', ')}`);
