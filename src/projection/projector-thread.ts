@@ -35,15 +35,17 @@ try {
     runners.push(r);
     byName.set(r.name, r);
   }
-  // One message per runner and tick at most: a batch moves position, status and error together.
+  // One message per tick at most, for every runner that changed: a batch moves the position,
+  // status and error of all the views together.
   const changed = new Set<ProjectionRunner>();
   const report = (): void => {
-    for (const r of changed) tell({ kind: 'state', name: r.name, status: r.status, position: r.position, lastError: r.lastError });
+    if (changed.size === 0) return;
+    tell({ kind: 'states', states: [...changed].map((r) => ({ name: r.name, status: r.status, position: r.position, lastError: r.lastError })) });
     changed.clear();
   };
   for (const r of runners) {
     r.progressed.on('progress', () => {
-      if (changed.size === 0) queueMicrotask(report);
+      if (changed.size === 0) setImmediate(report);
       changed.add(r);
     });
   }

@@ -11,7 +11,8 @@ const THREAD_MODULE = new URL('./projector-thread.ts', import.meta.url).href;
 
 export type ToProjectors = { kind: 'wake' } | { kind: 'waiters'; name: string; count: number } | { kind: 'stop' };
 export type FromProjectors =
-  | { kind: 'state'; name: string; status: RunnerStatus; position: number; lastError: string | null }
+  /** The runners that changed since the last report, all in one message (each message wakes the main thread). */
+  | { kind: 'states'; states: { name: string; status: RunnerStatus; position: number; lastError: string | null }[] }
   | { kind: 'started' }
   | { kind: 'stopped' }
   | { kind: 'failed'; message: string };
@@ -112,7 +113,7 @@ export class ProjectorThread {
     let running = false;
     return new Promise((resolve, reject) => {
       worker.on('message', (m: FromProjectors) => {
-        if (m.kind === 'state') this.projectors.get(m.name)?.update(m);
+        if (m.kind === 'states') for (const state of m.states) this.projectors.get(state.name)?.update(state);
         else if (m.kind === 'started') {
           running = true;
           for (const p of this.projectors.values()) p.tellWaiters();
