@@ -56,6 +56,16 @@ async function until(what: string, check: () => Promise<boolean> | boolean, time
   }
 }
 
+/**
+ * The pids of the workers listening, once `n` have logged it: a worker's log line reaches the
+ * shared stdout a moment after it told the main process (pino writes asynchronously), so after
+ * "mailtrail started" too.
+ */
+async function listeningWorkers(output: () => string, n: number): Promise<number[]> {
+  await until(`${n} workers listening`, () => workerPids(output()).length >= n, 10_000);
+  return workerPids(output());
+}
+
 const refuses = (port: number): Promise<boolean> =>
   new Promise((resolve) => {
     const socket = net.connect(port, '127.0.0.1');
@@ -68,17 +78,18 @@ describe('SMTP_WORKERS=2', () => {
     const { env, mailboxId } = await prepare();
     const server = await startServerProcess(env);
     try {
-      assert.equal(workerPids(server.output()).length, 2, 'two workers listening');
+      assert.equal((await listeningWorkers(server.output, 2)).length, 2, 'two workers listening');
       const ids = (await Promise.all(Array.from({ length: 6 }, (_, s) => session(server.smtpPort, `w${s}`, 10)))).flat();
       assert.equal(new Set(ids).size, 60);
-      // Both workers took connections.
-      const handledBy = new Set(
+      // Both workers took connections (their log lines, written asynchronously, may trail the replies a little).
+      const transactions = (): { smtpWorker: number }[] =>
         server
           .output()
           .split('\n')
           .filter((l) => l.includes('"smtp transaction"'))
-          .map((l) => (JSON.parse(l) as { smtpWorker: number }).smtpWorker),
-      );
+          .map((l) => JSON.parse(l) as { smtpWorker: number });
+      await until('every transaction logged', () => transactions().length >= 60, 10_000);
+      const handledBy = new Set(transactions().map((t) => t.smtpWorker));
       assert.equal(handledBy.size, 2, `transactions by ${[...handledBy].join(', ')}`);
       // The main process projects what the workers stored, and counts their messages.
       await withStore(env, (store) => until('the mails view to show 60 mails', async () => (await store.views.count('mails', { mailboxId })) === 60));
@@ -100,7 +111,7 @@ describe('SMTP_WORKERS=2', () => {
     const { env } = await prepare();
     const server = await startServerProcess(env);
     try {
-      const [victim] = workerPids(server.output());
+      const [victim] = await listeningWorkers(server.output, 2);
       process.kill(victim!, 'SIGKILL');
       // Once the main process has seen the death, new connections go to the live worker, and to
       // the replacement once it listens.
