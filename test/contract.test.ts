@@ -426,6 +426,12 @@ for (const backend of [sqlite, sqliteWriterThread, mongoBackend]) {
       assert.ok((await store.blobs.get(a.sha256)).equals(bytes));
       assert.equal(await store.blobs.has(a.sha256), true);
       assert.equal(await store.blobs.has('0'.repeat(64)), false);
+      // Small enough for the embedded store to keep in the index row itself.
+      const small = randomBytes(1000);
+      const s1 = await store.blobs.put(small);
+      assert.deepEqual(await store.blobs.put(Readable.from([small.subarray(0, 10), small.subarray(10)])), s1);
+      assert.ok((await store.blobs.get(s1.sha256)).equals(small));
+      assert.equal(await store.blobs.has(s1.sha256), true);
       const same = randomBytes(50_000);
       const refs = await Promise.all(Array.from({ length: 5 }, () => store.blobs.put(same)));
       assert.equal(new Set(refs.map((r) => r.sha256)).size, 1);

@@ -64,7 +64,7 @@ test('two processes on one DATA_DIR put blobs at the same time: each appends to 
     try {
       const mine: string[] = [];
       for (let i = 0; i < 300; i++) {
-        const refs = await Promise.all([0, 1, 2].map((k) => store.blobs.put(Buffer.from(`parent blob ${i}.${k} `.repeat(50 + i)))));
+        const refs = await Promise.all([0, 1, 2].map((k) => store.blobs.put(Buffer.from(`parent blob ${i}.${k} `.repeat(k === 0 ? 50 + i : 2100 + i)))));
         mine.push(...refs.map((r) => r.sha256));
       }
       assert.equal(await childDone, 0);

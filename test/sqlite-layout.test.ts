@@ -3,11 +3,13 @@
  * mailtrail.db is upgraded on open (old view tables dropped, views rebuilt into views.db).
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import Database from 'better-sqlite3';
+import { randomBytes } from 'node:crypto';
+import { INLINE_MAX } from '../src/store/sqlite/blob-store.js';
 import { openSqliteStore } from '../src/store/sqlite/index.js';
 
 const dataDir = mkdtempSync(path.join(os.tmpdir(), 'mailtrail-layout-'));
@@ -60,5 +62,64 @@ test('a new data folder: the log is made with 16 KB pages; an old views.db keeps
     assert.equal(pageSize('views.db'), 4096);
   } finally {
     rmSync(fresh, { recursive: true, force: true });
+  }
+});
+
+test('blobs: small ones are kept in their index row (no pack written), large ones in a pack; an index from before that gets the column on open', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'mailtrail-inline-'));
+  try {
+    const large = randomBytes(INLINE_MAX + 1);
+    let store = await openSqliteStore({ dataDir: dir });
+    const inPack = await store.blobs.put(large);
+    await store.close();
+    const packs = (): string[] => readdirSync(path.join(dir, 'blobs')).filter((f) => f.startsWith('pack-'));
+    assert.equal(packs().length, 1);
+    // As a release before inline blobs left the index.
+    const old = new Database(path.join(dir, 'mailtrail.db'));
+    old.exec('ALTER TABLE blobs DROP COLUMN data');
+    old.close();
+
+    for (const writerThread of [false, true]) {
+      store = await openSqliteStore({ dataDir: dir, writerThread });
+      try {
+        assert.ok((await store.blobs.get(inPack.sha256)).equals(large), 'a blob stored before reads as it was');
+        const small = randomBytes(INLINE_MAX);
+        const inRow = await store.blobs.put(small);
+        assert.ok((await store.blobs.get(inRow.sha256)).equals(small));
+      } finally {
+        await store.close();
+      }
+    }
+    assert.equal(packs().length, 1, 'the small blobs wrote no pack');
+    const db = new Database(path.join(dir, 'mailtrail.db'), { readonly: true });
+    const rows = db.prepare<[], { pack: number; bytes: number | null }>('SELECT pack, length(data) AS bytes FROM blobs ORDER BY pack').all();
+    db.close();
+    assert.deepEqual(rows, [{ pack: 0, bytes: INLINE_MAX }, { pack: 0, bytes: INLINE_MAX }, { pack: 1, bytes: null }]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a log transaction that fails: an inline put is refused with its error, a pack blob put before it keeps its row for the next transaction', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'mailtrail-inline-fail-'));
+  const store = await openSqliteStore({ dataDir: dir });
+  try {
+    const side = new Database(path.join(dir, 'mailtrail.db'));
+    side.exec("CREATE TRIGGER refuse BEFORE INSERT ON blobs BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END");
+    const large = randomBytes(INLINE_MAX + 1);
+    const [inPack, inRow] = await Promise.allSettled([store.blobs.put(large), store.blobs.put(randomBytes(100))]);
+    assert.equal(inPack.status, 'fulfilled', 'its bytes are fsync\'d in the pack');
+    assert.equal(inRow.status, 'rejected');
+    assert.match(String((inRow as PromiseRejectedResult).reason), /disk is full/);
+    side.exec('DROP TRIGGER refuse');
+    const indexed = (): boolean => side.prepare('SELECT 1 FROM blobs WHERE sha256 = ?').get((inPack as PromiseFulfilledResult<{ sha256: string }>).value.sha256) !== undefined;
+    for (let waited = 0; !indexed() && waited < 5000; waited += 50) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(indexed(), 'the pack blob\'s row is written once a transaction commits again');
+    side.close();
+    const small = randomBytes(100);
+    assert.ok((await store.blobs.get((await store.blobs.put(small)).sha256)).equals(small), 'inline puts work again');
+  } finally {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
   }
 });

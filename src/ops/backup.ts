@@ -16,8 +16,8 @@ import { readTar, TAR_END, tarHeader, TarFormatError, tarPadding } from './tar.j
 
 /**
  * Backup and restore of the embedded store. A backup is one .tar.gz holding a consistent snapshot
- * of the SQLite database (event log, blob index, views), the blob packs up to what that snapshot
- * indexes, and a manifest with each file's sha256. It is taken online: the server keeps running.
+ * of the SQLite database (event log, blob index with the small blobs kept in it, views), the blob
+ * packs up to what that snapshot indexes, and a manifest with each file's sha256. It is taken online: the server keeps running.
  */
 
 const MANIFEST = 'manifest.json';
@@ -69,7 +69,7 @@ function describeSnapshot(file: string): { events: number; head: number; blobs: 
     db.pragma('journal_mode = DELETE');
     const log = db.prepare<[], { events: number; head: number }>('SELECT count(*) AS events, coalesce(max(position), 0) AS head FROM events').get()!;
     const blobs = db.prepare<[], { n: number }>('SELECT count(*) AS n FROM blobs').get()!.n;
-    const packs = db.prepare<[], { pack: number; end: number }>('SELECT pack, max(offset + size) AS end FROM blobs GROUP BY pack ORDER BY pack').all();
+    const packs = db.prepare<[], { pack: number; end: number }>('SELECT pack, max(offset + size) AS end FROM blobs WHERE pack > 0 GROUP BY pack ORDER BY pack').all();
     return { ...log, blobs, packs };
   } finally {
     db.close();

@@ -45,10 +45,11 @@ export interface EventStore {
 
 export interface BlobStore {
   /**
-   * Stores bytes under their sha256; resolves once they are durable, and they can be read at once
-   * in this process. Storing the same bytes twice is a no-op. A blob named by a durable event is
-   * always there: its index entry is durable no later than the next append that follows the put
-   * (the embedded store commits it with that append). One that no event names yet may be gone
+   * Stores bytes under their sha256; resolves once they can be read in this process and will be
+   * durable no later than the next append that follows the put (MongoDB: durable on resolve; the
+   * embedded store: a large blob's bytes are fsync'd before it resolves, and its index entry, with
+   * a small blob's bytes in it, commits with that append). Storing the same bytes twice is a no-op.
+   * A blob named by a durable event is always there; one that no event names yet may be gone
    * after a crash, as if it had not been stored.
    */
   put(data: Buffer | Readable): Promise<BlobRef>;

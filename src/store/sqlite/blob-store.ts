@@ -13,8 +13,23 @@ export const BLOBS_SCHEMA = `
     sha256 TEXT PRIMARY KEY,
     pack   INTEGER NOT NULL,
     offset INTEGER NOT NULL,
-    size   INTEGER NOT NULL
+    size   INTEGER NOT NULL,
+    data   BLOB
   );`;
+
+/** Adds the column of inline blobs to a blob index made before they existed. */
+export function ensureInlineBlobs(db: Database.Database): void {
+  const columns = db.prepare<[], { name: string }>('PRAGMA table_info(blobs)').all();
+  if (!columns.some((c) => c.name === 'data')) db.exec('ALTER TABLE blobs ADD COLUMN data BLOB');
+}
+
+/**
+ * Blobs up to this size live in their index row (pack 0), not in a pack: most mail. They are
+ * written with the log's next transaction, so the fsync of the WAL that makes an event naming them
+ * durable makes them durable too: one fsync per message instead of a pack's and then the WAL's,
+ * and no pack write. Larger blobs go to the packs, written once instead of twice (WAL and database).
+ */
+export const INLINE_MAX = 32 * 1024;
 
 /** File name of pack `n` under the blobs folder (backups list packs by it). */
 export const packFileName = (n: number): string => `pack-${String(n).padStart(6, '0')}`;
@@ -47,6 +62,12 @@ const PACK_NAME = /^pack-(\d{6,})$/;
 
 export type IndexRow = { pack: number; offset: number; size: number };
 
+/** Pack number of a blob kept in its index row. */
+const INLINE = 0;
+
+/** An index row waiting for the log's next transaction; an inline one carries its bytes and its put. */
+type StagedRow = IndexRow & { data?: Buffer; put?: { resolve: () => void; reject: (e: Error) => void } };
+
 /** Locations learned from another thread's puts (see `remember`), at most. */
 const REMEMBERED = 10_000;
 
@@ -54,17 +75,20 @@ const REMEMBERED = 10_000;
 const RETRY_MS = 100;
 
 /**
- * Content-addressed blobs in append-only pack files under `<dir>/pack-NNNNNN`, indexed by sha256
- * in the store's SQLite database. A put writes its bytes at a reserved offset (the puts of a tick
- * in one writev) and shares one fdatasync of the pack with every put in flight (group commit):
- * one fsync'd file per blob would cap throughput at what the disk does per fsync.
+ * Content-addressed blobs indexed by sha256 in the store's SQLite database: small ones (up to
+ * INLINE_MAX) in their index row, the others in append-only pack files under
+ * `<dir>/pack-NNNNNN`. A pack put writes its bytes at a reserved offset (the puts of a tick in one
+ * writev) and shares one fdatasync of the pack with every put in flight (group commit): one
+ * fsync'd file per blob would cap throughput at what the disk does per fsync.
  *
- * Order of durability: bytes fsync'd, then the put resolves and its index row is staged; the row
- * is written in the log's next transaction (the one of the appends of the same tick, see
- * StagedRows), before any event of that transaction, and is fsync'd with the WAL, which is
- * sequential: no event can survive a crash that the index rows of its blobs did not. Until the
- * row has committed, this process finds the blob through the staged rows; other processes find it
- * once that transaction has committed (within the tick, and always before an event naming it).
+ * Order of durability: a pack blob's bytes are fsync'd, then the put resolves and its index row is
+ * staged; an inline blob's row (bytes and all) is staged at once and its put resolves when the
+ * row has committed. Staged rows are written in the log's next transaction (the one of the
+ * appends of the same tick, see StagedRows), before any event of that transaction, and are
+ * fsync'd with the WAL, which is sequential: no event can survive a crash that the index rows of
+ * its blobs did not. Until a row has committed, this process finds the blob through the staged
+ * rows; other processes find it once that transaction has committed (within the tick, and always
+ * before an event naming it).
  *
  * A process only ever appends to packs it created itself (exclusively, on its first put), so two
  * processes on one DATA_DIR can never write over each other's blobs.
@@ -76,10 +100,10 @@ export class PackBlobStore implements BlobStore, StagedRows {
   private readonly readers = new Map<number, FileHandle>();
   private readonly owned: Pack[] = [];
   private readonly inflight = new Map<string, Promise<BlobRef>>();
-  /** Index rows of durable blobs not yet committed, by sha256. */
-  private staged = new Map<string, IndexRow>();
+  /** Index rows not yet committed (of durable pack blobs, or inline blobs with their bytes), by sha256. */
+  private staged = new Map<string, StagedRow>();
   /** The rows the transaction in progress writes. */
-  private writing: Map<string, IndexRow> | null = null;
+  private writing: Map<string, StagedRow> | null = null;
   /** Blobs another thread of this process put, whose index rows may not have committed yet. */
   private readonly remembered = new Map<string, IndexRow>();
   private retry: NodeJS.Timeout | null = null;
@@ -96,7 +120,8 @@ export class PackBlobStore implements BlobStore, StagedRows {
   ) {
     this.stmt = {
       find: db.prepare<[string], IndexRow>('SELECT pack, offset, size FROM blobs WHERE sha256 = ?'),
-      index: db.prepare('INSERT OR IGNORE INTO blobs (sha256, pack, offset, size) VALUES (?, ?, ?, ?)'),
+      inline: db.prepare<[string], { data: Buffer | null }>('SELECT data FROM blobs WHERE sha256 = ?'),
+      index: db.prepare('INSERT OR IGNORE INTO blobs (sha256, pack, offset, size, data) VALUES (?, ?, ?, ?, ?)'),
     };
     log.writeWith(this);
   }
@@ -164,7 +189,9 @@ export class PackBlobStore implements BlobStore, StagedRows {
 
   /** Where a blob is: staged here, being written, learned from another thread, or in the index. */
   locate(sha256: string): IndexRow | undefined {
-    return this.staged.get(sha256) ?? this.writing?.get(sha256) ?? this.remembered.get(sha256) ?? this.stmt.find.get(sha256);
+    const pending = this.staged.get(sha256) ?? this.writing?.get(sha256);
+    if (pending) return { pack: pending.pack, offset: pending.offset, size: pending.size };
+    return this.remembered.get(sha256) ?? this.stmt.find.get(sha256);
   }
 
   /**
@@ -183,7 +210,24 @@ export class PackBlobStore implements BlobStore, StagedRows {
     const pending = this.inflight.get(sha256);
     if (pending) return pending;
     if (this.locate(sha256)) return { sha256, size: bytes.length };
-    const write = (async (): Promise<BlobRef> => {
+    const write =
+      bytes.length <= INLINE_MAX
+        ? new Promise<BlobRef>((resolve, reject) => {
+            const put = { resolve: () => resolve({ sha256, size: bytes.length }), reject };
+            this.staged.set(sha256, { pack: INLINE, offset: 0, size: bytes.length, data: bytes, put });
+            this.log.schedule();
+          })
+        : this.putInPack(sha256, bytes);
+    this.inflight.set(sha256, write);
+    try {
+      return await write;
+    } finally {
+      this.inflight.delete(sha256);
+    }
+  }
+
+  private putInPack(sha256: string, bytes: Buffer): Promise<BlobRef> {
+    return (async (): Promise<BlobRef> => {
       const { pack, offset } = await this.reserve(bytes.length);
       await this.write(pack, bytes, offset);
       if (this.durable) await pack.sync.sync();
@@ -191,12 +235,6 @@ export class PackBlobStore implements BlobStore, StagedRows {
       this.log.schedule();
       return { sha256, size: bytes.length };
     })();
-    this.inflight.set(sha256, write);
-    try {
-      return await write;
-    } finally {
-      this.inflight.delete(sha256);
-    }
   }
 
   get hasStaged(): boolean {
@@ -207,15 +245,22 @@ export class PackBlobStore implements BlobStore, StagedRows {
     if (this.staged.size === 0) return;
     this.writing = this.staged;
     this.staged = new Map();
-    for (const [sha256, row] of this.writing) this.stmt.index.run(sha256, row.pack, row.offset, row.size);
+    for (const [sha256, row] of this.writing) this.stmt.index.run(sha256, row.pack, row.offset, row.size, row.data ?? null);
   }
 
-  settle(committed: boolean): void {
+  settle(failure: unknown): void {
     const written = this.writing;
     this.writing = null;
-    if (!written || committed) return;
-    for (const [sha256, row] of written) if (!this.staged.has(sha256)) this.staged.set(sha256, row);
-    if (this.closed) return; // the store's last flush: nothing retries on a closed database
+    if (!written) return;
+    for (const [sha256, row] of written) {
+      if (failure === null) row.put?.resolve();
+      // An inline put fails with its transaction (its bytes were only in the row; nothing names it
+      // yet): the caller answers, instead of waiting for the disk to recover.
+      else if (row.put) row.put.reject(failure instanceof Error ? failure : new Error(String(failure)));
+      // A pack blob's row waits for the next transaction: its put has resolved, a later event may name it.
+      else if (!this.staged.has(sha256)) this.staged.set(sha256, row);
+    }
+    if (failure === null || this.closed) return; // the store's last flush: nothing retries on a closed database
     this.retry ??= setTimeout(() => {
       this.retry = null;
       this.log.schedule();
@@ -225,6 +270,11 @@ export class PackBlobStore implements BlobStore, StagedRows {
   async get(sha256: string): Promise<Buffer> {
     const row = this.locate(sha256);
     if (!row) throw Object.assign(new Error(`no blob ${sha256}`), { code: 'ENOENT' });
+    if (row.pack === INLINE) {
+      const data = (this.staged.get(sha256) ?? this.writing?.get(sha256))?.data ?? this.stmt.inline.get(sha256)?.data;
+      if (!data) throw new Error(`blob ${sha256} is missing from the blob index`);
+      return data;
+    }
     let reader = this.readers.get(row.pack);
     if (!reader) {
       reader = await open(this.packPath(row.pack), 'r');

@@ -18,8 +18,8 @@ export interface StagedRows {
   readonly hasStaged: boolean;
   /** Writes what is staged; runs inside the batch's transaction. */
   writeStaged(): void;
-  /** The transaction committed (true) or rolled back (false: the rows stay staged for the next one). */
-  settle(committed: boolean): void;
+  /** The transaction committed (`failure` null) or failed: the rows stay staged for the next one, or are refused. */
+  settle(failure: unknown): void;
 }
 
 /** An append validated and serialized: event data and meta as JSON text, as the rows hold them. */
@@ -176,11 +176,11 @@ export class SqliteEventStore implements EventStore {
         .immediate();
     } catch (error) {
       // The commit itself failed (disk full, I/O error): nothing of the batch is durable.
-      this.staged?.settle(false);
+      this.staged?.settle(error);
       for (const p of batch) p.reject(error);
       return;
     }
-    this.staged?.settle(true);
+    this.staged?.settle(null);
     if (batch.length === 0) return;
     const settle = (): void => {
       batch.forEach((p, i) => {

@@ -2,7 +2,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
 import type { Store } from '../port.js';
-import { BLOBS_SCHEMA, fsyncDir } from './blob-store.js';
+import { BLOBS_SCHEMA, ensureInlineBlobs, fsyncDir } from './blob-store.js';
 import { EVENTS_SCHEMA } from './event-store.js';
 import { openDatabase } from './database.js';
 import { openLog } from './log.js';
@@ -42,6 +42,7 @@ export async function openSqliteStore(opts: SqliteOptions): Promise<Store> {
   const file = path.join(opts.dataDir, LOG_FILE);
   const db = openDatabase(file);
   db.exec(EVENTS_SCHEMA + BLOBS_SCHEMA);
+  ensureInlineBlobs(db);
   dropLegacyViews(db);
   const viewsDb = openDatabase(path.join(opts.dataDir, VIEWS_FILE));
   viewsDb.exec(VIEWS_SCHEMA);
