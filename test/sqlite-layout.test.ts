@@ -123,3 +123,29 @@ test('a log transaction that fails: an inline put is refused with its error, a p
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a log transaction that cannot even begin (the write lock held past busy_timeout): an inline put is refused, not left waiting', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'mailtrail-inline-busy-'));
+  const store = await openSqliteStore({ dataDir: dir });
+  try {
+    // Fault injection: the store's own connection gives up on the lock after 100 ms instead of 10 s.
+    (store.blobs as unknown as { db: Database.Database }).db.pragma('busy_timeout = 100');
+    const side = new Database(path.join(dir, 'mailtrail.db'));
+    side.exec('BEGIN IMMEDIATE');
+    const outcome = await Promise.race([
+      store.blobs.put(randomBytes(100)).then(
+        () => 'stored',
+        (error: Error) => `refused: ${error.message}`,
+      ),
+      new Promise((r) => setTimeout(r, 3000)).then(() => 'still waiting'),
+    ]);
+    side.exec('ROLLBACK');
+    side.close();
+    assert.match(String(outcome), /^refused: .*locked/);
+    const small = randomBytes(100);
+    assert.ok((await store.blobs.get((await store.blobs.put(small)).sha256)).equals(small), 'puts work again once the lock is free');
+  } finally {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

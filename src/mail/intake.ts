@@ -18,8 +18,9 @@ import { headerBcc, SUMMARY_FIELDS, summarize, type SummaryFields } from './summ
  *    and to the taps, and the message is never held whole. (A held message is copied a few times on
  *    its way into the store: at most a few MiB per message in flight.) The caller then decides on
  *    it (policy, authentication results).
- * 2. commit or abort: commit finishes the blobs (the store makes each durable before it
- *    resolves); abort throws away what was written, so a refused message leaves no blob behind.
+ * 2. commit or abort: commit finishes the blobs (each stored as BlobStore.put promises: durable
+ *    no later than the events appended after it); abort throws away what was written, so a
+ *    refused message leaves no blob behind.
  */
 
 /** Looks at every chunk as it passes; a non-null answer refuses the message (the rest is drained). */
@@ -64,7 +65,7 @@ export interface ReceivedMessage {
   summary: SummaryFields;
   /** Addresses of a Bcc header field, if the message had one. */
   headerBcc: Address[];
-  /** Makes the raw message, text, html and attachments durable; resolves when all are. */
+  /** Stores the raw message, text, html and attachments (see BlobStore.put); resolves when all are. */
   commit(): Promise<StoredBlobs>;
   /** Throws away everything written for this message. */
   abort(): void;

@@ -41,8 +41,9 @@ import { loadTlsMaterial } from './tls.js';
  *
  * DATA path, per message: the bytes stream (with the guard against oversize, NUL and smuggling
  * patterns) into the blob store, mailparser and - for unauthenticated mail - mailauth, all at
- * once; then the policy decides; then the blobs are committed (durable), then the events are
- * appended (durable, one transaction shared with every other append of the same tick), then 250
+ * once; then the policy decides; then the blobs are stored, then the events are appended (durable,
+ * and with them every blob they name; one transaction shared with every other append of the
+ * same tick), then 250
  * with the queue id. Nothing before that point leaves anything in the store.
  */
 

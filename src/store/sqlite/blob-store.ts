@@ -19,8 +19,11 @@ export const BLOBS_SCHEMA = `
 
 /** Adds the column of inline blobs to a blob index made before they existed. */
 export function ensureInlineBlobs(db: Database.Database): void {
-  const columns = db.prepare<[], { name: string }>('PRAGMA table_info(blobs)').all();
-  if (!columns.some((c) => c.name === 'data')) db.exec('ALTER TABLE blobs ADD COLUMN data BLOB');
+  // Under the write lock: two processes opening an old file at once must not both add it.
+  db.transaction(() => {
+    const columns = db.prepare<[], { name: string }>('PRAGMA table_info(blobs)').all();
+    if (!columns.some((c) => c.name === 'data')) db.exec('ALTER TABLE blobs ADD COLUMN data BLOB');
+  }).immediate();
 }
 
 /**
@@ -190,12 +193,13 @@ export class PackBlobStore implements BlobStore, StagedRows {
   /** Where a blob is: staged here, being written, learned from another thread, or in the index. */
   locate(sha256: string): IndexRow | undefined {
     const pending = this.staged.get(sha256) ?? this.writing?.get(sha256);
-    if (pending) return { pack: pending.pack, offset: pending.offset, size: pending.size };
+    // An inline blob is there once its row has committed (its put resolves then), not before.
+    if (pending && !pending.put) return { pack: pending.pack, offset: pending.offset, size: pending.size };
     return this.remembered.get(sha256) ?? this.stmt.find.get(sha256);
   }
 
   /**
-   * A blob the log writer thread has put (durable, its index row staged there): readable here at
+   * A blob the log writer thread has put (stored, its index row staged or committed there): readable here at
    * once. Locations never change, so a remembered one stays right; the oldest are forgotten, by
    * then their rows have long committed.
    */
@@ -249,9 +253,12 @@ export class PackBlobStore implements BlobStore, StagedRows {
   }
 
   settle(failure: unknown): void {
-    const written = this.writing;
+    // A transaction that failed before it wrote the staged rows (BEGIN refused: the write lock held
+    // past busy_timeout, an I/O error) fails them just the same.
+    const written = this.writing ?? (failure === null ? null : this.staged);
     this.writing = null;
     if (!written) return;
+    if (written === this.staged) this.staged = new Map();
     for (const [sha256, row] of written) {
       if (failure === null) row.put?.resolve();
       // An inline put fails with its transaction (its bytes were only in the row; nothing names it
@@ -271,7 +278,7 @@ export class PackBlobStore implements BlobStore, StagedRows {
     const row = this.locate(sha256);
     if (!row) throw Object.assign(new Error(`no blob ${sha256}`), { code: 'ENOENT' });
     if (row.pack === INLINE) {
-      const data = (this.staged.get(sha256) ?? this.writing?.get(sha256))?.data ?? this.stmt.inline.get(sha256)?.data;
+      const data = this.stmt.inline.get(sha256)?.data;
       if (!data) throw new Error(`blob ${sha256} is missing from the blob index`);
       return data;
     }

@@ -35,9 +35,9 @@ export type LogWriterStatus = { ready: true } | { failed: string };
 /**
  * The embedded store's writes - appends and blob puts - done by a worker thread on a connection of
  * its own: its transactions, WAL checkpoints and fsync bookkeeping run on another core than the
- * caller (SMTP and the API), with the same group commits and the same durability (a request is
- * answered once it is durable). Reads stay on the caller's connection: what a write made is
- * visible there once it is answered.
+ * caller (SMTP and the API), with the same group commits and the same guarantees as in the
+ * caller's thread (an append is answered once durable, a put as BlobStore.put promises). Reads stay
+ * on the caller's connection: what a write made is visible there once it is answered.
  */
 export class LogWriter {
   private worker: Worker | null = null;
@@ -140,7 +140,7 @@ export class LogWriter {
     return (await this.request((n) => ({ n, kind: 'append', append }))).result!;
   }
 
-  /** Stores `bytes` (copied: the caller's buffer may share memory with others); resolves once durable. */
+  /** Stores `bytes` (copied: the caller's buffer may share memory with others); resolves as BlobStore.put promises. */
   async put(bytes: Buffer): Promise<{ ref: BlobRef; row: IndexRow }> {
     const copy = new Uint8Array(bytes.length);
     copy.set(bytes);
