@@ -5,7 +5,13 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
+import Database from 'better-sqlite3';
+import { pino } from 'pino';
+import { mails } from '../projections/index.js';
+import { rebuild } from '../src/projection/rebuild.js';
+import { ProjectionRunner } from '../src/projection/runner.js';
 import { openSqliteStore } from '../src/store/sqlite/index.js';
+import { receive, registerAccount } from './support/events.js';
 import { ROOT } from './support/process.js';
 
 const dirs: string[] = [];
@@ -81,5 +87,52 @@ test('two processes on one DATA_DIR put blobs at the same time: each appends to 
     assert.equal(packs.length, 2, `one pack per writer: ${packs.join(', ')}`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the log lost its tail under a view that had applied it (a power cut between commit and fsync): the projector parks and says to replay; a replay puts the view right', async () => {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'mailtrail-lost-tail-'));
+  dirs.push(dataDir);
+  const store = await openSqliteStore({ dataDir });
+  const logger = pino({ level: 'silent' });
+  const runner = (): ProjectionRunner => new ProjectionRunner(store, mails, { owner: 'test', logger, leaseTtlMs: 3000 });
+  const until = async (what: string, check: () => boolean): Promise<void> => {
+    for (let waited = 0; !check(); waited += 20) {
+      if (waited > 10_000) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  try {
+    const account = await registerAccount(store, 'tail@mail.test');
+    for (const subject of ['one', 'two', 'three']) await receive(store, account, subject);
+    const head = await store.events.head();
+    const first = runner();
+    await first.start();
+    assert.equal(await first.waitFor(head, 10_000), true);
+    await first.stop();
+
+    // What a power cut can leave: the log without its last two appends, the view with them.
+    const db = new Database(path.join(dataDir, 'mailtrail.db'));
+    db.prepare('DELETE FROM events WHERE position > ?').run(head - 2);
+    db.prepare("UPDATE sqlite_sequence SET seq = ? WHERE name = 'events'").run(head - 2);
+    db.close();
+
+    const second = runner();
+    await second.start();
+    await until('the projector to park', () => second.status === 'parked');
+    assert.match(second.lastError ?? '', /log ends at .*npm run replay -- --projection mails/);
+    await second.stop();
+
+    await rebuild(store, [mails]);
+    assert.equal(await store.views.count('mails', { userId: account.userId }), 1, 'the view holds what the log holds');
+    const third = runner();
+    await third.start();
+    await receive(store, account, 'after the replay');
+    assert.equal(await third.waitFor(await store.events.head(), 10_000), true);
+    assert.equal(third.status, 'running');
+    assert.equal(await store.views.count('mails', { userId: account.userId }), 2);
+    await third.stop();
+  } finally {
+    await store.close();
   }
 });

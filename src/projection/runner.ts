@@ -45,6 +45,18 @@ export function isStoreOutage(error: unknown): boolean {
   return (typeof code === 'string' && /^(SQLITE_[A-Z_]+|E[A-Z]+)$/.test(code)) || (typeof name === 'string' && name.startsWith('Mongo'));
 }
 
+/**
+ * The view has applied events the log no longer has: the log lost its tail (a power cut between
+ * the commit of appends a projector had read and their fsync). Appends from now on would take
+ * those positions and be skipped, so the projector stops until the view is rebuilt.
+ */
+export class ViewAheadOfLogError extends Error {
+  constructor(view: string, checkpoint: number, head: number) {
+    super(`the ${view} view has applied the log up to position ${checkpoint}, but the log ends at ${head} (its tail was lost); rebuild the view: npm run replay -- --projection ${view}`);
+    this.name = 'ViewAheadOfLogError';
+  }
+}
+
 /** Documents a runner keeps between batches (see DocCache). */
 const CACHE_DOCS = 10_000;
 
@@ -152,6 +164,8 @@ export class ProjectionRunner implements Projector {
           }
           renewedAt = Date.now();
           this.position = await views.checkpoint(this.name);
+          const head = await events.head();
+          if (this.position > head) throw new ViewAheadOfLogError(this.name, this.position, head);
           // Someone else may have written the view since this process last held it.
           this.cache.clear();
           this.setStatus('running');
@@ -184,7 +198,7 @@ export class ProjectionRunner implements Projector {
         this.progressed.emit('progress');
         // A malformed event will not get better by retrying: park at once so an operator looks. A
         // store outage (disk full, database unreachable) ends by itself: retry for as long as it lasts.
-        if (error instanceof MalformedEventError || (failures >= this.maxFailures && !isStoreOutage(error))) {
+        if (error instanceof MalformedEventError || error instanceof ViewAheadOfLogError || (failures >= this.maxFailures && !isStoreOutage(error))) {
           this.setStatus('parked');
           this.opts.logger.error({ projector: this.name, position: this.position, err: error }, 'projector parked: fix the cause, then restart');
           if (lease) await views.releaseLease(lease).catch(() => undefined);
