@@ -89,9 +89,9 @@ const RETRY_MS = 100;
  * row has committed. Staged rows are written in the log's next transaction (the one of the
  * appends of the same tick, see StagedRows), before any event of that transaction, and are
  * fsync'd with the WAL, which is sequential: no event can survive a crash that the index rows of
- * its blobs did not. Until a row has committed, this process finds the blob through the staged
- * rows; other processes find it once that transaction has committed (within the tick, and always
- * before an event naming it).
+ * its blobs did not. Until a pack blob's row has committed, this process finds the blob through
+ * the staged rows; an inline blob, and any blob in other processes, is found once its row has
+ * committed (within the tick, and always before an event naming it).
  *
  * A process only ever appends to packs it created itself (exclusively, on its first put), so two
  * processes on one DATA_DIR can never write over each other's blobs.
