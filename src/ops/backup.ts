@@ -17,7 +17,8 @@ import { readTar, TAR_END, tarHeader, TarFormatError, tarPadding } from './tar.j
 /**
  * Backup and restore of the embedded store. A backup is one .tar.gz holding a consistent snapshot
  * of the SQLite database (event log, blob index with the small blobs kept in it, views), the blob
- * packs up to what that snapshot indexes, and a manifest with each file's sha256. It is taken online: the server keeps running.
+ * packs up to what that snapshot indexes, and a manifest with each file's sha256. It is taken
+ * online: the server keeps running.
  */
 
 const MANIFEST = 'manifest.json';
