@@ -4,6 +4,7 @@ import { apiSettings } from './api/settings.js';
 import type { Config } from './config.js';
 import type { Logger } from './log.js';
 import { startHttpServer, type HttpServer } from './http/server.js';
+import { LocalDelivery } from './mail/local-delivery.js';
 import { Metrics } from './metrics.js';
 import type { Projector } from './projection/runner.js';
 import { ProjectorThread } from './projection/thread.js';
@@ -24,6 +25,7 @@ export interface App {
   http: HttpServer;
   smtp: SmtpService;
   relay: Relay | null;
+  localDelivery: LocalDelivery;
   metrics: Metrics;
   stop(): Promise<void>;
 }
@@ -144,6 +146,8 @@ async function startUnlocked(config: Config, logger: Logger, overrides: AppOverr
     await relay.start();
     metrics.watchRelay(store, relay);
   }
+  const localDelivery = new LocalDelivery(store, logger, config.INSTANCE_ID);
+  await localDelivery.start();
   logger.info(
     { store: store.kind, port: http.port, smtpPort: smtp.port, smtpsPort: smtp.securePort, dataDir: store.kind === 'sqlite' ? config.DATA_DIR : undefined },
     'mailtrail started',
@@ -154,11 +158,13 @@ async function startUnlocked(config: Config, logger: Logger, overrides: AppOverr
     http,
     smtp,
     relay,
+    localDelivery,
     metrics,
     async stop() {
       // SMTP first: stop accepting and finish the messages being received while the store is up.
       await smtp.close();
       await relay?.stop();
+      await localDelivery.stop();
       await http.close();
       await thread.stop();
       await store.close();

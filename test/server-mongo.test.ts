@@ -44,3 +44,33 @@ test('on MongoDB: an authenticated submission to an outside address is queued fo
   const outbox = (await server.store.views.all('outbox')) as unknown as OutboxDoc[];
   assert.ok(outbox.some((o) => o.recipients.some((r) => r.address === 'dave@elsewhere.example' && r.state === 'pending')));
 });
+
+test('on MongoDB: a send cut short after MailSent still gives the local recipient its copy, once', async () => {
+  await addUser(server, `erin@${DOMAIN}`);
+  await addUser(server, `fay@${DOMAIN}`);
+  const base = `http://127.0.0.1:${server.app.http.port}`;
+  const login = async (email: string) => createClient(base, { token: (await createClient(base).auth.login.mutate({ email, password: PASSWORD })).token });
+  const erin = await login(`erin@${DOMAIN}`);
+  const fay = await login(`fay@${DOMAIN}`);
+  const { id } = await erin.mails.createDraft.mutate({ to: [`fay@${DOMAIN}`], subject: 'cut short on mongo', text: 'hi' });
+  // The copies the send would append after MailSent never reach the store, as if it had died there.
+  const append = server.store.events.append.bind(server.store.events);
+  server.store.events.append = async (streamId, events, opts) => {
+    if (events.some((e) => e.type === 'MailReceived') && opts.meta.actor.kind === 'user') throw new Error('crashed before the copies');
+    return append(streamId, events, opts);
+  };
+  try {
+    await assert.rejects(erin.mails.send.mutate({ id }));
+  } finally {
+    server.store.events.append = append;
+  }
+  const deadline = Date.now() + 15_000;
+  let inbox: string[] = [];
+  while (Date.now() < deadline) {
+    inbox = (await fay.mails.list.query({ folder: 'inbox' })).items.map((m) => m.subject);
+    if (inbox.length > 0) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.deepEqual(inbox, ['cut short on mongo']);
+  assert.equal(server.app.localDelivery.recovered, 1);
+});

@@ -5,8 +5,8 @@ import { findMailboxByAddress } from '../accounts/accounts.js';
 import { domainOf, isLocalDomain } from '../accounts/domains.js';
 import type { Meta } from '../events/envelope.js';
 import type { BlobStore, Store } from '../store/port.js';
-import type { Draft, MessageSummary } from '../events/types.js';
-import { appendMails, planInbound, type LocalDelivery } from '../mail/commands.js';
+import type { Draft, EventData, MessageSummary } from '../events/types.js';
+import { appendMails, planLocalCopies } from '../mail/commands.js';
 import { mailStream } from '../mail/ids.js';
 import { snippetOf } from '../mail/summary.js';
 import { CommandError, mailState, ownDraft } from './decide.js';
@@ -62,7 +62,7 @@ export async function sendDraft(store: Store, defaultDomain: string, cmd: { mail
   const recipients = [...new Map([...draft.draft.to, ...draft.draft.cc, ...draft.draft.bcc].map((a) => [a.address.toLowerCase(), a.address])).values()];
   if (recipients.length === 0) throw new CommandError('BAD_REQUEST', 'to: a mail needs at least one recipient');
 
-  const local: LocalDelivery[] = [];
+  const local: NonNullable<EventData<'MailSent'>['localCopies']>['recipients'] = [];
   const external: string[] = [];
   for (const address of recipients) {
     if (!(await isLocalDomain(store, defaultDomain, domainOf(address)))) {
@@ -71,7 +71,7 @@ export async function sendDraft(store: Store, defaultDomain: string, cmd: { mail
     }
     const mailbox = await findMailboxByAddress(store, address);
     if (!mailbox) throw new CommandError('BAD_REQUEST', `to: there is no mailbox ${address} on this server`);
-    local.push({ mailbox: { id: mailbox.id, userId: mailbox.userId, address: mailbox.address }, recipient: address });
+    local.push({ address, mailboxId: mailbox.id, userId: mailbox.userId });
   }
 
   const messageId = `<${cmd.mailId}@${domainOf(cmd.mailbox.address)}>`;
@@ -96,40 +96,22 @@ export async function sendDraft(store: Store, defaultDomain: string, cmd: { mail
     attachments: d.attachments,
   };
   // MailSent first: it is appended at the draft's version, so a send that loses a race (another send,
-  // an edit) fails here and no local recipient gets a copy of a mail that was not sent. The copies
-  // follow, stored once per mailbox (keyed by Message-ID and content). A crash between the two
-  // appends leaves the mail sent without its local copies: a gap the README names.
-  const sent = await store.events.append(
-    stream,
-    [
-      {
-        type: 'MailSent',
-        data: {
-          mailId: cmd.mailId,
-          mailboxId: cmd.mailbox.id,
-          userId: cmd.user.id,
-          messageId,
-          raw,
-          envelope: { mailFrom: cmd.mailbox.address, rcptTo: external },
-          message,
-          bcc: d.bcc,
-          wasDraft: true,
-        },
-      },
-    ],
-    { expectedVersion: draft.version, meta: cmd.meta },
-  );
-  await appendMails(
-    store,
-    planInbound({
-      deliveries: local,
-      dedupe: { messageId, sha256: raw.sha256 },
-      raw,
-      message,
-      envelope: { mailFrom: cmd.mailbox.address, remoteAddress: 'api', helo: 'api', tls: true, authUser: cmd.user.email },
-      authResults: null,
-    }),
-    cmd.meta,
-  );
+  // an edit) fails here and no local recipient gets a copy of a mail that was not sent. It names
+  // the local recipients, so that their copies, appended next, are never lost: after a crash
+  // between the two appends the local delivery follower appends them from MailSent.
+  const data: EventData<'MailSent'> = {
+    mailId: cmd.mailId,
+    mailboxId: cmd.mailbox.id,
+    userId: cmd.user.id,
+    messageId,
+    raw,
+    envelope: { mailFrom: cmd.mailbox.address, rcptTo: external },
+    message,
+    bcc: d.bcc,
+    wasDraft: true,
+    ...(local.length > 0 ? { localCopies: { authUser: cmd.user.email, recipients: local } } : {}),
+  };
+  const sent = await store.events.append(stream, [{ type: 'MailSent', data }], { expectedVersion: draft.version, meta: cmd.meta });
+  await appendMails(store, planLocalCopies(data), cmd.meta);
   return { id: cmd.mailId, messageId: messageId.slice(1, -1), status: external.length ? 'queued' : 'sent', position: sent.lastPosition };
 }

@@ -51,7 +51,16 @@ export function describeEvent(e: StoredEvent): EventSummary {
         },
       };
     case 'MailSent':
-      return { ...base, details: { messageId: e.data.messageId, mailFrom: e.data.envelope.mailFrom, rcptTo: e.data.envelope.rcptTo.join(', '), subject: e.data.message.subject } };
+      return {
+        ...base,
+        details: {
+          messageId: e.data.messageId,
+          mailFrom: e.data.envelope.mailFrom,
+          rcptTo: e.data.envelope.rcptTo.join(', '),
+          ...(e.data.localCopies ? { localCopies: e.data.localCopies.recipients.map((r) => r.address).join(', ') } : {}),
+          subject: e.data.message.subject,
+        },
+      };
     case 'MailDelivered':
       return { ...base, details: { recipients: e.data.recipients.join(', '), attempt: e.data.attempt, response: e.data.response } };
     case 'MailDeliveryFailed':

@@ -105,12 +105,26 @@ export const eventSchemas = {
     userId: id,
     messageId: z.string(),
     raw: BlobRef,
-    /** Recipients the relay delivers to; local recipients got their own copy as MailReceived. */
+    /** Recipients the relay delivers to; local recipients get a `MailReceived` copy of their own. */
     envelope: Envelope,
     message: MessageSummary,
     bcc: z.array(Address),
     /** The mail left the drafts folder (false for SMTP submissions, which never were drafts). */
     wasDraft: z.boolean(),
+    /**
+     * A send from the API: its local recipients, decided when it was sent. Each gets a
+     * `MailReceived` copy, stored once per mailbox (keyed by Message-ID and content). The API
+     * appends the copies right after this event; the local delivery follower appends any that a
+     * crash in between left out. Absent in SMTP submissions: their copies are stored before the
+     * client gets its 250, and a client without one sends again.
+     */
+    localCopies: z
+      .object({
+        /** Who sent it, as the copies' envelope names the authenticated user. */
+        authUser: z.string(),
+        recipients: z.array(z.object({ address: z.string(), mailboxId: id, userId: id })),
+      })
+      .optional(),
   }),
   /** The owner opened the mail (or marked it read); MailUnread undoes it. */
   MailRead: z.object({ mailId: id, mailboxId: id }),

@@ -6,7 +6,7 @@ import type { StoredBlobs } from './intake.js';
 import type { SummaryFields } from './summary.js';
 
 /**
- * Mail commands shared by SMTP and (later) the API: pure functions that decide which events a
+ * Mail commands shared by SMTP and the API: pure functions that decide which events a
  * received or submitted message becomes, and the one function that appends them.
  */
 
@@ -18,7 +18,7 @@ export interface LocalMailbox {
 
 /** One envelope recipient that is a local mailbox. */
 export interface LocalDelivery {
-  mailbox: LocalMailbox;
+  mailbox: Pick<LocalMailbox, 'id' | 'userId'>;
   /** The RCPT TO address as the client gave it. */
   recipient: string;
 }
@@ -82,6 +82,23 @@ export function planInbound(input: {
     });
   }
   return out;
+}
+
+/**
+ * The copies that a send from the API decided for its local recipients (none for an SMTP
+ * submission, which stores its copies itself). The API appends them after `MailSent`, and the
+ * local delivery follower again after a crash: both plan the same streams, so each is stored once.
+ */
+export function planLocalCopies(sent: EventData<'MailSent'>): PlannedAppend[] {
+  if (!sent.localCopies) return [];
+  return planInbound({
+    deliveries: sent.localCopies.recipients.map((r) => ({ mailbox: { id: r.mailboxId, userId: r.userId }, recipient: r.address })),
+    dedupe: { messageId: sent.messageId, sha256: sent.raw.sha256 },
+    raw: sent.raw,
+    message: sent.message,
+    envelope: { mailFrom: sent.envelope.mailFrom, remoteAddress: 'api', helo: 'api', tls: true, authUser: sent.localCopies.authUser },
+    authResults: null,
+  });
 }
 
 /** The sender's copy of a submission, in its `sent` folder; `relayTo` is what the relay must deliver. */
