@@ -19,7 +19,7 @@ import { outbox, outboxFromStream, type OutboxDoc } from '../projections/outbox.
 import { dkimKeygen } from '../scripts/dkim-keygen.js';
 import type { EventOf, StoredEvent } from '../src/events/envelope.js';
 import { ProjectionRunner } from '../src/projection/runner.js';
-import { bounceMailId } from '../src/relay/bounce.js';
+import { bounceMailId, composeBounce } from '../src/relay/bounce.js';
 import { relayOptionsFromEnv, type RelayOptions } from '../src/relay/options.js';
 import { backoffDelay, planAttempt, type RecipientOutcome } from '../src/relay/plan.js';
 import { Relay, type RelayDeps } from '../src/relay/relay.js';
@@ -227,6 +227,17 @@ for (const backend of [sqlite, sqliteWriterThread, mongoBackend]) {
       const headers = (await store.blobs.get(bounce.attachments[0]!.sha256)).toString('utf8');
       assert.ok(headers.includes(messageId));
       assert.equal(bounce.inReplyTo, messageId);
+      // A delivery status notification (RFC 3464) that programs can read: one block for the failed
+      // recipient with its status and the server's reply; carol, delivered, is not in it.
+      const report = (await store.blobs.get(bounce.raw!.sha256)).toString('utf8');
+      assert.match(report, /^Content-Type: multipart\/report; report-type=delivery-status;/m);
+      assert.match(report, /^Content-Type: text\/rfc822-headers/m);
+      const status = /Content-Type: message\/delivery-status\r\n\r\n([\s\S]*?)\r\n--/.exec(report)?.[1];
+      assert.ok(status, 'a message/delivery-status part');
+      const [perMessage, ...perRecipient] = status.trim().split('\r\n\r\n');
+      assert.match(perMessage!, /^Reporting-MTA: dns; \S+\r\nArrival-Date: \w{3}, \d{2} \w{3} \d{4} [\d:]{8} \+0000$/);
+      assert.equal(perRecipient.length, 1);
+      assert.match(perRecipient[0]!, /^Final-Recipient: rfc822; nobody@remote\.test\r\nAction: failed\r\nStatus: 5\.1\.1\r\nDiagnostic-Code: smtp; 550 5\.1\.1 No such user here\r\nLast-Attempt-Date: /);
       assert.equal(sink.deliveries.filter((d) => d.rcptTo.includes(alice.address)).length, 0, 'the bounce stays local');
     });
 
@@ -533,6 +544,34 @@ describe('relay: pure parts', () => {
   });
   const policy = { retryBaseMs: 1000, retryMaxDelayMs: 8000, retryDeadlineMs: 60_000 };
   const t0 = Date.parse('2026-01-01T00:00:00.000Z');
+
+  test('bounce report: a status per failed recipient, a multiline reply on one line, no SMTP diagnostic for a failure without a reply', async () => {
+    const input = {
+      entry: doc(),
+      sent: { message: summary('Grüße') } as EventOf<'MailSent'>['data'],
+      failures: [
+        { recipient: 'a@x.test', response: '550-5.7.1 Refused by policy\r\n550 5.7.1 see https://x.test' },
+        { recipient: 'b@x.test', response: '452 mailbox full' },
+        { recipient: 'c@y.test', response: 'no MX host for y.test' },
+      ],
+      attempt: 3,
+      raw: null,
+      heloName: 'mx.sender.test',
+      now: new Date(t0 + 60_000),
+      meta: meta(),
+    };
+    const raw = await composeBounce(input, 'bounce-1');
+    const text = raw.toString('utf8');
+    const status = /Content-Type: message\/delivery-status\r\n\r\n([\s\S]*?)\r\n--/.exec(text)![1]!.trim().split('\r\n\r\n');
+    assert.deepEqual(status, [
+      'Reporting-MTA: dns; mx.sender.test\r\nArrival-Date: Thu, 01 Jan 2026 00:00:00 +0000',
+      'Final-Recipient: rfc822; a@x.test\r\nAction: failed\r\nStatus: 5.7.1\r\nDiagnostic-Code: smtp; 550-5.7.1 Refused by policy 550 5.7.1 see https://x.test\r\nLast-Attempt-Date: Thu, 01 Jan 2026 00:01:00 +0000',
+      'Final-Recipient: rfc822; b@x.test\r\nAction: failed\r\nStatus: 4.0.0\r\nDiagnostic-Code: smtp; 452 mailbox full\r\nLast-Attempt-Date: Thu, 01 Jan 2026 00:01:00 +0000',
+      'Final-Recipient: rfc822; c@y.test\r\nAction: failed\r\nStatus: 5.0.0\r\nLast-Attempt-Date: Thu, 01 Jan 2026 00:01:00 +0000',
+    ]);
+    assert.doesNotMatch(text, /text\/rfc822-headers/, 'no header section without the original');
+    assert.ok(raw.equals(await composeBounce(input, 'bounce-1')), 'the same bounce is the same bytes');
+  });
 
   test('backoff doubles from the base and is capped', () => {
     assert.deepEqual([1, 2, 3, 4, 5, 60].map((a) => backoffDelay(a, policy)), [1000, 2000, 4000, 8000, 8000, 8000]);

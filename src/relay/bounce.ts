@@ -1,17 +1,18 @@
 import { Readable } from 'node:stream';
-import MailComposer from 'nodemailer/lib/mail-composer';
+import MimeNode from 'nodemailer/lib/mime-node';
 import { v5 as uuidv5 } from 'uuid';
 import type { OutboxDoc } from '../../projections/outbox.js';
 import type { Meta } from '../events/envelope.js';
 import type { EventData } from '../events/types.js';
 import { messageSummary } from '../mail/commands.js';
+import { rfc5322Date } from '../mail/headers.js';
 import { mailStream } from '../mail/ids.js';
 import { receiveMessage } from '../mail/intake.js';
 import { WrongExpectedVersionError, type Store } from '../store/port.js';
 
 /**
- * The bounce notice a sender gets in their inbox when a recipient failed for good: a DSN-style
- * message from MAILER-DAEMON@<sender's domain>, stored like any received mail (raw blob, then a
+ * The bounce notice a sender gets in their inbox when a recipient failed for good: a delivery
+ * status notification (RFC 3464) from MAILER-DAEMON@<sender's domain>, stored like any received mail (raw blob, then a
  * `MailReceived` with a summary made by the same intake SMTP uses).
  */
 
@@ -49,38 +50,74 @@ export interface BounceInput {
   meta: Meta;
 }
 
-/** The raw bounce message. */
+/** A reply on one line (a multiline SMTP reply is joined). */
+const oneLine = (s: string): string => s.replace(/\s+/g, ' ').trim();
+/** One line of a delivery-status field: ASCII, bounded. */
+const fieldText = (s: string): string => oneLine(s).replace(/[^\x20-\x7e]/g, '?').slice(0, 900);
+
+/** The recipient's status code (RFC 3463): the enhanced code of the reply, else its class. */
+function statusOf(response: string): string {
+  const enhanced = /\b([245]\.\d{1,3}\.\d{1,3})\b/.exec(response);
+  if (enhanced) return enhanced[1]!;
+  return response.startsWith('4') ? '4.0.0' : '5.0.0';
+}
+
+/**
+ * The `message/delivery-status` body (RFC 3464): the per-message fields, then one block per
+ * failed recipient. A reply from the receiving server is its `smtp` diagnostic; a failure before
+ * any reply (no MX, a refused connection) has none, and the human-readable part says what it was.
+ */
+function deliveryStatus(input: BounceInput): string {
+  const blocks = [[`Reporting-MTA: dns; ${input.heloName}`, `Arrival-Date: ${rfc5322Date(new Date(input.entry.sentAt))}`]];
+  for (const f of input.failures) {
+    blocks.push([
+      `Final-Recipient: ${/^[\x20-\x7e]*$/.test(f.recipient) ? 'rfc822' : 'utf-8'}; ${f.recipient.replace(/[\r\n]/g, '')}`,
+      'Action: failed',
+      `Status: ${statusOf(f.response)}`,
+      ...(/^\d{3}[ -]/.test(f.response) ? [`Diagnostic-Code: smtp; ${fieldText(f.response)}`] : []),
+      `Last-Attempt-Date: ${rfc5322Date(input.now)}`,
+    ]);
+  }
+  return blocks.map((lines) => `${lines.join('\r\n')}\r\n`).join('\r\n');
+}
+
+/**
+ * The raw bounce: a delivery status notification (RFC 3464, `multipart/report`) with a
+ * human-readable part, the machine-readable status of each failed recipient, and the original's
+ * header section.
+ */
 export async function composeBounce(input: BounceInput, mailId: string): Promise<Buffer> {
   const domain = domainOf(input.entry.mailFrom) ?? input.heloName;
-  const lines = input.failures.map((f) => `  ${f.recipient}: ${f.response}`);
+  const lines = input.failures.map((f) => `  ${f.recipient}: ${oneLine(f.response)}`);
   const who = input.failures.map((f) => f.recipient).join(', ');
   const first = input.failures[0];
   const text = [
-    `Your message could not be delivered to ${who}${input.failures.length === 1 && first ? `: ${first.response}` : '.'}`,
+    `Your message could not be delivered to ${who}${input.failures.length === 1 && first ? `: ${oneLine(first.response)}` : '.'}`,
     '',
     `This is the mail system at ${input.heloName}. The following recipient(s) failed permanently:`,
     '',
     ...lines,
     '',
     `Original message: "${input.sent.message.subject}", Message-ID ${input.entry.messageId}, sent ${input.entry.sentAt}, after ${input.attempt} attempt(s).`,
-    'Its header section is attached.',
+    input.raw ? 'Its header section is attached.' : '',
     '',
   ].join('\n');
-  const composer = new MailComposer({
+  // Boundaries from the bounce's id: the same bounce is the same bytes.
+  const report = new MimeNode('multipart/report; report-type=delivery-status', { baseBoundary: mailId, newline: 'win' });
+  report.setHeader({
     from: { name: 'Mail Delivery System', address: `MAILER-DAEMON@${domain}` },
     to: input.entry.mailFrom,
     subject: 'Undelivered Mail Returned to Sender',
-    messageId: `<${mailId}@${domain}>`,
+    'message-id': `<${mailId}@${domain}>`,
     date: input.now,
-    inReplyTo: input.entry.messageId,
-    references: [input.entry.messageId],
-    headers: { 'Auto-Submitted': 'auto-replied' },
-    text,
-    attachments: input.raw
-      ? [{ filename: 'original-headers.txt', content: headerSection(input.raw), contentType: 'text/rfc822-headers', contentDisposition: 'attachment' }]
-      : [],
+    'in-reply-to': input.entry.messageId,
+    references: input.entry.messageId,
+    'auto-submitted': 'auto-replied',
   });
-  return composer.compile().build();
+  report.createChild('text/plain; charset=utf-8').setContent(text);
+  report.createChild('message/delivery-status').setContent(deliveryStatus(input));
+  if (input.raw) report.createChild('text/rfc822-headers', { filename: 'original-headers.txt' }).setContent(headerSection(input.raw));
+  return report.build();
 }
 
 /**
