@@ -89,7 +89,13 @@ async function startUnlocked(config: Config, logger: Logger, overrides: AppOverr
     const caughtUp = await Promise.all(SMTP_VIEWS.map((v) => projectors.get(v)?.waitFor(head, timeoutMs) ?? true));
     return caughtUp.every(Boolean);
   };
-  metrics.watchProjectors(store, projectors);
+  const localDelivery = new LocalDelivery(store, logger, config.INSTANCE_ID);
+  const relay = config.RELAY_ENABLED
+    ? new Relay(store, config, logger, { owner: config.INSTANCE_ID, ...(overrides.mxResolver ? { resolver: overrides.mxResolver } : {}) })
+    : null;
+  // /health and the metrics show the follower of local copies like a projector.
+  const followers = new Map<string, Projector>([[localDelivery.name, localDelivery]]);
+  metrics.watchProjectors(store, new Map([...projectors, ...followers]));
   const api = {
     store,
     projectors,
@@ -111,12 +117,12 @@ async function startUnlocked(config: Config, logger: Logger, overrides: AppOverr
     },
   };
   let started: HttpServer | null = null;
-  let smtp: SmtpService;
+  let smtp: SmtpService | undefined;
   try {
     const web = await ensureWebBuild({ log: (message, details) => logger.info(details ?? {}, message) });
     // HTTP at once, so that /ready can say the views are catching up (e.g. while a crashed
     // instance's leases run out) instead of refusing connections.
-    started = await startHttpServer({ config, logger, store, projectors, metrics, storeFailure: () => storeFailure, routes: [apiRoutes(api, config.TRUST_PROXY), webRoutes(web.distDir)] });
+    started = await startHttpServer({ config, logger, store, projectors, followers, metrics, storeFailure: () => storeFailure, routes: [apiRoutes(api, config.TRUST_PROXY), webRoutes(web.distDir)] });
     // SMTP answers "no such mailbox" from the views: let them catch up with the log first.
     if (!(await viewsCurrent(30_000))) logger.warn('SMTP starts before the mailboxes view has caught up with the log');
     smtp =
@@ -131,23 +137,23 @@ async function startUnlocked(config: Config, logger: Logger, overrides: AppOverr
             },
           })
         : await startSmtpServer({ config, logger, store, resolver: overrides.resolver, viewsCurrent, observer });
+    await localDelivery.start();
+    if (relay) {
+      await relay.start();
+      metrics.watchRelay(store, relay);
+    }
   } catch (error) {
-    // Nothing of a failed start stays behind (a port in use, a web build that fails).
+    // Nothing of a failed start stays behind (a port in use, a web build that fails, a store that
+    // stops answering).
+    await relay?.stop();
+    await localDelivery.stop();
+    await smtp?.close();
     await started?.close();
     await thread.stop();
     await store.close();
     throw error;
   }
   const http = started;
-  const relay = config.RELAY_ENABLED
-    ? new Relay(store, config, logger, { owner: config.INSTANCE_ID, ...(overrides.mxResolver ? { resolver: overrides.mxResolver } : {}) })
-    : null;
-  if (relay) {
-    await relay.start();
-    metrics.watchRelay(store, relay);
-  }
-  const localDelivery = new LocalDelivery(store, logger, config.INSTANCE_ID);
-  await localDelivery.start();
   logger.info(
     { store: store.kind, port: http.port, smtpPort: smtp.port, smtpsPort: smtp.securePort, dataDir: store.kind === 'sqlite' ? config.DATA_DIR : undefined },
     'mailtrail started',

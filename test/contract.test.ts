@@ -297,6 +297,19 @@ for (const backend of [sqlite, sqliteWriterThread, mongoBackend]) {
       assert.deepEqual(await store.views.all('seen2'), []);
     });
 
+    test('resetCheckpoint moves a checkpoint back, for the lease holder only', async () => {
+      const { store } = await fresh();
+      await store.views.ensure(counter.spec);
+      const held = (await store.views.acquireLease(leaseName('seen'), 'node-a', 5000))!;
+      await store.views.commit({ view: 'seen', docs: [], checkpoint: { name: 'seen', position: 40 }, lease: held });
+      await store.views.commit({ view: 'seen', docs: [], checkpoint: { name: 'seen', position: 7 }, lease: held });
+      assert.equal(await store.views.checkpoint('seen'), 40, 'a commit never moves it back');
+      await store.views.resetCheckpoint('seen', 7, held);
+      assert.equal(await store.views.checkpoint('seen'), 7);
+      await assert.rejects(store.views.resetCheckpoint('seen', 0, { ...held, token: held.token + 1 }), LeaseLostError);
+      assert.equal(await store.views.checkpoint('seen'), 7);
+    });
+
     test('pruneLeases deletes free leases with the prefix and keeps held ones', async () => {
       const { store } = await fresh();
       const released = (await store.views.acquireLease('relay:<a@x>', 'n1', 60_000))!;

@@ -17,6 +17,8 @@ interface Deps {
   logger: Logger;
   store: Store;
   projectors: Map<string, Projector>;
+  /** Other followers of the log (the local delivery follower): /health shows them, /ready does not wait for them. */
+  followers?: Map<string, Projector>;
   metrics: Metrics;
   /** Why the store can no longer write, once it cannot (reads may still work). */
   storeFailure?: () => Error | null;
@@ -32,7 +34,7 @@ function sendJson(res: http.ServerResponse, status: number, body: unknown): void
 async function projectorStates(deps: Deps): Promise<{ head: number; projectors: Record<string, { status: string; position: number; lag: number; error: string | null }> }> {
   const head = await deps.store.events.head();
   const entries = await Promise.all(
-    [...deps.projectors].map(async ([name, r]) => {
+    [...deps.projectors, ...(deps.followers ?? [])].map(async ([name, r]) => {
       // The shared checkpoint: on MongoDB another instance may be the one projecting this view.
       const position = Math.max(r.position, await deps.store.views.checkpoint(name));
       return [name, { status: r.status, position, lag: Math.max(0, head - position), error: r.lastError }] as const;
@@ -59,7 +61,7 @@ async function ready(deps: Deps): Promise<{ status: number; body: unknown }> {
   const live = await health(deps);
   if (live.status !== 200) return live;
   const { projectors } = live.body as { projectors: Record<string, { lag: number }> };
-  const behind = Object.entries(projectors).filter(([, p]) => p.lag > deps.config.READY_MAX_LAG).map(([name]) => name);
+  const behind = Object.entries(projectors).filter(([name, p]) => deps.projectors.has(name) && p.lag > deps.config.READY_MAX_LAG).map(([name]) => name);
   return behind.length ? { status: 503, body: { status: 'catching up', behind, projectors } } : { status: 200, body: { status: 'ready', projectors } };
 }
 

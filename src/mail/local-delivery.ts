@@ -1,7 +1,9 @@
+import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { MalformedEventError, type EventOf } from '../events/envelope.js';
+import type { Projector, RunnerStatus } from '../projection/runner.js';
 import { LeaseLostError, type Lease, type Store, type ViewSpec } from '../store/port.js';
-import { sleep } from '../store/wait.js';
+import { sleep, waitForWakeUp } from '../store/wait.js';
 import { appendMails, planLocalCopies } from './commands.js';
 
 /** One process at a time follows the log (another takes over when it dies). */
@@ -11,7 +13,8 @@ const LEASE = 'local-delivery';
  * documents and holds only the follower's checkpoint. It is not a projection: a replay leaves it.
  */
 const CHECKPOINT_VIEW: ViewSpec = { name: 'local_delivery', indexed: [], indexes: [] };
-const BATCH = 1000;
+/** Events per read: decoding them takes the main thread a few milliseconds at most. */
+const BATCH = 250;
 const LEASE_TTL_MS = 15_000;
 /**
  * After a wake-up, how long appends gather before the next read. The API stores the copies itself
@@ -20,22 +23,23 @@ const LEASE_TTL_MS = 15_000;
  */
 const GATHER_MS = 200;
 
-export type LocalDeliveryStatus = 'standby' | 'running' | 'parked' | 'stopped';
-
 /**
  * Follows the log and makes sure every local recipient named in a `MailSent` (`localCopies`, sends
  * from the API) has its copy. The API appends those copies itself right after `MailSent`; a crash
- * between the two appends would leave the mail sent and the recipients without it. Appending a
- * copy that exists already changes nothing (the stream exists: a duplicate), so going over a send
- * twice, or racing the API, is harmless. The checkpoint moves only after a batch's copies are in.
+ * between the two appends would leave the mail sent and the recipients without it. A copy that
+ * exists is left alone, and one appended by both the API and this follower is stored once (its
+ * stream is appended with "no stream" expected). The checkpoint moves only after a batch's copies
+ * are in. /health, /ready and the metrics show it with the projectors.
  */
-export class LocalDelivery {
-  status: LocalDeliveryStatus = 'standby';
+export class LocalDelivery implements Projector {
+  readonly name = LEASE;
+  status: RunnerStatus = 'standby';
   /** The last position gone over. */
   position = 0;
   lastError: string | null = null;
   /** Copies this follower had to store itself (the send that decided them did not). */
   recovered = 0;
+  private readonly progressed = new EventEmitter();
   private readonly abort = new AbortController();
   private loop: Promise<void> | null = null;
 
@@ -44,7 +48,9 @@ export class LocalDelivery {
     private readonly logger: Logger,
     /** Identifies this process in the lease. */
     private readonly owner: string,
-  ) {}
+  ) {
+    this.progressed.setMaxListeners(0);
+  }
 
   async start(): Promise<void> {
     await this.store.views.ensure(CHECKPOINT_VIEW);
@@ -54,13 +60,32 @@ export class LocalDelivery {
   async stop(): Promise<void> {
     this.abort.abort();
     await this.loop;
-    this.status = 'stopped';
+    this.setStatus('stopped');
   }
 
+  async waitFor(position: number, timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.position < position) {
+      const left = deadline - Date.now();
+      if (left <= 0 || this.abort.signal.aborted) return false;
+      await waitForWakeUp(this.progressed, 'progress', left, this.abort.signal);
+    }
+    return true;
+  }
+
+  private setStatus(status: RunnerStatus): void {
+    this.status = status;
+    this.progressed.emit('progress');
+  }
+
+  /** The copies of `sent` that are not in the log yet, appended. */
   private async deliver(sent: EventOf<'MailSent'>): Promise<void> {
     const planned = planLocalCopies(sent.data);
-    if (planned.length === 0) return;
-    const outcomes = await appendMails(this.store, planned, { ...sent.meta, causationId: sent.eventId });
+    // Reads first: nearly always the API has stored them all, and a read costs no write or fsync.
+    const exists = await Promise.all(planned.map(async (p) => (await this.store.events.readStream(p.streamId)).length > 0));
+    const missing = planned.filter((_, i) => !exists[i]);
+    if (missing.length === 0) return;
+    const outcomes = await appendMails(this.store, missing, { ...sent.meta, causationId: sent.eventId });
     const stored = outcomes.filter((o) => o.stored === 'new');
     if (stored.length === 0) return;
     this.recovered += stored.length;
@@ -73,26 +98,36 @@ export class LocalDelivery {
     let lease: Lease | null = null;
     let renewedAt = 0;
     let failures = 0;
+    /** Renews the lease once a third of its time is gone: many sends to go over, or a slow store, must not outlast it. */
+    const renew = async (held: Lease): Promise<void> => {
+      if (Date.now() - renewedAt < LEASE_TTL_MS / 3) return;
+      if (!(await views.renewLease(held, LEASE_TTL_MS))) throw new LeaseLostError(held);
+      renewedAt = Date.now();
+    };
     while (!signal.aborted) {
       try {
-        if (!lease) {
+        if (lease) await renew(lease);
+        else {
           lease = await views.acquireLease(LEASE, this.owner, LEASE_TTL_MS);
           if (!lease) {
-            this.status = 'standby';
+            // Another process follows the log: its checkpoint is this one's position.
+            this.position = Math.max(this.position, await views.checkpoint(LEASE));
+            this.setStatus('standby');
             await sleep(LEASE_TTL_MS / 3, signal);
             continue;
           }
           renewedAt = Date.now();
-          // A log that lost its tail in a power cut ends before the checkpoint, and new sends take
-          // those positions: go over them from the head (a copy made twice is stored once).
-          this.position = Math.min(await views.checkpoint(LEASE), await events.head());
-          this.status = 'running';
-        } else if (Date.now() - renewedAt > LEASE_TTL_MS / 3) {
-          if (!(await views.renewLease(lease, LEASE_TTL_MS))) {
-            lease = null;
-            continue;
+          this.position = await views.checkpoint(LEASE);
+          const head = await events.head();
+          if (this.position > head) {
+            // The log lost its tail in a power cut, after this follower had gone over it: a send
+            // that survived may have lost its copies with it, and new appends take those
+            // positions. Go over the whole log again; copies that exist are left alone.
+            this.logger.warn({ checkpoint: this.position, head }, 'local delivery: the log ends before its checkpoint; going over it again');
+            await views.resetCheckpoint(LEASE, 0, lease);
+            this.position = 0;
           }
-          renewedAt = Date.now();
+          this.setStatus('running');
         }
         const batch = await events.readAll({ after: this.position, limit: BATCH });
         if (batch.length === 0) {
@@ -100,12 +135,17 @@ export class LocalDelivery {
           await sleep(GATHER_MS, signal);
           continue;
         }
-        for (const e of batch) if (e.type === 'MailSent') await this.deliver(e);
+        for (const e of batch) {
+          if (e.type !== 'MailSent') continue;
+          await this.deliver(e);
+          await renew(lease);
+        }
         const last = batch.at(-1)!.position;
         await views.commit({ view: CHECKPOINT_VIEW.name, docs: [], checkpoint: { name: LEASE, position: last }, lease });
         this.position = last;
         failures = 0;
         this.lastError = null;
+        this.progressed.emit('progress');
       } catch (error) {
         if (error instanceof LeaseLostError) {
           lease = null;
@@ -113,8 +153,9 @@ export class LocalDelivery {
         }
         failures += 1;
         this.lastError = error instanceof Error ? error.message : String(error);
+        this.progressed.emit('progress');
         if (error instanceof MalformedEventError) {
-          this.status = 'parked';
+          this.setStatus('parked');
           this.logger.error({ position: this.position, err: error }, 'local delivery parked: fix the cause, then restart');
           break;
         }

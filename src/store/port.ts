@@ -118,6 +118,12 @@ export interface ViewStore {
   /** Every live document, ordered by id; used to compare a rebuild with the live view. */
   all(view: string): Promise<ViewDoc[]>;
   checkpoint(name: string): Promise<number>;
+  /**
+   * Sets checkpoint `name` to `position`, backwards too (commits only ever move a checkpoint
+   * forward): for a follower whose checkpoint is past the log's head because the log lost its
+   * tail. Fenced by the lease like a commit; throws LeaseLostError.
+   */
+  resetCheckpoint(name: string, position: number, lease: Lease): Promise<void>;
   /** Replaces `spec.name` by `shadow` atomically and sets checkpoint `name` to `position`. */
   swap(spec: ViewSpec, shadow: string, checkpointName: string, position: number, lease: Lease): Promise<void>;
   drop(view: string): Promise<void>;

@@ -117,6 +117,11 @@ export class MongoViewStore implements ViewStore {
     return (await this.checkpoints.findOne({ _id: name }))?.position ?? 0;
   }
 
+  async resetCheckpoint(name: string, position: number, lease: Lease): Promise<void> {
+    await this.assertLease(lease);
+    await upsertRetry(() => this.checkpoints.updateOne({ _id: name }, { $set: { position } }, { upsert: true }));
+  }
+
   async swap(spec: ViewSpec, shadow: string, checkpointName: string, position: number, lease: Lease): Promise<void> {
     await this.assertLease(lease);
     await this.db.renameCollection(collectionOf(shadow), collectionOf(spec.name), { dropTarget: true });

@@ -248,6 +248,15 @@ export class SqliteViewStore implements ViewStore {
     return this.prepare<[string], { position: number }>('SELECT position FROM checkpoints WHERE name = ?').get(name)?.position ?? 0;
   }
 
+  async resetCheckpoint(name: string, position: number, lease: Lease): Promise<void> {
+    this.db
+      .transaction(() => {
+        if (!this.holds(lease)) throw new LeaseLostError(lease);
+        this.prepare('INSERT INTO checkpoints (name, position) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET position = excluded.position').run(name, position);
+      })
+      .immediate();
+  }
+
   async swap(spec: ViewSpec, shadow: string, checkpointName: string, position: number, lease: Lease): Promise<void> {
     this.db
       .transaction(() => {
