@@ -4,7 +4,7 @@ import { apiSettings } from './api/settings.js';
 import type { Config } from './config.js';
 import type { Logger } from './log.js';
 import { startHttpServer, type HttpServer } from './http/server.js';
-import { LocalDelivery } from './mail/local-delivery.js';
+import { LOCAL_DELIVERY } from './mail/local-delivery.js';
 import { Metrics } from './metrics.js';
 import type { Projector } from './projection/runner.js';
 import { ProjectorThread } from './projection/thread.js';
@@ -25,7 +25,6 @@ export interface App {
   http: HttpServer;
   smtp: SmtpService;
   relay: Relay | null;
-  localDelivery: LocalDelivery;
   metrics: Metrics;
   stop(): Promise<void>;
 }
@@ -71,12 +70,15 @@ async function startUnlocked(config: Config, logger: Logger, overrides: AppOverr
   metrics.instrumentStore(store);
   let thread: ProjectorThread;
   try {
-    thread = await ProjectorThread.start(config, logger, store, allProjections.map((p) => p.spec.name));
+    thread = await ProjectorThread.start(config, logger, store, [...allProjections.map((p) => p.spec.name), LOCAL_DELIVERY]);
   } catch (error) {
     await store.close();
     throw error;
   }
-  const projectors: Map<string, Projector> = thread.projectors;
+  // The views, and the follower of the thread that stores local copies a send left out: /health
+  // and the metrics show it like a projector, /ready and read-your-writes do not wait for it.
+  const projectors = new Map<string, Projector>([...thread.projectors].filter(([name]) => name !== LOCAL_DELIVERY));
+  const followers = new Map<string, Projector>([[LOCAL_DELIVERY, thread.projectors.get(LOCAL_DELIVERY)!]]);
   // Every append of this process wakes the projectors at once (appends of others: at their next poll).
   const append = store.events.append.bind(store.events);
   store.events.append = async (...args) => {
@@ -89,13 +91,10 @@ async function startUnlocked(config: Config, logger: Logger, overrides: AppOverr
     const caughtUp = await Promise.all(SMTP_VIEWS.map((v) => projectors.get(v)?.waitFor(head, timeoutMs) ?? true));
     return caughtUp.every(Boolean);
   };
-  const localDelivery = new LocalDelivery(store, logger, config.INSTANCE_ID);
   const relay = config.RELAY_ENABLED
     ? new Relay(store, config, logger, { owner: config.INSTANCE_ID, ...(overrides.mxResolver ? { resolver: overrides.mxResolver } : {}) })
     : null;
-  // /health and the metrics show the follower of local copies like a projector.
-  const followers = new Map<string, Projector>([[localDelivery.name, localDelivery]]);
-  metrics.watchProjectors(store, new Map([...projectors, ...followers]));
+  metrics.watchProjectors(store, thread.projectors);
   const api = {
     store,
     projectors,
@@ -137,7 +136,6 @@ async function startUnlocked(config: Config, logger: Logger, overrides: AppOverr
             },
           })
         : await startSmtpServer({ config, logger, store, resolver: overrides.resolver, viewsCurrent, observer });
-    await localDelivery.start();
     if (relay) {
       await relay.start();
       metrics.watchRelay(store, relay);
@@ -146,7 +144,6 @@ async function startUnlocked(config: Config, logger: Logger, overrides: AppOverr
     // Nothing of a failed start stays behind (a port in use, a web build that fails, a store that
     // stops answering).
     await relay?.stop();
-    await localDelivery.stop();
     await smtp?.close();
     await started?.close();
     await thread.stop();
@@ -164,13 +161,11 @@ async function startUnlocked(config: Config, logger: Logger, overrides: AppOverr
     http,
     smtp,
     relay,
-    localDelivery,
     metrics,
     async stop() {
       // SMTP first: stop accepting and finish the messages being received while the store is up.
       await smtp.close();
       await relay?.stop();
-      await localDelivery.stop();
       await http.close();
       await thread.stop();
       await store.close();

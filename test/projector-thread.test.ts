@@ -14,6 +14,7 @@ import { allProjections } from '../projections/index.js';
 import type { MailboxDoc } from '../projections/mailboxes.js';
 import { loadConfig } from '../src/config.js';
 import { createLogger } from '../src/log.js';
+import { SharedLogReader } from '../src/projection/shared-reader.js';
 import { ProjectorThread } from '../src/projection/thread.js';
 import { openStore } from '../src/store/open.js';
 import { mailReceived, meta, registerAccount } from './support/events.js';
@@ -94,5 +95,35 @@ test('a replacement thread that cannot start is retried, with a growing pause, u
     await store.close();
     rmSync(dir, { recursive: true, force: true });
     rmSync(`${dir}.away`, { recursive: true, force: true });
+  }
+});
+
+test('the shared reader reads each batch once: a follower reading from within a remembered batch gets its rest', async () => {
+  const dir = tempDir('shared-reader');
+  const store = await openStore(loadConfig(testEnv(dir)));
+  try {
+    const account = await registerAccount(store, `reader-${uuidv7()}@mail.test`);
+    await store.events.append(`mail-${uuidv7()}`, Array.from({ length: 10 }, () => mailReceived(account, 'x')), { expectedVersion: 'no_stream', meta: meta() });
+    const head = await store.events.head();
+    let reads = 0;
+    const reader = new SharedLogReader({
+      ...store.events,
+      readAll: (opts) => {
+        reads += 1;
+        return store.events.readAll(opts);
+      },
+    });
+    const all = await reader.readAll({ after: 0, limit: 500 });
+    assert.equal(all.at(-1)!.position, head);
+    assert.deepEqual(await reader.readAll({ after: 0, limit: 500 }), all, 'the same read again');
+    const rest = await reader.readAll({ after: head - 4, limit: 500 });
+    assert.deepEqual(rest.map((e) => e.position), [head - 3, head - 2, head - 1, head], 'from within the batch');
+    assert.deepEqual((await reader.readAll({ after: head - 4, limit: 2 })).map((e) => e.position), [head - 3, head - 2]);
+    assert.equal(reads, 1, 'read from the store once');
+    assert.deepEqual(await reader.readAll({ after: head, limit: 500 }), [], 'past the batch: from the store');
+    assert.equal(reads, 2);
+  } finally {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
   }
 });

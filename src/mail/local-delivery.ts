@@ -6,20 +6,20 @@ import { LeaseLostError, type Lease, type Store, type ViewSpec } from '../store/
 import { sleep, waitForWakeUp } from '../store/wait.js';
 import { appendMails, planLocalCopies } from './commands.js';
 
-/** One process at a time follows the log (another takes over when it dies). */
-const LEASE = 'local-delivery';
+/** Its name among the followers of the log, its lease (one process at a time) and its checkpoint. */
+export const LOCAL_DELIVERY = 'local-delivery';
+const LEASE = LOCAL_DELIVERY;
 /**
  * The views store fences a checkpoint by a lease and keeps it with a view; this one has no
  * documents and holds only the follower's checkpoint. It is not a projection: a replay leaves it.
  */
 const CHECKPOINT_VIEW: ViewSpec = { name: 'local_delivery', indexed: [], indexes: [] };
-/** Events per read: decoding them takes the main thread a few milliseconds at most. */
-const BATCH = 250;
+/** Events per read, as the projectors read them (they share what they read, see SharedLogReader). */
+const BATCH = 500;
 const LEASE_TTL_MS = 15_000;
 /**
  * After a wake-up, how long appends gather before the next read. The API stores the copies itself
- * and this follower only repairs a send cut short, so it reads in large batches, not on every
- * append (while SMTP takes in mail, it would decode each message's event once more).
+ * and this follower only repairs a send cut short: it need not look at every append at once.
  */
 const GATHER_MS = 200;
 
@@ -29,7 +29,8 @@ const GATHER_MS = 200;
  * between the two appends would leave the mail sent and the recipients without it. A copy that
  * exists is left alone, and one appended by both the API and this follower is stored once (its
  * stream is appended with "no stream" expected). The checkpoint moves only after a batch's copies
- * are in. /health, /ready and the metrics show it with the projectors.
+ * are in. It runs in the projectors' thread and reads the batches they read; /health and the
+ * metrics show it with them.
  */
 export class LocalDelivery implements Projector {
   readonly name = LEASE;
@@ -39,7 +40,8 @@ export class LocalDelivery implements Projector {
   lastError: string | null = null;
   /** Copies this follower had to store itself (the send that decided them did not). */
   recovered = 0;
-  private readonly progressed = new EventEmitter();
+  /** Emits 'progress' on every new position, status or error. */
+  readonly progressed = new EventEmitter();
   private readonly abort = new AbortController();
   private loop: Promise<void> | null = null;
 
@@ -48,6 +50,8 @@ export class LocalDelivery implements Projector {
     private readonly logger: Logger,
     /** Identifies this process in the lease. */
     private readonly owner: string,
+    /** Where batches come from: the projectors' SharedLogReader in their thread. */
+    private readonly reader: Pick<Store['events'], 'readAll'> = store.events,
   ) {
     this.progressed.setMaxListeners(0);
   }
@@ -129,7 +133,7 @@ export class LocalDelivery implements Projector {
           }
           this.setStatus('running');
         }
-        const batch = await events.readAll({ after: this.position, limit: BATCH });
+        const batch = await this.reader.readAll({ after: this.position, limit: BATCH });
         if (batch.length === 0) {
           await events.waitForAppend(this.position, LEASE_TTL_MS / 3, signal);
           await sleep(GATHER_MS, signal);

@@ -1,11 +1,13 @@
 /**
- * The worker thread of ProjectorThread (thread.ts): one runner per view on a store connection of
- * its own, telling the main thread of every change of state.
+ * The worker thread of ProjectorThread (thread.ts): one runner per view, and the follower that
+ * stores local copies a send left out, on a store connection of their own, reading the log once
+ * for all; it tells the main thread of every change of state.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { allProjections } from '../../projections/index.js';
 import type { Config } from '../config.js';
 import { createLogger } from '../log.js';
+import { LocalDelivery } from '../mail/local-delivery.js';
 import { openStore } from '../store/open.js';
 import type { Store } from '../store/port.js';
 import { ProjectionRunner } from './runner.js';
@@ -18,11 +20,13 @@ const tell = (m: FromProjectors): void => port.postMessage(m);
 
 const logger = createLogger(config).child({ thread: 'projectors' });
 const runners: ProjectionRunner[] = [];
+let localDelivery: LocalDelivery | null = null;
 let store: Store | null = null;
 
 /** Stops what has started, closes the store; the runners release their leases. */
 async function shutDown(): Promise<void> {
   for (const r of runners) await r.stop();
+  await localDelivery?.stop();
   await store?.close();
 }
 
@@ -35,15 +39,17 @@ try {
     runners.push(r);
     byName.set(r.name, r);
   }
-  // One message per tick at most, for every runner that changed: a batch moves the position,
+  localDelivery = new LocalDelivery(store, logger, config.INSTANCE_ID, reader);
+  const followers = [...runners, localDelivery];
+  // One message per tick at most, for every follower that changed: a batch moves the position,
   // status and error of all the views together.
-  const changed = new Set<ProjectionRunner>();
+  const changed = new Set<ProjectionRunner | LocalDelivery>();
   const report = (): void => {
     if (changed.size === 0) return;
     tell({ kind: 'states', states: [...changed].map((r) => ({ name: r.name, status: r.status, position: r.position, lastError: r.lastError })) });
     changed.clear();
   };
-  for (const r of runners) {
+  for (const r of followers) {
     r.progressed.on('progress', () => {
       if (changed.size === 0) setImmediate(report);
       changed.add(r);
@@ -60,8 +66,8 @@ try {
       });
     }
   });
-  for (const r of runners) await r.start();
-  for (const r of runners) changed.add(r);
+  for (const r of followers) await r.start();
+  for (const r of followers) changed.add(r);
   report();
   tell({ kind: 'started' });
 } catch (error) {
