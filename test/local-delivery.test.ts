@@ -102,7 +102,7 @@ test('a send that finished: the follower goes over it and adds nothing', async (
   assert.equal((await fred.mails.list.query({ folder: 'inbox' })).items.filter((m) => m.subject === 'whole').length, 1);
 });
 
-test('after a restart the follower resumes from its checkpoint; past the log\'s head (a lost tail) it goes over the log again', async () => {
+test('a send cut short while the server was down gets its copies after the restart; a checkpoint past the log\'s head (a lost tail) is gone over again', async () => {
   const dataDir = tempDir('local-delivery');
   const config = loadConfig(testEnv(dataDir, { JWT_SECRET: SECRET }));
   const start = (): Promise<App> => startApp(config, createLogger(config), { resolver: fakeResolver() });

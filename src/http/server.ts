@@ -43,13 +43,18 @@ async function projectorStates(deps: Deps): Promise<{ head: number; projectors: 
   return { head, projectors: Object.fromEntries(entries) };
 }
 
-/** Liveness: 200 when the store answers (and can write) and no projector has parked itself. */
-async function health(deps: Deps): Promise<{ status: number; body: unknown }> {
+type ProjectorStates = Awaited<ReturnType<typeof projectorStates>>['projectors'];
+
+/**
+ * Liveness: 200 when the store answers (and can write) and no projector has parked itself.
+ * `only`: judge these projectors alone (readiness leaves out the followers that views do not need).
+ */
+async function health(deps: Deps, only?: Map<string, Projector>): Promise<{ status: number; body: unknown }> {
   const failure = deps.storeFailure?.();
   if (failure) return { status: 503, body: { status: 'down', store: deps.store.kind, error: failure.message } };
   try {
     const { head, projectors } = await projectorStates(deps);
-    const parked = Object.values(projectors).some((p) => p.status === 'parked');
+    const parked = Object.entries(projectors).some(([name, p]) => (only ? only.has(name) : true) && p.status === 'parked');
     return { status: parked ? 503 : 200, body: { status: parked ? 'degraded' : 'ok', store: deps.store.kind, head, projectors } };
   } catch (error) {
     return { status: 503, body: { status: 'down', store: deps.store.kind, error: error instanceof Error ? error.message : String(error) } };
@@ -58,9 +63,9 @@ async function health(deps: Deps): Promise<{ status: number; body: unknown }> {
 
 /** Readiness: live, and every view within READY_MAX_LAG events of the log. */
 async function ready(deps: Deps): Promise<{ status: number; body: unknown }> {
-  const live = await health(deps);
+  const live = await health(deps, deps.projectors);
   if (live.status !== 200) return live;
-  const { projectors } = live.body as { projectors: Record<string, { lag: number }> };
+  const { projectors } = live.body as { projectors: ProjectorStates };
   const behind = Object.entries(projectors).filter(([name, p]) => deps.projectors.has(name) && p.lag > deps.config.READY_MAX_LAG).map(([name]) => name);
   return behind.length ? { status: 503, body: { status: 'catching up', behind, projectors } } : { status: 200, body: { status: 'ready', projectors } };
 }

@@ -22,6 +22,8 @@ const LEASE_TTL_MS = 15_000;
  * and this follower only repairs a send cut short: it need not look at every append at once.
  */
 const GATHER_MS = 200;
+/** How long after its MailSent a send is given to append its copies itself, before they count as left out. */
+const SEND_GRACE_MS = 3000;
 
 /**
  * Follows the log and makes sure every local recipient named in a `MailSent` (`localCopies`, sends
@@ -38,8 +40,6 @@ export class LocalDelivery implements Projector {
   /** The last position gone over. */
   position = 0;
   lastError: string | null = null;
-  /** Copies this follower had to store itself (the send that decided them did not). */
-  recovered = 0;
   /** Emits 'progress' on every new position, status or error. */
   readonly progressed = new EventEmitter();
   private readonly abort = new AbortController();
@@ -92,7 +92,6 @@ export class LocalDelivery implements Projector {
     const outcomes = await appendMails(this.store, missing, { ...sent.meta, causationId: sent.eventId });
     const stored = outcomes.filter((o) => o.stored === 'new');
     if (stored.length === 0) return;
-    this.recovered += stored.length;
     this.logger.warn({ mailId: sent.data.mailId, messageId: sent.data.messageId, copies: stored.map((o) => o.mailId) }, 'stored local copies that their send had left out');
   }
 
@@ -139,17 +138,29 @@ export class LocalDelivery implements Projector {
           await sleep(GATHER_MS, signal);
           continue;
         }
+        let last = this.position;
+        let dueAt = 0;
         for (const e of batch) {
-          if (e.type !== 'MailSent') continue;
-          await this.deliver(e);
-          await renew(lease);
+          if (e.type === 'MailSent' && e.data.localCopies) {
+            // A send appends its copies right after MailSent: give it time to, or this follower
+            // would store copies of sends that are about to finish (and warn of them).
+            dueAt = Date.parse(e.recordedAt) + SEND_GRACE_MS;
+            if (dueAt > Date.now()) break;
+            dueAt = 0;
+            await this.deliver(e);
+            await renew(lease);
+          }
+          last = e.position;
         }
-        const last = batch.at(-1)!.position;
-        await views.commit({ view: CHECKPOINT_VIEW.name, docs: [], checkpoint: { name: LEASE, position: last }, lease });
-        this.position = last;
+        if (last > this.position) {
+          await views.commit({ view: CHECKPOINT_VIEW.name, docs: [], checkpoint: { name: LEASE, position: last }, lease });
+          this.position = last;
+          this.progressed.emit('progress');
+        }
         failures = 0;
         this.lastError = null;
-        this.progressed.emit('progress');
+        // Stopped before a recent send: come back when its time is up.
+        if (dueAt > 0) await sleep(Math.min(dueAt - Date.now(), LEASE_TTL_MS / 3), signal);
       } catch (error) {
         if (error instanceof LeaseLostError) {
           lease = null;
