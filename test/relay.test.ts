@@ -5,8 +5,10 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
@@ -20,6 +22,7 @@ import { dkimKeygen } from '../scripts/dkim-keygen.js';
 import type { EventOf, StoredEvent } from '../src/events/envelope.js';
 import { ProjectionRunner } from '../src/projection/runner.js';
 import { bounceMailId, composeBounce } from '../src/relay/bounce.js';
+import { httpsPolicyFetcher, MtaStsPolicies, mxMatches, parsePolicy, policyId } from '../src/relay/mta-sts.js';
 import { relayOptionsFromEnv, type RelayOptions } from '../src/relay/options.js';
 import { backoffDelay, planAttempt, type RecipientOutcome } from '../src/relay/plan.js';
 import { Relay, type RelayDeps } from '../src/relay/relay.js';
@@ -30,6 +33,7 @@ import { backends } from './support/backends.js';
 import { meta, registerAccount, summary, type Account } from './support/events.js';
 import { ROOT } from './support/process.js';
 import { startSink, type RelaySink } from './support/relay-sink.js';
+import { selfSignedCertificate } from '../src/smtp/tls.js';
 
 const logger = pino({ level: 'silent' });
 
@@ -263,7 +267,7 @@ describe('relay: sqlite only', () => {
     cleanups = [];
   });
 
-  async function setup(opts: (sink: RelaySink) => RelayOptions, deps: RelayDeps = {}) {
+  async function setup(opts: (sink: RelaySink) => RelayOptions, deps: RelayDeps = {}, sinkTls?: { key: string; cert: string }) {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'mailtrail-relay-'));
     cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
     const store = await openSqliteStore({ dataDir: dir, pollIntervalMs: 50 });
@@ -273,7 +277,7 @@ describe('relay: sqlite only', () => {
       await r.start();
       cleanups.push(() => r.stop());
     }
-    const sink = await startSink();
+    const sink = await startSink(sinkTls);
     cleanups.push(() => sink.close());
     const r = new Relay(store, opts(sink), logger, deps);
     await r.start();
@@ -281,6 +285,76 @@ describe('relay: sqlite only', () => {
     const alice = await registerAccount(store, `alice-${uuidv7()}@sender.test`);
     return { store, sink, alice, relay: r };
   }
+
+  describe('MTA-STS', () => {
+    // secure.test publishes a policy; its MX is "localhost", the sink, with a certificate for that name.
+    const localhostCert = selfSignedCertificate('localhost');
+    const policy = (mode: string, mx = 'localhost'): string => `version: STSv1\r\nmode: ${mode}\r\nmx: ${mx}\r\nmax_age: 86400\r\n`;
+    const deps = (policyText: string): RelayDeps => ({
+      resolver: { resolveMx: async () => [{ exchange: 'localhost', priority: 10 }] },
+      mtaSts: {
+        resolveTxt: async (name) => (name === '_mta-sts.secure.test' ? [['v=STSv1; id=20261207']] : Promise.reject(Object.assign(new Error('no'), { code: 'ENOTFOUND' }))),
+        fetchPolicy: async () => policyText,
+      },
+    });
+    const caFile = (): string => {
+      const dir = mkdtempSync(path.join(os.tmpdir(), 'mailtrail-ca-'));
+      cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
+      writeFileSync(path.join(dir, 'ca.pem'), localhostCert.cert);
+      return path.join(dir, 'ca.pem');
+    };
+    const direct = (sink: RelaySink, over: Record<string, string> = {}): RelayOptions => options(sink, { SMTP_RELAY_HOST: '', RELAY_MX_PORT: String(sink.port), ...over });
+    const failedWith = async (store: Store, mailId: string): Promise<EventOf<'MailDeliveryFailed'>> => {
+      await waitUntil('attempt recorded', async () => ofType(await store.events.readStream(`mail-${mailId}`), 'MailDeliveryFailed').length > 0);
+      return ofType(await store.events.readStream(`mail-${mailId}`), 'MailDeliveryFailed')[0]!;
+    };
+
+    test('enforce: delivered to the MX host the policy names, over TLS with a certificate that verifies', async () => {
+      const { store, sink, alice } = await setup((sink) => direct(sink, { RELAY_TLS_CA: caFile() }), deps(policy('enforce')), localhostCert);
+      const { mailId } = await sendMail(store, alice, ['carol@secure.test'], 'verified');
+      await waitUntil('mail sent', async () => (await mailDoc(store, mailId))?.status === 'sent');
+      assert.equal(sink.deliveries.length, 1);
+      assert.equal(sink.deliveries[0]!.secure, true, 'over TLS');
+    });
+
+    test('enforce: an MX host the policy does not name gets nothing; the message is deferred', async () => {
+      const { store, sink, alice } = await setup((sink) => direct(sink, { RELAY_TLS_CA: caFile() }), deps(policy('enforce', '*.mx.secure.test')), localhostCert);
+      const { mailId } = await sendMail(store, alice, ['carol@secure.test'], 'wrong mx');
+      const failed = await failedWith(store, mailId);
+      assert.equal(failed.data.permanent, false, 'deferred, not bounced');
+      assert.match(failed.data.response, /^451 4\.7\.5 MTA-STS: no MX host of secure\.test \(localhost\) matches its policy \(\*\.mx\.secure\.test\)/);
+      assert.equal(sink.deliveries.length, 0);
+    });
+
+    test('enforce: no STARTTLS, or a certificate that does not verify, and nothing goes in cleartext; the message is deferred', async () => {
+      for (const [sinkTls, ca, why] of [
+        [undefined, true, 'no STARTTLS'],
+        [localhostCert, false, 'an untrusted certificate'],
+        [selfSignedCertificate('elsewhere.test'), true, 'a certificate for another name'],
+      ] as const) {
+        const { store, sink, alice } = await setup((sink) => direct(sink, ca ? { RELAY_TLS_CA: caFile() } : {}), deps(policy('enforce')), sinkTls);
+        const { mailId } = await sendMail(store, alice, ['carol@secure.test'], why);
+        const failed = await failedWith(store, mailId);
+        assert.equal(failed.data.permanent, false, `${why}: deferred`);
+        assert.match(failed.data.response, /^451 4\.7\.5 MTA-STS \(enforce\): no verified TLS with localhost/, why);
+        assert.equal(sink.deliveries.length, 0, `${why}: nothing delivered`);
+      }
+    });
+
+    test('testing: the same host without TLS still gets the message (the policy is only reported on)', async () => {
+      const { store, sink, alice } = await setup((sink) => direct(sink), deps(policy('testing')));
+      const { mailId } = await sendMail(store, alice, ['carol@secure.test'], 'testing mode');
+      await waitUntil('mail sent', async () => (await mailDoc(store, mailId))?.status === 'sent');
+      assert.equal(sink.deliveries[0]!.secure, false);
+    });
+
+    test('RELAY_MTA_STS=false: no policy is looked at', async () => {
+      const { store, sink, alice } = await setup((sink) => direct(sink, { RELAY_MTA_STS: 'false' }), deps(policy('enforce', 'mx.elsewhere.test')));
+      const { mailId } = await sendMail(store, alice, ['carol@secure.test'], 'opted out');
+      await waitUntil('mail sent', async () => (await mailDoc(store, mailId))?.status === 'sent');
+      assert.equal(sink.deliveries.length, 1);
+    });
+  });
 
   test('two sent mails with one Message-ID (sent on to others, or another user\'s) each get their own bounce', async () => {
     const { store, sink, alice } = await setup((sink) => options(sink));
@@ -520,6 +594,110 @@ test('crash: kill -9 while the sink holds a message unanswered; after a restart 
     await store.close();
     rmSync(dataDir, { recursive: true, force: true });
   }
+});
+
+describe('relay: MTA-STS policies', () => {
+  test('policy text: fields, modes, max_age bounds, mx required unless mode none', () => {
+    assert.deepEqual(parsePolicy('version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmx: *.Backup.example.com.\r\nmax_age: 604800\r\nextension: ignored\r\n'), {
+      mode: 'enforce',
+      mx: ['mail.example.com', '*.backup.example.com'],
+      maxAge: 604800,
+    });
+    assert.deepEqual(parsePolicy('version: STSv1\nmode: none\nmax_age: 0\n'), { mode: 'none', mx: [], maxAge: 0 });
+    for (const [text, why] of [
+      ['mode: enforce\nmx: a\nmax_age: 1', /version is missing/],
+      ['version: STSv2\nmode: enforce\nmx: a\nmax_age: 1', /version is STSv2/],
+      ['version: STSv1\nmode: strict\nmx: a\nmax_age: 1', /mode is strict/],
+      ['version: STSv1\nmode: enforce\nmx: a\nmax_age: 31557601', /max_age/],
+      ['version: STSv1\nmode: enforce\nmx: a\nmax_age: -1', /max_age/],
+      ['version: STSv1\nmode: testing\nmax_age: 10', /names no mx/],
+      ['<html>not a policy</html>', /version is missing/],
+    ] as const) assert.throws(() => parsePolicy(text), why);
+  });
+
+  test('MX patterns: exact names, and a wildcard for one label on the left only', () => {
+    assert.ok(mxMatches('mail.example.com', 'MAIL.example.com.'));
+    assert.ok(mxMatches('*.example.com', 'mx1.example.com'));
+    assert.ok(!mxMatches('*.example.com', 'example.com'));
+    assert.ok(!mxMatches('*.example.com', 'a.b.example.com'));
+    assert.ok(!mxMatches('mail.example.com', 'evil-mail.example.com'));
+  });
+
+  test('TXT record: exactly one v=STSv1 record with an id', () => {
+    assert.equal(policyId([['v=STSv1; id=2026', '1207;'], ['some other record']]), '20261207');
+    assert.equal(policyId([['v=STSv1;id=abc']]), 'abc');
+    assert.equal(policyId([]), null);
+    assert.equal(policyId([['v=STSv1; id=1'], ['v=STSv1; id=2']]), null, 'two records: no policy');
+    assert.equal(policyId([['v=STSv1; id=has-dash']]), null);
+    assert.equal(policyId([['v=STSv10; id=1']]), null);
+  });
+
+  test('policies are cached for max_age, fetched again when the id changes, and kept while a fetch or lookup fails', async () => {
+    let now = Date.parse('2026-12-07T00:00:00Z');
+    let id = 'one';
+    let txtFails = false;
+    let body = 'version: STSv1\nmode: enforce\nmx: mx.a.test\nmax_age: 3600\n';
+    let fetches = 0;
+    const policies = new MtaStsPolicies(
+      {
+        resolveTxt: async (name) => {
+          if (txtFails) throw Object.assign(new Error('timeout'), { code: 'ETIMEOUT' });
+          if (name !== '_mta-sts.a.test') throw Object.assign(new Error('none'), { code: 'ENOTFOUND' });
+          return [[`v=STSv1; id=${id}`]];
+        },
+        fetchPolicy: async () => {
+          fetches += 1;
+          if (body === '') throw new Error('connection refused');
+          return body;
+        },
+      },
+      logger,
+      () => now,
+    );
+    assert.equal(await policies.policyFor('b.test'), null, 'no record, no policy');
+    assert.deepEqual((await policies.policyFor('A.test'))?.mx, ['mx.a.test']);
+    await policies.policyFor('a.test');
+    assert.equal(fetches, 1, 'same id: cached');
+    id = 'two';
+    body = 'version: STSv1\nmode: testing\nmx: mx.a.test\nmax_age: 3600\n';
+    assert.equal((await policies.policyFor('a.test'))?.mode, 'testing', 'a new id: fetched again');
+    id = 'three';
+    body = '';
+    assert.equal((await policies.policyFor('a.test'))?.mode, 'testing', 'the fetch fails: the cached policy stays in force');
+    txtFails = true;
+    assert.equal((await policies.policyFor('a.test'))?.mode, 'testing', 'the lookup fails: likewise');
+    now += 3601_000;
+    assert.equal(await policies.policyFor('a.test'), null, 'past max_age, with nothing fetched: no policy');
+  });
+
+  test('the HTTPS fetch: a 200 text/plain from a certificate valid for mta-sts.<domain>; anything else is refused', async () => {
+    const cert = selfSignedCertificate('mta-sts.secure.test');
+    let answer: (res: http.ServerResponse) => void = () => undefined;
+    const server = https.createServer({ key: cert.key, cert: cert.cert }, (req, res) => {
+      assert.equal(req.url, '/.well-known/mta-sts.txt');
+      answer(res);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (server.address() as net.AddressInfo).port;
+      const lookup = ((_host: string, opts: unknown, cb: (...a: unknown[]) => void) =>
+        (opts as { all?: boolean }).all ? cb(null, [{ address: '127.0.0.1', family: 4 }]) : cb(null, '127.0.0.1', 4)) as unknown as net.LookupFunction;
+      const fetchPolicy = httpsPolicyFetcher({ timeoutMs: 2000, ca: cert.cert, port, lookup });
+      answer = (res) => res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' }).end('version: STSv1\n');
+      assert.equal(await fetchPolicy('secure.test'), 'version: STSv1\n');
+      answer = (res) => res.writeHead(200, { 'content-type': 'text/html' }).end('<p>hi</p>');
+      await assert.rejects(fetchPolicy('secure.test'), /200 text\/html/);
+      answer = (res) => res.writeHead(301, { location: 'https://elsewhere.test/' }).end();
+      await assert.rejects(fetchPolicy('secure.test'), /301/, 'no redirects');
+      answer = (res) => res.writeHead(200, { 'content-type': 'text/plain' }).end('x'.repeat(70_000));
+      await assert.rejects(fetchPolicy('secure.test'), /larger than 65536/);
+      answer = (res) => res.writeHead(200, { 'content-type': 'text/plain' }).end('version: STSv1\n');
+      await assert.rejects(httpsPolicyFetcher({ timeoutMs: 2000, port, lookup })('secure.test'), /self-signed/, 'a certificate nobody vouches for');
+      await assert.rejects(fetchPolicy('other.test'), /altnames|mta-sts\.other\.test/, 'a certificate for another name');
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
 });
 
 describe('relay: pure parts', () => {

@@ -21,6 +21,13 @@ export const RelayEnvShape = {
   SMTP_RELAY_REQUIRE_TLS: bool.optional(),
   /** Verify the smart host's certificate (direct-to-MX delivery never does: opportunistic TLS). */
   SMTP_RELAY_TLS_REJECT_UNAUTHORIZED: bool.default(true),
+  /**
+   * Honour recipient domains' MTA-STS policies (RFC 8461) when delivering straight to their MX:
+   * under `enforce`, only the MX hosts a policy names, over TLS with a valid certificate.
+   */
+  RELAY_MTA_STS: bool.default(true),
+  /** A PEM file of extra certificate authorities trusted for verified TLS (MTA-STS), e.g. a private CA. */
+  RELAY_TLS_CA: z.string().min(1).optional(),
   /** Port of the recipients' MX hosts; 25 except in tests. */
   RELAY_MX_PORT: port.default(25),
   /** Name the relay gives in EHLO; should be this host's public name (its PTR). */

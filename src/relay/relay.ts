@@ -7,6 +7,7 @@ import { mailStream } from '../mail/ids.js';
 import { WrongExpectedVersionError, type Lease, type Store } from '../store/port.js';
 import { sleep, waitForWakeUp } from '../store/wait.js';
 import { deliverBounce } from './bounce.js';
+import type { MtaStsSources } from './mta-sts.js';
 import type { RelayOptions } from './options.js';
 import { isDue, planAttempt, type RecipientOutcome, type RetryPolicy } from './plan.js';
 import { createDeliverer, RelayStoppedError, type Deliverer, type MxResolver } from './transport.js';
@@ -38,6 +39,8 @@ export interface RelayDeps {
   owner?: string;
   /** MX lookups for direct delivery; defaults to `dns.promises`. */
   resolver?: MxResolver;
+  /** Where MTA-STS policies come from (tests); defaults to the resolver's TXT lookups and HTTPS. */
+  mtaSts?: MtaStsSources;
   /** Replaces the SMTP side (tests). */
   deliverer?: Deliverer;
   now?: () => number;
@@ -84,7 +87,7 @@ export class Relay {
     deps: RelayDeps = {},
   ) {
     this.owner = `${deps.owner ?? 'relay'}:${uuidv7()}`;
-    this.deliverer = deps.deliverer ?? createDeliverer(options, { logger, ...(deps.resolver ? { resolver: deps.resolver } : {}) });
+    this.deliverer = deps.deliverer ?? createDeliverer(options, { logger, ...(deps.resolver ? { resolver: deps.resolver } : {}), ...(deps.mtaSts ? { mtaSts: deps.mtaSts } : {}) });
     this.now = deps.now ?? Date.now;
     this.policy = {
       retryBaseMs: options.RELAY_RETRY_BASE_MS,

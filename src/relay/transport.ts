@@ -1,10 +1,12 @@
-import { createPrivateKey } from 'node:crypto';
+import { createPrivateKey, X509Certificate } from 'node:crypto';
 import dns from 'node:dns';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
+import tls from 'node:tls';
 import { domainToASCII } from 'node:url';
 import nodemailer from 'nodemailer';
 import type { Logger } from 'pino';
+import { httpsPolicyFetcher, MtaStsPolicies, mxMatches, type MtaStsPolicy, type MtaStsSources } from './mta-sts.js';
 import type { RelayOptions } from './options.js';
 import type { RecipientOutcome } from './plan.js';
 
@@ -22,6 +24,8 @@ export interface MxRecord {
 /** The part of `dns.promises` the relay needs; tests inject their own. */
 export interface MxResolver {
   resolveMx(domain: string): Promise<MxRecord[]>;
+  /** For MTA-STS records; a resolver without it looks up no MTA-STS policy. */
+  resolveTxt?(name: string): Promise<string[][]>;
 }
 
 export interface DeliveryRequest {
@@ -146,6 +150,17 @@ export function loadDkimKey(value: string): string {
   }
 }
 
+/** Extra certificate authorities (RELAY_TLS_CA, a PEM file) for verified TLS: MTA-STS policies and the MX hosts they name. */
+export function loadTlsCa(file: string): string {
+  try {
+    const pem = readFileSync(file, 'utf8');
+    new X509Certificate(pem); // fail at start-up rather than on the first message
+    return pem;
+  } catch (error) {
+    throw new Error(`RELAY_TLS_CA: not a readable PEM certificate file (${error instanceof Error ? error.message : String(error)})`);
+  }
+}
+
 type TransportOptions = Parameters<typeof nodemailer.createTransport>[0] & object;
 
 interface Attempted {
@@ -154,16 +169,24 @@ interface Attempted {
   unreachable: boolean;
   /** The host offered STARTTLS and the handshake failed: nothing was handed over. */
   tlsFailed: boolean;
+  /** STARTTLS was required and did not happen (not offered, refused, a certificate that does not verify): nothing was handed over. */
+  tlsRefused: boolean;
 }
 
 /** A STARTTLS handshake that failed (nodemailer's ETLS, or the TLS socket's own error). */
 export const tlsHandshakeFailed = (err: SmtpError): boolean =>
   err.code === 'ETLS' || (err.code === 'ESOCKET' && /SSL routines|ERR_SSL|TLS/i.test(`${err.message} ${err.originalCode ?? ''}`));
 
+/** TLS was required and did not happen: STARTTLS not offered or refused (nodemailer's ETLS), or a certificate that does not verify. */
+export const tlsRequiredFailed = (err: SmtpError): boolean =>
+  err.code === 'ETLS' || (err.code === 'ESOCKET' && /CERT|certificate|altname|SSL|TLS/i.test(`${err.message} ${err.originalCode ?? ''}`));
+
 export interface DelivererDeps {
   logger: Logger;
   /** Defaults to `dns.promises`. */
   resolver?: MxResolver;
+  /** Where MTA-STS policies come from; defaults to the resolver's TXT lookups and HTTPS. */
+  mtaSts?: MtaStsSources;
 }
 
 /** Builds the deliverer the options ask for. */
@@ -187,14 +210,14 @@ export function createDeliverer(options: RelayOptions, deps: DelivererDeps): Del
     const transport = nodemailer.createTransport(transportOptions);
     try {
       const info = (await transport.sendMail({ envelope: { from: req.mailFrom, to: req.recipients }, raw: req.raw, signal: req.signal })) as SendInfo;
-      return { outcomes: outcomesFromInfo(req.recipients, info), unreachable: false, tlsFailed: false };
+      return { outcomes: outcomesFromInfo(req.recipients, info), unreachable: false, tlsFailed: false, tlsRefused: false };
     } catch (error) {
       if (req.signal.aborted && req.signal.reason instanceof RelayStoppedError) throw req.signal.reason;
       const err = (error instanceof Error ? error : new Error(String(error))) as SmtpError;
       if (req.signal.aborted) {
-        return { outcomes: req.recipients.map((recipient) => ({ recipient, kind: 'temporary', response: `attempt timed out after ${timeout} ms` })), unreachable: false, tlsFailed: false };
+        return { outcomes: req.recipients.map((recipient) => ({ recipient, kind: 'temporary', response: `attempt timed out after ${timeout} ms` })), unreachable: false, tlsFailed: false, tlsRefused: false };
       }
-      return { outcomes: outcomesFromError(req.recipients, err), unreachable: unreachable(err), tlsFailed: tlsHandshakeFailed(err) };
+      return { outcomes: outcomesFromError(req.recipients, err), unreachable: unreachable(err), tlsFailed: tlsHandshakeFailed(err), tlsRefused: tlsRequiredFailed(err) };
     } finally {
       transport.close();
     }
@@ -214,6 +237,58 @@ export function createDeliverer(options: RelayOptions, deps: DelivererDeps): Del
   }
 
   const resolver = deps.resolver ?? dns.promises;
+  const ca = options.RELAY_TLS_CA ? loadTlsCa(options.RELAY_TLS_CA) : undefined;
+  const stsSources: MtaStsSources | null = !options.RELAY_MTA_STS
+    ? null
+    : (deps.mtaSts ??
+      (resolver.resolveTxt
+        ? { resolveTxt: (name) => resolver.resolveTxt!(name), fetchPolicy: httpsPolicyFetcher({ timeoutMs: Math.min(timeout, 60_000), ...(ca ? { ca } : {}) }) }
+        : null));
+  const policies = stsSources ? new MtaStsPolicies(stsSources, deps.logger) : null;
+  /** MX hosts under an enforced policy: STARTTLS required, the certificate valid for the host name. */
+  const verifiedTls = { requireTLS: true, opportunisticTLS: false, tls: { rejectUnauthorized: true, ...(ca ? { ca: [...tls.rootCertificates, ca] } : {}) } };
+
+  /** One domain's recipients through its MX hosts, best first, as its MTA-STS policy allows. */
+  async function deliverToDomain(domain: string, recipients: string[], req: DeliveryRequest): Promise<RecipientOutcome[]> {
+    const route = await mxHosts(domain, resolver);
+    if ('failure' in route) return recipients.map((recipient) => ({ recipient, ...route.failure }));
+    const policy: MtaStsPolicy | null = policies ? await policies.policyFor(domain) : null;
+    const enforce = policy?.mode === 'enforce';
+    const matching = (host: string): boolean => !policy || policy.mode === 'none' || policy.mx.some((p) => mxMatches(p, host));
+    const hosts = enforce ? route.hosts.filter(matching) : route.hosts;
+    if (hosts.length === 0) {
+      const response = `451 4.7.5 MTA-STS: no MX host of ${domain} (${route.hosts.join(', ')}) matches its policy (${policy!.mx.join(', ')})`;
+      return recipients.map((recipient) => ({ recipient, kind: 'temporary', response }));
+    }
+    let last: Attempted | null = null;
+    for (const host of hosts) {
+      if (req.signal.aborted) break;
+      if (enforce) {
+        last = await attempt({ ...common, host, port: options.RELAY_MX_PORT, secure: false, ...verifiedTls }, { ...req, recipients });
+        if (!last.tlsRefused && !last.unreachable) break;
+        // No verified TLS, or no connection: the next host, never cleartext; deferred if none will.
+        const why = last.outcomes[0]?.response ?? '';
+        last = { ...last, outcomes: recipients.map((recipient) => ({ recipient, kind: 'temporary', response: `451 4.7.5 MTA-STS (enforce): no verified TLS with ${host}: ${why}` })) };
+        deps.logger.info({ domain, host, response: why }, 'relay: MTA-STS enforce: no verified TLS with this MX host, trying the next');
+        continue;
+      }
+      if (policy?.mode === 'testing' && !matching(host)) deps.logger.warn({ domain, host, mx: policy.mx }, 'MTA-STS testing: this MX host does not match the policy (enforce would refuse it)');
+      // Opportunistic STARTTLS without certificate checks, as MTAs do without MTA-STS/DANE.
+      const mx = { ...common, host, port: options.RELAY_MX_PORT, secure: false, opportunisticTLS: true, tls: { rejectUnauthorized: false } };
+      last = await attempt(mx, { ...req, recipients });
+      if (last.tlsFailed && !req.signal.aborted) {
+        // Opportunistic security (RFC 7435): a host whose TLS handshake fails gets the message
+        // in cleartext, as it would had it not offered STARTTLS.
+        deps.logger.info({ domain, host, response: last.outcomes[0]?.response }, 'relay: TLS handshake failed, sending in cleartext');
+        if (policy?.mode === 'testing') deps.logger.warn({ domain, host }, 'MTA-STS testing: no TLS with this MX host (enforce would defer the message)');
+        last = await attempt({ ...mx, ignoreTLS: true, opportunisticTLS: false }, { ...req, recipients });
+      }
+      if (!last.unreachable) break;
+      deps.logger.info({ domain, host, response: last.outcomes[0]?.response }, 'relay: MX host unreachable, trying the next');
+    }
+    return last?.outcomes ?? recipients.map((recipient) => ({ recipient, kind: 'temporary', response: `attempt timed out after ${timeout} ms` }));
+  }
+
   return {
     async deliver(req) {
       const byDomain = new Map<string, string[]>();
@@ -221,28 +296,7 @@ export function createDeliverer(options: RelayOptions, deps: DelivererDeps): Del
         const domain = lower(r.slice(r.lastIndexOf('@') + 1));
         byDomain.set(domain, [...(byDomain.get(domain) ?? []), r]);
       }
-      const results = await Promise.all(
-        [...byDomain].map(async ([domain, recipients]): Promise<RecipientOutcome[]> => {
-          const route = await mxHosts(domain, resolver);
-          if ('failure' in route) return recipients.map((recipient) => ({ recipient, ...route.failure }));
-          let last: Attempted | null = null;
-          for (const host of route.hosts) {
-            if (req.signal.aborted) break;
-            // Opportunistic STARTTLS without certificate checks, as MTAs do without MTA-STS/DANE.
-            const mx = { ...common, host, port: options.RELAY_MX_PORT, secure: false, opportunisticTLS: true, tls: { rejectUnauthorized: false } };
-            last = await attempt(mx, { ...req, recipients });
-            if (last.tlsFailed && !req.signal.aborted) {
-              // Opportunistic security (RFC 7435): a host whose TLS handshake fails gets the message
-              // in cleartext, as it would had it not offered STARTTLS.
-              deps.logger.info({ domain, host, response: last.outcomes[0]?.response }, 'relay: TLS handshake failed, sending in cleartext');
-              last = await attempt({ ...mx, ignoreTLS: true, opportunisticTLS: false }, { ...req, recipients });
-            }
-            if (!last.unreachable) break;
-            deps.logger.info({ domain, host, response: last.outcomes[0]?.response }, 'relay: MX host unreachable, trying the next');
-          }
-          return last?.outcomes ?? recipients.map((recipient) => ({ recipient, kind: 'temporary', response: `attempt timed out after ${timeout} ms` }));
-        }),
-      );
+      const results = await Promise.all([...byDomain].map(([domain, recipients]) => deliverToDomain(domain, recipients, req)));
       return results.flat();
     },
   };

@@ -18,6 +18,8 @@ export interface SinkDelivery {
   raw: Buffer;
   /** Authenticated user, if the client logged in. */
   user: string | null;
+  /** The message came over TLS (STARTTLS). */
+  secure: boolean;
 }
 
 export interface RcptCall {
@@ -53,11 +55,12 @@ export class RelaySink extends EventEmitter {
   private readonly server: SMTPServer;
   port = 0;
 
-  constructor() {
+  /** `tls`: offer STARTTLS with this key and certificate (PEM); without, the sink speaks no TLS. */
+  constructor(tls?: { key: string; cert: string }) {
     super();
     this.server = new SMTPServer({
       logger: false,
-      disabledCommands: ['STARTTLS'],
+      ...(tls ? { key: tls.key, cert: tls.cert } : { disabledCommands: ['STARTTLS'] }),
       authOptional: true,
       allowInsecureAuth: true,
       disableReverseLookup: true,
@@ -88,6 +91,7 @@ export class RelaySink extends EventEmitter {
             rcptTo: session.envelope.rcptTo.map((r) => r.address),
             raw,
             user: typeof session.user === 'string' ? session.user : null,
+            secure: session.secure,
           };
           this.deliveries.push(d);
           const answer = (): void => {
@@ -147,8 +151,8 @@ export class RelaySink extends EventEmitter {
   }
 }
 
-export async function startSink(): Promise<RelaySink> {
-  const sink = new RelaySink();
+export async function startSink(tls?: { key: string; cert: string }): Promise<RelaySink> {
+  const sink = new RelaySink(tls);
   await sink.listen();
   return sink;
 }

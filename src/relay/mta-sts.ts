@@ -1,0 +1,156 @@
+import https from 'node:https';
+import type { LookupFunction } from 'node:net';
+import tls from 'node:tls';
+import type { Logger } from 'pino';
+
+/**
+ * MTA-STS (RFC 8461): a recipient domain publishes, over HTTPS, which MX hosts may receive its
+ * mail and that they must be reached over verified TLS. The relay looks the policy up before it
+ * delivers straight to the domain's MX; `enforce` then allows only matching hosts, over TLS with a
+ * valid certificate, and a delivery that cannot meet it is deferred (a temporary failure), never
+ * sent in cleartext. `testing` only logs what enforce would have refused.
+ */
+
+export interface MtaStsPolicy {
+  mode: 'enforce' | 'testing' | 'none';
+  /** MX host patterns: a host name, or `*.` and a domain (one more label on the left). */
+  mx: string[];
+  /** Seconds the policy may be cached. */
+  maxAge: number;
+}
+
+/** The longest `max_age` RFC 8461 allows (about a year). */
+const MAX_AGE_LIMIT = 31_557_600;
+/** A policy body larger than this is refused (RFC 8461 §3.3 suggests 64 KiB). */
+const MAX_POLICY_BYTES = 64 * 1024;
+
+/** Parses a policy body (RFC 8461 §3.2); throws saying what is wrong with it. */
+export function parsePolicy(text: string): MtaStsPolicy {
+  const fields = new Map<string, string[]>();
+  for (const line of text.split(/\r?\n/)) {
+    const colon = line.indexOf(':');
+    if (colon <= 0) continue;
+    const key = line.slice(0, colon).trim().toLowerCase();
+    fields.set(key, [...(fields.get(key) ?? []), line.slice(colon + 1).trim()]);
+  }
+  const one = (key: string): string | undefined => fields.get(key)?.[0];
+  if (one('version') !== 'STSv1') throw new Error(`version is ${one('version') ?? 'missing'}, not STSv1`);
+  const mode = one('mode');
+  if (mode !== 'enforce' && mode !== 'testing' && mode !== 'none') throw new Error(`mode is ${mode ?? 'missing'}, not enforce, testing or none`);
+  const maxAge = Number(one('max_age'));
+  if (!/^\d{1,10}$/.test(one('max_age') ?? '') || maxAge > MAX_AGE_LIMIT) throw new Error(`max_age is ${one('max_age') ?? 'missing'}, not 0 to ${MAX_AGE_LIMIT} seconds`);
+  const mx = (fields.get('mx') ?? []).map((p) => p.toLowerCase().replace(/\.$/, '')).filter(Boolean);
+  if (mode !== 'none' && mx.length === 0) throw new Error('it names no mx');
+  return { mode, mx, maxAge };
+}
+
+/** Whether MX host `host` matches policy pattern `pattern` (RFC 8461 §4.1). */
+export function mxMatches(pattern: string, host: string): boolean {
+  const h = host.toLowerCase().replace(/\.$/, '');
+  if (!pattern.startsWith('*.')) return h === pattern;
+  const dot = h.indexOf('.');
+  return dot > 0 && h.slice(dot + 1) === pattern.slice(2);
+}
+
+/** The policy id of a domain's `_mta-sts` TXT records; null when it has no (single, valid) one. */
+export function policyId(records: string[][]): string | null {
+  const sts = records.map((chunks) => chunks.join('')).filter((r) => /^v=STSv1\s*(;|$)/.test(r));
+  if (sts.length !== 1) return null;
+  const id = /(?:^|;)\s*id=([A-Za-z0-9]{1,32})\s*(;|$)/.exec(sts[0]!);
+  return id ? id[1]! : null;
+}
+
+export interface MtaStsSources {
+  /** TXT lookups, as `dns.promises.resolveTxt`. */
+  resolveTxt(name: string): Promise<string[][]>;
+  /** The policy text of `domain`, from https://mta-sts.<domain>/.well-known/mta-sts.txt. */
+  fetchPolicy(domain: string): Promise<string>;
+}
+
+/**
+ * Fetches policies over HTTPS: the certificate must be valid for mta-sts.<domain>, the answer a
+ * 200 of text/plain (no redirect), at most 64 KiB. `port` and `lookup` are for tests; `ca`
+ * adds trusted authorities (RELAY_TLS_CA).
+ */
+export function httpsPolicyFetcher(opts: { timeoutMs: number; ca?: string; port?: number; lookup?: LookupFunction }): (domain: string) => Promise<string> {
+  return (domain) =>
+    new Promise((resolve, reject) => {
+      const host = `mta-sts.${domain}`;
+      const req = https.get(
+        {
+          host,
+          servername: host,
+          port: opts.port ?? 443,
+          path: '/.well-known/mta-sts.txt',
+          timeout: opts.timeoutMs,
+          ...(opts.ca ? { ca: [...tls.rootCertificates, opts.ca] } : {}),
+          ...(opts.lookup ? { lookup: opts.lookup } : {}),
+          agent: false,
+        },
+        (res) => {
+          const type = res.headers['content-type'] ?? '';
+          if (res.statusCode !== 200 || !/^text\/plain\b/i.test(type)) {
+            res.resume();
+            return reject(new Error(`${host} answered ${res.statusCode} ${type}`.trim()));
+          }
+          const chunks: Buffer[] = [];
+          let size = 0;
+          res.on('data', (c: Buffer) => {
+            size += c.length;
+            if (size > MAX_POLICY_BYTES) req.destroy(new Error(`the policy at ${host} is larger than ${MAX_POLICY_BYTES} bytes`));
+            else chunks.push(c);
+          });
+          res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+          res.on('error', reject);
+        },
+      );
+      req.on('timeout', () => req.destroy(new Error(`${host} did not answer within ${opts.timeoutMs} ms`)));
+      req.on('error', reject);
+    });
+}
+
+type Cached = { id: string; policy: MtaStsPolicy; expiresAt: number };
+
+const noRecord = (error: unknown): boolean => {
+  const code = error && typeof error === 'object' && 'code' in error ? String(error.code) : '';
+  return code === 'ENODATA' || code === 'ENOTFOUND';
+};
+
+/**
+ * The policies of recipient domains, cached for their max_age in this process. A domain's TXT
+ * record is looked up on each delivery; the policy is fetched again when its id changes. A policy
+ * that cannot be fetched, or a TXT lookup that fails, leaves the cached policy in force while it
+ * lasts (an attacker who blocks the fetch must not turn enforce off); without one, the domain
+ * has no policy (RFC 8461 §5).
+ */
+export class MtaStsPolicies {
+  private readonly cache = new Map<string, Cached>();
+
+  constructor(
+    private readonly sources: MtaStsSources,
+    private readonly logger: Logger,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  async policyFor(domain: string): Promise<MtaStsPolicy | null> {
+    const key = domain.toLowerCase();
+    const cached = this.cache.get(key);
+    const valid = cached && cached.expiresAt > this.now() ? cached : null;
+    let id: string | null;
+    try {
+      id = policyId(await this.sources.resolveTxt(`_mta-sts.${key}`));
+    } catch (error) {
+      if (!noRecord(error)) this.logger.info({ domain: key, err: error }, 'MTA-STS: TXT lookup failed');
+      return valid?.policy ?? null;
+    }
+    if (id === null || valid?.id === id) return valid?.policy ?? null;
+    try {
+      const policy = parsePolicy(await this.sources.fetchPolicy(key));
+      this.cache.set(key, { id, policy, expiresAt: this.now() + policy.maxAge * 1000 });
+      return policy;
+    } catch (error) {
+      this.logger.warn({ domain: key, err: error }, 'MTA-STS: the policy could not be fetched or read');
+      return valid?.policy ?? null;
+    }
+  }
+}
