@@ -297,10 +297,11 @@ describe('relay: sqlite only', () => {
         fetchPolicy: async () => policyText,
       },
     });
-    const caFile = (): string => {
+    /** A RELAY_TLS_CA file trusting `cert` (the sink's). */
+    const caFile = (cert = localhostCert.cert): string => {
       const dir = mkdtempSync(path.join(os.tmpdir(), 'mailtrail-ca-'));
       cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
-      writeFileSync(path.join(dir, 'ca.pem'), localhostCert.cert);
+      writeFileSync(path.join(dir, 'ca.pem'), cert);
       return path.join(dir, 'ca.pem');
     };
     const direct = (sink: RelaySink, over: Record<string, string> = {}): RelayOptions => options(sink, { SMTP_RELAY_HOST: '', RELAY_MX_PORT: String(sink.port), ...over });
@@ -327,18 +328,52 @@ describe('relay: sqlite only', () => {
     });
 
     test('enforce: no STARTTLS, or a certificate that does not verify, and nothing goes in cleartext; the message is deferred', async () => {
-      for (const [sinkTls, ca, why] of [
-        [undefined, true, 'no STARTTLS'],
-        [localhostCert, false, 'an untrusted certificate'],
-        [selfSignedCertificate('elsewhere.test'), true, 'a certificate for another name'],
+      const elsewhere = selfSignedCertificate('elsewhere.test');
+      for (const [sinkTls, ca, why, reason] of [
+        [undefined, localhostCert.cert, 'no STARTTLS', /STARTTLS/],
+        [localhostCert, null, 'an untrusted certificate', /self-signed/],
+        [elsewhere, elsewhere.cert, 'a trusted certificate for another name', /altnames/],
       ] as const) {
-        const { store, sink, alice } = await setup((sink) => direct(sink, ca ? { RELAY_TLS_CA: caFile() } : {}), deps(policy('enforce')), sinkTls);
+        const { store, sink, alice } = await setup((sink) => direct(sink, ca ? { RELAY_TLS_CA: caFile(ca) } : {}), deps(policy('enforce')), sinkTls);
         const { mailId } = await sendMail(store, alice, ['carol@secure.test'], why);
         const failed = await failedWith(store, mailId);
         assert.equal(failed.data.permanent, false, `${why}: deferred`);
-        assert.match(failed.data.response, /^451 4\.7\.5 MTA-STS \(enforce\): no verified TLS with localhost/, why);
+        assert.match(failed.data.response, /^451 4\.7\.5 MTA-STS \(enforce\): no verified TLS with localhost: /, why);
+        assert.match(failed.data.response, reason, why);
         assert.equal(sink.deliveries.length, 0, `${why}: nothing delivered`);
       }
+    });
+
+    test('enforce: MX hosts the policy does not name are skipped, the named one gets it', async () => {
+      const { store, sink, alice } = await setup((sink) => direct(sink, { RELAY_TLS_CA: caFile() }), {
+        ...deps(policy('enforce')),
+        resolver: { resolveMx: async () => [{ exchange: 'unlisted.invalid', priority: 5 }, { exchange: 'localhost', priority: 10 }] },
+      }, localhostCert);
+      const { mailId } = await sendMail(store, alice, ['carol@secure.test'], 'skip unlisted');
+      await waitUntil('mail sent', async () => (await mailDoc(store, mailId))?.status === 'sent');
+      assert.equal(sink.deliveries[0]!.secure, true);
+    });
+
+    test('a domain without a policy, and a smart host, are as before: no policy is asked for', async () => {
+      let fetched = 0;
+      const noPolicy: RelayDeps = {
+        resolver: { resolveMx: async () => [{ exchange: '127.0.0.1', priority: 10 }] },
+        mtaSts: {
+          resolveTxt: async () => Promise.reject(Object.assign(new Error('no'), { code: 'ENODATA' })),
+          fetchPolicy: async () => {
+            fetched += 1;
+            return policy('enforce', 'nowhere.test');
+          },
+        },
+      };
+      const plain = await setup((sink) => direct(sink), noPolicy);
+      const first = await sendMail(plain.store, plain.alice, ['carol@plain.test'], 'no policy');
+      await waitUntil('mail sent', async () => (await mailDoc(plain.store, first.mailId))?.status === 'sent');
+      let txt = 0;
+      const viaSmartHost = await setup((sink) => options(sink), { ...deps(policy('enforce', 'nowhere.test')), mtaSts: { resolveTxt: async () => (txt++, [['v=STSv1; id=1']]), fetchPolicy: async () => policy('enforce', 'nowhere.test') } });
+      const second = await sendMail(viaSmartHost.store, viaSmartHost.alice, ['carol@secure.test'], 'smart host');
+      await waitUntil('mail sent', async () => (await mailDoc(viaSmartHost.store, second.mailId))?.status === 'sent');
+      assert.equal(fetched + txt, 0);
     });
 
     test('testing: the same host without TLS still gets the message (the policy is only reported on)', async () => {
@@ -652,6 +687,7 @@ describe('relay: MTA-STS policies', () => {
         },
       },
       logger,
+      1000,
       () => now,
     );
     assert.equal(await policies.policyFor('b.test'), null, 'no record, no policy');
@@ -664,10 +700,37 @@ describe('relay: MTA-STS policies', () => {
     id = 'three';
     body = '';
     assert.equal((await policies.policyFor('a.test'))?.mode, 'testing', 'the fetch fails: the cached policy stays in force');
+    const tries = fetches;
+    await policies.policyFor('a.test');
+    assert.equal(fetches, tries, 'a failed fetch is not tried again at once');
     txtFails = true;
     assert.equal((await policies.policyFor('a.test'))?.mode, 'testing', 'the lookup fails: likewise');
+    txtFails = false;
+    id = '';
+    assert.equal((await policies.policyFor('a.test'))?.mode, 'testing', 'the record is gone: likewise');
     now += 3601_000;
     assert.equal(await policies.policyFor('a.test'), null, 'past max_age, with nothing fetched: no policy');
+    id = 'four';
+    assert.equal(await policies.policyFor('a.test'), null, 'a record, a fetch that fails, nothing cached: no policy');
+    body = 'version: STSv1\nmode: enforce\nmx: mx.a.test\nmax_age: 3600\n';
+    now += 5 * 60_000;
+    assert.equal((await policies.policyFor('a.test'))?.mode, 'enforce', 'tried again after the back-off');
+    const fetched = fetches;
+    now += 1801_000;
+    await policies.policyFor('a.test');
+    assert.equal(fetches, fetched + 1, 'in use past half its max_age: fetched again before it runs out');
+    assert.equal(await policies.policyFor('[192.0.2.1]'), null, 'an address literal has none');
+  });
+
+  test('a lookup that hangs is bounded by the timeout and by the attempt\'s signal', async () => {
+    const hang = new Promise<never>(() => undefined);
+    const policies = new MtaStsPolicies({ resolveTxt: () => hang, fetchPolicy: () => hang }, logger, 200);
+    const t0 = Date.now();
+    assert.equal(await policies.policyFor('slow.test'), null, 'timed out: as if there were no policy');
+    assert.ok(Date.now() - t0 < 2000);
+    const stop = new AbortController();
+    setTimeout(() => stop.abort(new Error('relay stopped')), 20);
+    await assert.rejects(new MtaStsPolicies({ resolveTxt: () => hang, fetchPolicy: () => hang }, logger, 60_000).policyFor('slow.test', stop.signal), /relay stopped/);
   });
 
   test('the HTTPS fetch: a 200 text/plain from a certificate valid for mta-sts.<domain>; anything else is refused', async () => {
@@ -691,6 +754,12 @@ describe('relay: MTA-STS policies', () => {
       await assert.rejects(fetchPolicy('secure.test'), /301/, 'no redirects');
       answer = (res) => res.writeHead(200, { 'content-type': 'text/plain' }).end('x'.repeat(70_000));
       await assert.rejects(fetchPolicy('secure.test'), /larger than 65536/);
+      answer = (res) => {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        const drip = setInterval(() => res.write('x'), 100);
+        res.on('close', () => clearInterval(drip));
+      };
+      await assert.rejects(httpsPolicyFetcher({ timeoutMs: 500, ca: cert.cert, port, lookup })('secure.test'), /did not answer within 500 ms/, 'a server that drips bytes');
       answer = (res) => res.writeHead(200, { 'content-type': 'text/plain' }).end('version: STSv1\n');
       await assert.rejects(httpsPolicyFetcher({ timeoutMs: 2000, port, lookup })('secure.test'), /self-signed/, 'a certificate nobody vouches for');
       await assert.rejects(fetchPolicy('other.test'), /altnames|mta-sts\.other\.test/, 'a certificate for another name');

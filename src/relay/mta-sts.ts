@@ -63,17 +63,17 @@ export function policyId(records: string[][]): string | null {
 export interface MtaStsSources {
   /** TXT lookups, as `dns.promises.resolveTxt`. */
   resolveTxt(name: string): Promise<string[][]>;
-  /** The policy text of `domain`, from https://mta-sts.<domain>/.well-known/mta-sts.txt. */
-  fetchPolicy(domain: string): Promise<string>;
+  /** The policy text of `domain`, from https://mta-sts.<domain>/.well-known/mta-sts.txt; `signal` abandons it. */
+  fetchPolicy(domain: string, signal?: AbortSignal): Promise<string>;
 }
 
 /**
  * Fetches policies over HTTPS: the certificate must be valid for mta-sts.<domain>, the answer a
- * 200 of text/plain (no redirect), at most 64 KiB. `port` and `lookup` are for tests; `ca`
- * adds trusted authorities (RELAY_TLS_CA).
+ * 200 of text/plain (no redirect), at most 64 KiB, all within `timeoutMs`. `port` and `lookup`
+ * are for tests; `ca` adds trusted authorities (RELAY_TLS_CA).
  */
-export function httpsPolicyFetcher(opts: { timeoutMs: number; ca?: string; port?: number; lookup?: LookupFunction }): (domain: string) => Promise<string> {
-  return (domain) =>
+export function httpsPolicyFetcher(opts: { timeoutMs: number; ca?: string; port?: number; lookup?: LookupFunction }): (domain: string, signal?: AbortSignal) => Promise<string> {
+  return (domain, signal) =>
     new Promise((resolve, reject) => {
       const host = `mta-sts.${domain}`;
       const req = https.get(
@@ -82,7 +82,8 @@ export function httpsPolicyFetcher(opts: { timeoutMs: number; ca?: string; port?
           servername: host,
           port: opts.port ?? 443,
           path: '/.well-known/mta-sts.txt',
-          timeout: opts.timeoutMs,
+          // A deadline for the whole fetch, not only for silences: a server that drips bytes stops here too.
+          signal: AbortSignal.any([AbortSignal.timeout(opts.timeoutMs), ...(signal ? [signal] : [])]),
           ...(opts.ca ? { ca: [...tls.rootCertificates, opts.ca] } : {}),
           ...(opts.lookup ? { lookup: opts.lookup } : {}),
           agent: false,
@@ -104,53 +105,104 @@ export function httpsPolicyFetcher(opts: { timeoutMs: number; ca?: string; port?
           res.on('error', reject);
         },
       );
-      req.on('timeout', () => req.destroy(new Error(`${host} did not answer within ${opts.timeoutMs} ms`)));
-      req.on('error', reject);
+      req.on('error', (error) => reject(error.name === 'AbortError' && !signal?.aborted ? new Error(`${host} did not answer within ${opts.timeoutMs} ms`) : error));
     });
 }
 
-type Cached = { id: string; policy: MtaStsPolicy; expiresAt: number };
+type Cached = { id: string; policy: MtaStsPolicy; fetchedAt: number; expiresAt: number };
 
 const noRecord = (error: unknown): boolean => {
   const code = error && typeof error === 'object' && 'code' in error ? String(error.code) : '';
   return code === 'ENODATA' || code === 'ENOTFOUND';
 };
 
+/** A fetch that failed is not tried again for the same id before this (RFC 8461 §3.3 suggests at least 5 minutes). */
+const FETCH_BACKOFF_MS = 5 * 60_000;
+/** A policy in use is fetched again after this, at most, so it never simply runs out while mail flows (RFC 8461 §10.2). */
+const REFRESH_AFTER_MS = 24 * 3600_000;
+/** Domains whose policies are kept; beyond, the one unused longest goes. */
+const MAX_DOMAINS = 10_000;
+
+/** `work`, unless `signal` aborts first (its reason is thrown) or `ms` pass (a timeout error). */
+async function bounded<T>(work: Promise<T>, ms: number, signal: AbortSignal | undefined, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  let onAbort: (() => void) | undefined;
+  try {
+    return await Promise.race([
+      work,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${what} took longer than ${ms} ms`)), ms);
+        onAbort = () => reject(signal!.reason);
+        if (signal?.aborted) onAbort();
+        else signal?.addEventListener('abort', onAbort, { once: true });
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+    if (onAbort) signal?.removeEventListener('abort', onAbort);
+  }
+}
+
 /**
  * The policies of recipient domains, cached for their max_age in this process. A domain's TXT
- * record is looked up on each delivery; the policy is fetched again when its id changes. A policy
- * that cannot be fetched, or a TXT lookup that fails, leaves the cached policy in force while it
- * lasts (an attacker who blocks the fetch must not turn enforce off); without one, the domain
- * has no policy (RFC 8461 §5).
+ * record is looked up on each delivery; the policy is fetched again when its id changes, and once
+ * a day while it is in use. A policy that cannot be fetched, or a TXT lookup that fails, leaves
+ * the cached policy in force while it lasts (an attacker who blocks the fetch must not turn
+ * enforce off); without one, the domain has no policy (RFC 8461 §5). Lookups and fetches are
+ * bounded by `timeoutMs` and by the caller's signal.
  */
 export class MtaStsPolicies {
+  /** In order of last use, oldest first. */
   private readonly cache = new Map<string, Cached>();
+  /** When a fetch of a domain's policy id last failed. */
+  private readonly failed = new Map<string, number>();
 
   constructor(
     private readonly sources: MtaStsSources,
     private readonly logger: Logger,
+    private readonly timeoutMs: number,
     private readonly now: () => number = Date.now,
   ) {}
 
-  async policyFor(domain: string): Promise<MtaStsPolicy | null> {
+  /** The policy of `domain` (null: none); throws only the signal's reason when it aborts. */
+  async policyFor(domain: string, signal?: AbortSignal): Promise<MtaStsPolicy | null> {
     const key = domain.toLowerCase();
+    if (key.startsWith('[')) return null; // an address literal has no DNS name to publish one
     const cached = this.cache.get(key);
     const valid = cached && cached.expiresAt > this.now() ? cached : null;
+    if (valid) {
+      this.cache.delete(key);
+      this.cache.set(key, valid);
+    }
     let id: string | null;
     try {
-      id = policyId(await this.sources.resolveTxt(`_mta-sts.${key}`));
+      id = policyId(await bounded(this.sources.resolveTxt(`_mta-sts.${key}`), this.timeoutMs, signal, 'the MTA-STS TXT lookup'));
     } catch (error) {
+      if (signal?.aborted) throw signal.reason;
       if (!noRecord(error)) this.logger.info({ domain: key, err: error }, 'MTA-STS: TXT lookup failed');
       return valid?.policy ?? null;
     }
-    if (id === null || valid?.id === id) return valid?.policy ?? null;
+    if (id === null) return valid?.policy ?? null;
+    const fresh = valid?.id === id && this.now() - valid.fetchedAt < Math.min(REFRESH_AFTER_MS, (valid.policy.maxAge * 1000) / 2);
+    const failedAt = this.failed.get(`${key} ${id}`);
+    if (fresh || (failedAt !== undefined && this.now() - failedAt < FETCH_BACKOFF_MS)) return valid?.policy ?? null;
     try {
-      const policy = parsePolicy(await this.sources.fetchPolicy(key));
-      this.cache.set(key, { id, policy, expiresAt: this.now() + policy.maxAge * 1000 });
+      const policy = parsePolicy(await bounded(this.sources.fetchPolicy(key, signal), this.timeoutMs, signal, 'the MTA-STS policy fetch'));
+      this.remember(key, { id, policy, fetchedAt: this.now(), expiresAt: this.now() + policy.maxAge * 1000 });
+      this.failed.delete(`${key} ${id}`);
       return policy;
     } catch (error) {
+      if (signal?.aborted) throw signal.reason;
+      this.failed.set(`${key} ${id}`, this.now());
+      if (this.failed.size > MAX_DOMAINS) this.failed.delete(this.failed.keys().next().value!);
       this.logger.warn({ domain: key, err: error }, 'MTA-STS: the policy could not be fetched or read');
       return valid?.policy ?? null;
     }
+  }
+
+  private remember(key: string, entry: Cached): void {
+    this.cache.delete(key);
+    this.cache.set(key, entry);
+    if (this.cache.size > MAX_DOMAINS) this.cache.delete(this.cache.keys().next().value!);
   }
 }

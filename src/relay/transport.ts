@@ -171,15 +171,24 @@ interface Attempted {
   tlsFailed: boolean;
   /** STARTTLS was required and did not happen (not offered, refused, a certificate that does not verify): nothing was handed over. */
   tlsRefused: boolean;
+  /** What went wrong with it, when the reply alone does not say (a STARTTLS refused with "500 command not recognized"). */
+  tlsError?: string;
 }
 
 /** A STARTTLS handshake that failed (nodemailer's ETLS, or the TLS socket's own error). */
 export const tlsHandshakeFailed = (err: SmtpError): boolean =>
   err.code === 'ETLS' || (err.code === 'ESOCKET' && /SSL routines|ERR_SSL|TLS/i.test(`${err.message} ${err.originalCode ?? ''}`));
 
-/** TLS was required and did not happen: STARTTLS not offered or refused (nodemailer's ETLS), or a certificate that does not verify. */
+/**
+ * TLS was required and did not happen: STARTTLS not offered, refused or failed (nodemailer's
+ * ETLS), or a certificate that does not verify. Not any TLS error: nodemailer reports one in a
+ * session already secured the same way, and the message may have been handed over by then, so it
+ * must not go to the next host (such an attempt is deferred with its error).
+ */
 export const tlsRequiredFailed = (err: SmtpError): boolean =>
-  err.code === 'ETLS' || (err.code === 'ESOCKET' && /CERT|certificate|altname|SSL|TLS/i.test(`${err.message} ${err.originalCode ?? ''}`));
+  err.code === 'ETLS' ||
+  (err.code === 'ESOCKET' && /CERT|UNABLE_TO_|SELF_SIGNED|ALTNAME/.test(err.originalCode ?? '')) ||
+  (err.code === 'ESOCKET' && /certificate|altnames/i.test(err.message));
 
 export interface DelivererDeps {
   logger: Logger;
@@ -217,7 +226,8 @@ export function createDeliverer(options: RelayOptions, deps: DelivererDeps): Del
       if (req.signal.aborted) {
         return { outcomes: req.recipients.map((recipient) => ({ recipient, kind: 'temporary', response: `attempt timed out after ${timeout} ms` })), unreachable: false, tlsFailed: false, tlsRefused: false };
       }
-      return { outcomes: outcomesFromError(req.recipients, err), unreachable: unreachable(err), tlsFailed: tlsHandshakeFailed(err), tlsRefused: tlsRequiredFailed(err) };
+      const tlsRefused = tlsRequiredFailed(err);
+      return { outcomes: outcomesFromError(req.recipients, err), unreachable: unreachable(err), tlsFailed: tlsHandshakeFailed(err), tlsRefused, ...(tlsRefused ? { tlsError: err.message } : {}) };
     } finally {
       transport.close();
     }
@@ -244,7 +254,7 @@ export function createDeliverer(options: RelayOptions, deps: DelivererDeps): Del
       (resolver.resolveTxt
         ? { resolveTxt: (name) => resolver.resolveTxt!(name), fetchPolicy: httpsPolicyFetcher({ timeoutMs: Math.min(timeout, 60_000), ...(ca ? { ca } : {}) }) }
         : null));
-  const policies = stsSources ? new MtaStsPolicies(stsSources, deps.logger) : null;
+  const policies = stsSources ? new MtaStsPolicies(stsSources, deps.logger, Math.min(timeout, 30_000)) : null;
   /** MX hosts under an enforced policy: STARTTLS required, the certificate valid for the host name. */
   const verifiedTls = { requireTLS: true, opportunisticTLS: false, tls: { rejectUnauthorized: true, ...(ca ? { ca: [...tls.rootCertificates, ca] } : {}) } };
 
@@ -252,7 +262,15 @@ export function createDeliverer(options: RelayOptions, deps: DelivererDeps): Del
   async function deliverToDomain(domain: string, recipients: string[], req: DeliveryRequest): Promise<RecipientOutcome[]> {
     const route = await mxHosts(domain, resolver);
     if ('failure' in route) return recipients.map((recipient) => ({ recipient, ...route.failure }));
-    const policy: MtaStsPolicy | null = policies ? await policies.policyFor(domain) : null;
+    let policy: MtaStsPolicy | null = null;
+    try {
+      policy = policies ? await policies.policyFor(domain, req.signal) : null;
+    } catch (error) {
+      // Only the attempt's signal ends a policy lookup early: a stop is rethrown, a timeout defers.
+      if (req.signal.reason instanceof RelayStoppedError) throw req.signal.reason;
+      if (!req.signal.aborted) throw error;
+      return recipients.map((recipient) => ({ recipient, kind: 'temporary', response: `attempt timed out after ${timeout} ms` }));
+    }
     const enforce = policy?.mode === 'enforce';
     const matching = (host: string): boolean => !policy || policy.mode === 'none' || policy.mx.some((p) => mxMatches(p, host));
     const hosts = enforce ? route.hosts.filter(matching) : route.hosts;
@@ -265,11 +283,16 @@ export function createDeliverer(options: RelayOptions, deps: DelivererDeps): Del
       if (req.signal.aborted) break;
       if (enforce) {
         last = await attempt({ ...common, host, port: options.RELAY_MX_PORT, secure: false, ...verifiedTls }, { ...req, recipients });
-        if (!last.tlsRefused && !last.unreachable) break;
-        // No verified TLS, or no connection: the next host, never cleartext; deferred if none will.
-        const why = last.outcomes[0]?.response ?? '';
-        last = { ...last, outcomes: recipients.map((recipient) => ({ recipient, kind: 'temporary', response: `451 4.7.5 MTA-STS (enforce): no verified TLS with ${host}: ${why}` })) };
-        deps.logger.info({ domain, host, response: why }, 'relay: MTA-STS enforce: no verified TLS with this MX host, trying the next');
+        if (last.tlsRefused) {
+          // No verified TLS: the next host, never cleartext; deferred if none will.
+          const reply = last.outcomes[0]?.response ?? '';
+          const why = last.tlsError && !reply.includes(last.tlsError) ? `${last.tlsError}: ${reply}` : reply;
+          last = { ...last, outcomes: recipients.map((recipient) => ({ recipient, kind: 'temporary', response: `451 4.7.5 MTA-STS (enforce): no verified TLS with ${host}: ${why}` })) };
+          deps.logger.info({ domain, host, response: why }, 'relay: MTA-STS enforce: no verified TLS with this MX host, trying the next');
+          continue;
+        }
+        if (!last.unreachable) break;
+        deps.logger.info({ domain, host, response: last.outcomes[0]?.response }, 'relay: MX host unreachable, trying the next');
         continue;
       }
       if (policy?.mode === 'testing' && !matching(host)) deps.logger.warn({ domain, host, mx: policy.mx }, 'MTA-STS testing: this MX host does not match the policy (enforce would refuse it)');
