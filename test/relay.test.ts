@@ -17,6 +17,7 @@ import MailComposer from 'nodemailer/lib/mail-composer';
 import { pino } from 'pino';
 import { v7 as uuidv7 } from 'uuid';
 import { mails, type MailDoc } from '../projections/mails.js';
+import { mtaSts } from '../projections/mta-sts.js';
 import { outbox, outboxFromStream, type OutboxDoc } from '../projections/outbox.js';
 import { dkimKeygen } from '../scripts/dkim-keygen.js';
 import type { EventOf, StoredEvent } from '../src/events/envelope.js';
@@ -272,7 +273,7 @@ describe('relay: sqlite only', () => {
     cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
     const store = await openSqliteStore({ dataDir: dir, pollIntervalMs: 50 });
     cleanups.push(() => store.close());
-    for (const p of [mails, outbox]) {
+    for (const p of [mails, outbox, mtaSts]) {
       const r = new ProjectionRunner(store, p, { owner: 'test', logger, batchSize: 200 });
       await r.start();
       cleanups.push(() => r.stop());
@@ -342,6 +343,28 @@ describe('relay: sqlite only', () => {
         assert.match(failed.data.response, reason, why);
         assert.equal(sink.deliveries.length, 0, `${why}: nothing delivered`);
       }
+    });
+
+    test('a fetched policy is kept in the log: a restarted relay that cannot fetch it still enforces it', async () => {
+      const { store, alice, relay: first } = await setup((sink) => direct(sink, { RELAY_TLS_CA: caFile() }), deps(policy('enforce')), localhostCert);
+      const sent = await sendMail(store, alice, ['carol@secure.test'], 'learns the policy');
+      await waitUntil('mail sent', async () => (await mailDoc(store, sent.mailId))?.status === 'sent');
+      const [kept] = ofType(await store.events.readStream('mta-sts-secure.test'), 'MtaStsPolicyFetched');
+      assert.deepEqual(kept?.data, { domain: 'secure.test', policyId: '20261207', mode: 'enforce', mx: ['localhost'], maxAge: 86400 });
+      await waitUntil('the mta_sts view has it', async () => (await store.views.get('mta_sts', 'secure.test')) !== null);
+      await first.stop();
+      // The restarted relay: same TXT id, the policy host unreachable, and DNS now names another MX.
+      const unused = await startSink();
+      cleanups.push(() => unused.close());
+      const second = new Relay(store, direct(unused, { RELAY_TLS_CA: caFile() }), logger, {
+        resolver: { resolveMx: async () => [{ exchange: 'mx.attacker.invalid', priority: 1 }] },
+        mtaSts: { resolveTxt: async () => [['v=STSv1; id=20261207']], fetchPolicy: async () => Promise.reject(new Error('connection refused')) },
+      });
+      await second.start();
+      cleanups.push(() => second.stop());
+      const { mailId } = await sendMail(store, alice, ['carol@secure.test'], 'after the restart');
+      const failed = await failedWith(store, mailId);
+      assert.match(failed.data.response, /^451 4\.7\.5 MTA-STS: no MX host of secure\.test \(mx\.attacker\.invalid\) matches its policy \(localhost\)/);
     });
 
     test('enforce: MX hosts the policy does not name are skipped, the named one gets it', async () => {
@@ -688,7 +711,7 @@ describe('relay: MTA-STS policies', () => {
       },
       logger,
       1000,
-      () => now,
+      { now: () => now },
     );
     assert.equal(await policies.policyFor('b.test'), null, 'no record, no policy');
     assert.deepEqual((await policies.policyFor('A.test'))?.mx, ['mx.a.test']);

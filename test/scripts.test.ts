@@ -47,7 +47,7 @@ describe('operator scripts on the embedded store', () => {
   test('npm run replay rebuilds every view identically and prints a summary', async () => {
     const r = await runScript('scripts/replay.ts', [], env);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /^views: +users, mailboxes, mails, domains, outbox$/m);
+    assert.match(r.stdout, /^views: +users, mailboxes, mails, domains, outbox, mta_sts$/m);
     assert.match(r.stdout, new RegExp(`^events: +${await store.events.head()}$`, 'm'));
     assert.match(r.stdout, /^seconds: +[\d.]+$/m);
     assert.match(r.stdout, /^events\/s: +\d+$/m);

@@ -25,6 +25,8 @@ export function describeEvent(e: StoredEvent): EventSummary {
       return { ...base, details: { mailboxId: e.data.mailboxId, address: e.data.address } };
     case 'DomainAdded':
       return { ...base, details: { domain: e.data.domain } };
+    case 'MtaStsPolicyFetched':
+      return { ...base, details: { domain: e.data.domain, policyId: e.data.policyId, mode: e.data.mode, mx: e.data.mx.join(', '), maxAge: e.data.maxAge } };
     case 'DraftCreated':
     case 'DraftUpdated':
       return { ...base, details: { subject: e.data.draft.subject, to: addresses(e.data.draft.to) } };

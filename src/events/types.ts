@@ -158,6 +158,20 @@ export const eventSchemas = {
     permanent: z.boolean(),
     nextAttemptAt: z.string().datetime().nullable(),
   }),
+  /**
+   * The relay fetched a recipient domain's MTA-STS policy (RFC 8461). Kept in the log so that a
+   * restarted relay still holds a domain to it for its max_age (an attacker who blocks the next
+   * fetch cannot turn it off), and so that a deferred delivery can be explained later.
+   */
+  MtaStsPolicyFetched: z.object({
+    domain: z.string().min(1),
+    /** The id of the domain's `_mta-sts` TXT record the policy was fetched for. */
+    policyId: z.string().min(1),
+    mode: z.enum(['enforce', 'testing', 'none']),
+    mx: z.array(z.string()),
+    /** Seconds. */
+    maxAge: z.number().int().nonnegative(),
+  }),
 } as const;
 
 export type EventType = keyof typeof eventSchemas;

@@ -2,6 +2,10 @@ import https from 'node:https';
 import type { LookupFunction } from 'node:net';
 import tls from 'node:tls';
 import type { Logger } from 'pino';
+import { v7 as uuidv7 } from 'uuid';
+import { mtaSts, type MtaStsDoc } from '../../projections/mta-sts.js';
+import type { Meta } from '../events/envelope.js';
+import type { Store } from '../store/port.js';
 
 /**
  * MTA-STS (RFC 8461): a recipient domain publishes, over HTTPS, which MX hosts may receive its
@@ -111,6 +115,29 @@ export function httpsPolicyFetcher(opts: { timeoutMs: number; ca?: string; port?
 
 type Cached = { id: string; policy: MtaStsPolicy; fetchedAt: number; expiresAt: number };
 
+/** Where fetched policies are kept beyond this process (the log, see `storePolicyArchive`). */
+export interface PolicyArchive {
+  load(domain: string): Promise<{ id: string; policy: MtaStsPolicy; fetchedAt: number } | null>;
+  save(domain: string, fetched: { id: string; policy: MtaStsPolicy }): Promise<void>;
+}
+
+/**
+ * Policies kept in the log (`MtaStsPolicyFetched`) and read back from the `mta_sts` view, so a
+ * restarted relay, or another instance, holds a domain to its policy until max_age runs out.
+ */
+export function storePolicyArchive(store: Store, actor: string): PolicyArchive {
+  return {
+    async load(domain) {
+      const doc = (await store.views.get(mtaSts.spec.name, domain)) as MtaStsDoc | null;
+      return doc && { id: doc.policyId, policy: { mode: doc.mode, mx: doc.mx, maxAge: doc.maxAge }, fetchedAt: Date.parse(doc.fetchedAt) };
+    },
+    async save(domain, { id, policy }) {
+      const meta: Meta = { correlationId: uuidv7(), causationId: null, actor: { kind: 'relay', id: actor } };
+      await store.events.append(`mta-sts-${domain}`, [{ type: 'MtaStsPolicyFetched', data: { domain, policyId: id, ...policy } }], { expectedVersion: 'any', meta });
+    },
+  };
+}
+
 const noRecord = (error: unknown): boolean => {
   const code = error && typeof error === 'object' && 'code' in error ? String(error.code) : '';
   return code === 'ENODATA' || code === 'ENOTFOUND';
@@ -161,13 +188,27 @@ export class MtaStsPolicies {
     private readonly sources: MtaStsSources,
     private readonly logger: Logger,
     private readonly timeoutMs: number,
-    private readonly now: () => number = Date.now,
+    private readonly opts: { now?: () => number; archive?: PolicyArchive } = {},
   ) {}
+
+  private now(): number {
+    return (this.opts.now ?? Date.now)();
+  }
 
   /** The policy of `domain` (null: none); throws only the signal's reason when it aborts. */
   async policyFor(domain: string, signal?: AbortSignal): Promise<MtaStsPolicy | null> {
     const key = domain.toLowerCase();
     if (key.startsWith('[')) return null; // an address literal has no DNS name to publish one
+    if (!this.cache.has(key) && this.opts.archive) {
+      // First use in this process: what an earlier one (or another instance) fetched still holds.
+      try {
+        const kept = await bounded(this.opts.archive.load(key), this.timeoutMs, signal, 'reading the kept MTA-STS policy');
+        if (kept) this.remember(key, { ...kept, expiresAt: kept.fetchedAt + kept.policy.maxAge * 1000 });
+      } catch (error) {
+        if (signal?.aborted) throw signal.reason;
+        this.logger.warn({ domain: key, err: error }, 'MTA-STS: the kept policy could not be read');
+      }
+    }
     const cached = this.cache.get(key);
     const valid = cached && cached.expiresAt > this.now() ? cached : null;
     if (valid) {
@@ -190,6 +231,7 @@ export class MtaStsPolicies {
       const policy = parsePolicy(await bounded(this.sources.fetchPolicy(key, signal), this.timeoutMs, signal, 'the MTA-STS policy fetch'));
       this.remember(key, { id, policy, fetchedAt: this.now(), expiresAt: this.now() + policy.maxAge * 1000 });
       this.failed.delete(`${key} ${id}`);
+      await this.opts.archive?.save(key, { id, policy }).catch((error: unknown) => this.logger.warn({ domain: key, err: error }, 'MTA-STS: the policy could not be kept in the log'));
       return policy;
     } catch (error) {
       if (signal?.aborted) throw signal.reason;

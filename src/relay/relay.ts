@@ -7,7 +7,7 @@ import { mailStream } from '../mail/ids.js';
 import { WrongExpectedVersionError, type Lease, type Store } from '../store/port.js';
 import { sleep, waitForWakeUp } from '../store/wait.js';
 import { deliverBounce } from './bounce.js';
-import type { MtaStsSources } from './mta-sts.js';
+import { storePolicyArchive, type MtaStsSources } from './mta-sts.js';
 import type { RelayOptions } from './options.js';
 import { isDue, planAttempt, type RecipientOutcome, type RetryPolicy } from './plan.js';
 import { createDeliverer, RelayStoppedError, type Deliverer, type MxResolver } from './transport.js';
@@ -87,7 +87,14 @@ export class Relay {
     deps: RelayDeps = {},
   ) {
     this.owner = `${deps.owner ?? 'relay'}:${uuidv7()}`;
-    this.deliverer = deps.deliverer ?? createDeliverer(options, { logger, ...(deps.resolver ? { resolver: deps.resolver } : {}), ...(deps.mtaSts ? { mtaSts: deps.mtaSts } : {}) });
+    this.deliverer =
+      deps.deliverer ??
+      createDeliverer(options, {
+        logger,
+        ...(deps.resolver ? { resolver: deps.resolver } : {}),
+        ...(deps.mtaSts ? { mtaSts: deps.mtaSts } : {}),
+        policyArchive: storePolicyArchive(store, this.owner),
+      });
     this.now = deps.now ?? Date.now;
     this.policy = {
       retryBaseMs: options.RELAY_RETRY_BASE_MS,

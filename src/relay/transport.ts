@@ -6,7 +6,7 @@ import tls from 'node:tls';
 import { domainToASCII } from 'node:url';
 import nodemailer from 'nodemailer';
 import type { Logger } from 'pino';
-import { httpsPolicyFetcher, MtaStsPolicies, mxMatches, type MtaStsPolicy, type MtaStsSources } from './mta-sts.js';
+import { httpsPolicyFetcher, MtaStsPolicies, mxMatches, type MtaStsPolicy, type MtaStsSources, type PolicyArchive } from './mta-sts.js';
 import type { RelayOptions } from './options.js';
 import type { RecipientOutcome } from './plan.js';
 
@@ -196,6 +196,8 @@ export interface DelivererDeps {
   resolver?: MxResolver;
   /** Where MTA-STS policies come from; defaults to the resolver's TXT lookups and HTTPS. */
   mtaSts?: MtaStsSources;
+  /** Where fetched MTA-STS policies are kept across restarts (the relay: the log). */
+  policyArchive?: PolicyArchive;
 }
 
 /** Builds the deliverer the options ask for. */
@@ -254,7 +256,7 @@ export function createDeliverer(options: RelayOptions, deps: DelivererDeps): Del
       (resolver.resolveTxt
         ? { resolveTxt: (name) => resolver.resolveTxt!(name), fetchPolicy: httpsPolicyFetcher({ timeoutMs: Math.min(timeout, 60_000), ...(ca ? { ca } : {}) }) }
         : null));
-  const policies = stsSources ? new MtaStsPolicies(stsSources, deps.logger, Math.min(timeout, 30_000)) : null;
+  const policies = stsSources ? new MtaStsPolicies(stsSources, deps.logger, Math.min(timeout, 30_000), deps.policyArchive ? { archive: deps.policyArchive } : {}) : null;
   /** MX hosts under an enforced policy: STARTTLS required, the certificate valid for the host name. */
   const verifiedTls = { requireTLS: true, opportunisticTLS: false, tls: { rejectUnauthorized: true, ...(ca ? { ca: [...tls.rootCertificates, ca] } : {}) } };
 
