@@ -183,6 +183,8 @@ export class MtaStsPolicies {
   private readonly cache = new Map<string, Cached>();
   /** When a fetch of a domain's policy id last failed. */
   private readonly failed = new Map<string, number>();
+  /** Domains whose kept policy this process has looked for. */
+  private readonly archiveRead = new Set<string>();
 
   constructor(
     private readonly sources: MtaStsSources,
@@ -199,8 +201,10 @@ export class MtaStsPolicies {
   async policyFor(domain: string, signal?: AbortSignal): Promise<MtaStsPolicy | null> {
     const key = domain.toLowerCase();
     if (key.startsWith('[')) return null; // an address literal has no DNS name to publish one
-    if (!this.cache.has(key) && this.opts.archive) {
+    if (this.opts.archive && !this.cache.has(key) && !this.archiveRead.has(key)) {
       // First use in this process: what an earlier one (or another instance) fetched still holds.
+      this.archiveRead.add(key);
+      if (this.archiveRead.size > MAX_DOMAINS) this.archiveRead.delete(this.archiveRead.values().next().value!);
       try {
         const kept = await bounded(this.opts.archive.load(key), this.timeoutMs, signal, 'reading the kept MTA-STS policy');
         if (kept) this.remember(key, { ...kept, expiresAt: kept.fetchedAt + kept.policy.maxAge * 1000 });
