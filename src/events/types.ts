@@ -161,7 +161,7 @@ export const eventSchemas = {
   /**
    * The relay fetched a recipient domain's MTA-STS policy (RFC 8461). Kept in the log so that a
    * restarted relay still holds a domain to it for its max_age (an attacker who blocks the next
-   * fetch cannot turn it off), and so that a deferred delivery can be explained later.
+   * fetch cannot turn it off); the `mta_sts` view holds the latest per domain.
    */
   MtaStsPolicyFetched: z.object({
     domain: z.string().min(1),

@@ -72,11 +72,11 @@ class RemoteProjector implements Projector {
 }
 
 /**
- * The projectors (one runner per view, see ProjectionRunner) in a worker thread with a store
- * connection of its own, so that folding the log into the views runs on another core than SMTP
- * and the API. The main thread wakes it after each append (`wake`), and keeps a RemoteProjector
- * per view that knows the thread's position, status and last error. A thread that dies is started
- * again; meanwhile its views count as parked.
+ * The projectors (one runner per view, see ProjectionRunner, and the local delivery follower) in a
+ * worker thread with a store connection of its own, so that folding the log into the views runs on
+ * another core than SMTP and the API. The main thread wakes it after each append (`wake`), and
+ * keeps a RemoteProjector per name that knows the thread's position, status and last error. A
+ * thread that dies is started again; meanwhile its views count as parked.
  */
 export class ProjectorThread {
   readonly projectors: Map<string, RemoteProjector>;

@@ -171,7 +171,8 @@ async function bounded<T>(work: Promise<T>, ms: number, signal: AbortSignal | un
 }
 
 /**
- * The policies of recipient domains, cached for their max_age in this process. A domain's TXT
+ * The policies of recipient domains, cached for their max_age in this process; on a domain's
+ * first use it also takes the policy kept in the log (`archive`), if it is still in force. A domain's TXT
  * record is looked up on each delivery; the policy is fetched again when its id changes, and once
  * a day while it is in use. A policy that cannot be fetched, or a TXT lookup that fails, leaves
  * the cached policy in force while it lasts (an attacker who blocks the fetch must not turn

@@ -19,7 +19,7 @@ export const RelayEnvShape = {
   SMTP_RELAY_PASS: z.string().min(1).optional(),
   /** Refuse to talk to the smart host without TLS (implicit or STARTTLS). Default: true when a login is set, so a password never crosses in clear. */
   SMTP_RELAY_REQUIRE_TLS: bool.optional(),
-  /** Verify the smart host's certificate (direct-to-MX delivery never does: opportunistic TLS). */
+  /** Verify the smart host's certificate (direct-to-MX delivery checks one only under an enforced MTA-STS policy; otherwise opportunistic TLS). */
   SMTP_RELAY_TLS_REJECT_UNAUTHORIZED: bool.default(true),
   /**
    * Honour recipient domains' MTA-STS policies (RFC 8461) when delivering straight to their MX:
