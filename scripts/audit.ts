@@ -1,6 +1,7 @@
 /**
- * npm run audit -- --mail <mailId> | --mailbox <address> [--json]
- * Prints the history of a mail or a mailbox from the event log, oldest first.
+ * npm run audit -- --mail <mailId> | --mailbox <address> | --domain <domain> [--format text|json]
+ * Prints the history of a mail, a mailbox, or the MTA-STS policies the relay fetched for a
+ * recipient domain (to explain a deferred delivery), from the event log, oldest first.
  */
 import { findMailboxByAddress, accountStream } from '../src/accounts/accounts.js';
 import { parseFlags, runCommand, UsageError } from '../src/cli/run.js';
@@ -8,7 +9,7 @@ import { describeEvent, type EventSummary } from '../src/events/describe.js';
 import type { StoredEvent } from '../src/events/envelope.js';
 import type { Store } from '../src/store/port.js';
 
-const USAGE = 'npm run audit -- --mail <mailId> | --mailbox <address> [--format text|json]';
+const USAGE = 'npm run audit -- --mail <mailId> | --mailbox <address> | --domain <domain> [--format text|json]';
 
 /** Every event of the mailbox's account and of every mail that was ever in it; one pass over the log. */
 async function mailboxHistory(store: Store, address: string): Promise<StoredEvent[]> {
@@ -38,10 +39,15 @@ function print(events: EventSummary[]): void {
 }
 
 await runCommand('audit', async ({ store, args }) => {
-  const flags = parseFlags(args, ['mail', 'mailbox', 'format'], USAGE);
-  if (Boolean(flags.mail) === Boolean(flags.mailbox)) throw new UsageError(`give exactly one of --mail or --mailbox\nusage: ${USAGE}`);
+  const flags = parseFlags(args, ['mail', 'mailbox', 'domain', 'format'], USAGE);
+  if ([flags.mail, flags.mailbox, flags.domain].filter(Boolean).length !== 1) throw new UsageError(`give exactly one of --mail, --mailbox or --domain\nusage: ${USAGE}`);
   if (flags.format !== undefined && flags.format !== 'text' && flags.format !== 'json') throw new UsageError(`--format is text or json\nusage: ${USAGE}`);
-  const events = flags.mail ? await store.events.readStream(`mail-${flags.mail}`) : await mailboxHistory(store, flags.mailbox!);
+  const events = flags.mail
+    ? await store.events.readStream(`mail-${flags.mail}`)
+    : flags.domain
+      ? await store.events.readStream(`mta-sts-${flags.domain.toLowerCase()}`)
+      : await mailboxHistory(store, flags.mailbox!);
+  if (events.length === 0 && flags.domain) throw new UsageError(`no MTA-STS policy was fetched for ${flags.domain}: the relay delivers to it without one (opportunistic TLS)`);
   if (events.length === 0) throw new UsageError(`no events for mail ${flags.mail}; the id is the one mails.list returns`);
   const summaries = events.map(describeEvent);
   if (flags.format === 'json') console.log(JSON.stringify(summaries, null, 2));

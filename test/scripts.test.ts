@@ -30,6 +30,9 @@ describe('operator scripts on the embedded store', () => {
     const mailbox = { mailboxId: bob.mailboxId, folder: 'inbox' as const };
     await store.events.append(`mail-${received[0]}`, [{ type: 'MailRead', data: { mailId: received[0]!, mailboxId: bob.mailboxId } }, { type: 'MailTrashed', data: { mailId: received[0]!, ...mailbox, unread: false } }], { expectedVersion: 1, meta: meta() });
     await store.events.append(`mail-${received[1]}`, [{ type: 'MailTrashed', data: { mailId: received[1]!, ...mailbox, unread: true } }, { type: 'MailRestored', data: { mailId: received[1]!, ...mailbox, unread: true } }], { expectedVersion: 1, meta: meta() });
+    for (const [policyId, mode, mx, maxAge] of [['1', 'testing', ['mx.secure.test'], 60], ['2', 'enforce', ['mx.secure.test', '*.backup.secure.test'], 86400]] as const) {
+      await store.events.append('mta-sts-secure.test', [{ type: 'MtaStsPolicyFetched', data: { domain: 'secure.test', policyId, mode, mx: [...mx], maxAge } }], { expectedVersion: 'any', meta: { ...meta(), actor: { kind: 'relay', id: 'r1' } } });
+    }
     await store.events.append(`mail-${received[2]}`, [{ type: 'MailTrashed', data: { mailId: received[2]!, ...mailbox, unread: true } }, { type: 'MailDeleted', data: { mailId: received[2]!, mailboxId: bob.mailboxId, userId: bob.userId } }], { expectedVersion: 1, meta: meta() });
     deletedId = received[2]!;
     const runners = allProjections.map((p) => new ProjectionRunner(store, p, { owner: 'test', logger: pino({ level: 'silent' }) }));
@@ -102,6 +105,16 @@ describe('operator scripts on the embedded store', () => {
     assert.match(r.stdout, /MailRestored/);
     assert.match(r.stdout, /MailDeleted/, 'a mail deleted for good is still audited');
     assert.doesNotMatch(r.stdout, /\$2b\$/, 'no password hash');
+  });
+
+  test('npm run audit -- --domain prints the MTA-STS policies the relay fetched for it', async () => {
+    const r = await runScript('scripts/audit.ts', ['--domain', 'Secure.test'], env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /MtaStsPolicyFetched +relay:r1 +domain=secure\.test policyId=1 mode=testing mx=mx\.secure\.test maxAge=60/);
+    assert.match(r.stdout, /MtaStsPolicyFetched .* policyId=2 mode=enforce mx="mx\.secure\.test, \*\.backup\.secure\.test" maxAge=86400/);
+    const none = await runScript('scripts/audit.ts', ['--domain', 'plain.test'], env);
+    assert.equal(none.code, 1);
+    assert.match(none.stderr, /no MTA-STS policy was fetched for plain\.test/);
   });
 
   test('audit errors say what to do', async () => {
