@@ -11,6 +11,7 @@ import net from 'node:net';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { Writable } from 'node:stream';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { authenticate } from 'mailauth';
 import MailComposer from 'nodemailer/lib/mail-composer';
@@ -268,7 +269,7 @@ describe('relay: sqlite only', () => {
     cleanups = [];
   });
 
-  async function setup(opts: (sink: RelaySink) => RelayOptions, deps: RelayDeps = {}, sinkTls?: { key: string; cert: string }) {
+  async function setup(opts: (sink: RelaySink) => RelayOptions, deps: RelayDeps = {}, sinkTls?: { key: string; cert: string }, relayLogger = logger) {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'mailtrail-relay-'));
     cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
     const store = await openSqliteStore({ dataDir: dir, pollIntervalMs: 50 });
@@ -280,7 +281,7 @@ describe('relay: sqlite only', () => {
     }
     const sink = await startSink(sinkTls);
     cleanups.push(() => sink.close());
-    const r = new Relay(store, opts(sink), logger, deps);
+    const r = new Relay(store, opts(sink), relayLogger, deps);
     await r.start();
     cleanups.push(() => r.stop());
     const alice = await registerAccount(store, `alice-${uuidv7()}@sender.test`);
@@ -399,11 +400,22 @@ describe('relay: sqlite only', () => {
       assert.equal(fetched + txt, 0);
     });
 
-    test('testing: the same host without TLS still gets the message (the policy is only reported on)', async () => {
-      const { store, sink, alice } = await setup((sink) => direct(sink), deps(policy('testing')));
-      const { mailId } = await sendMail(store, alice, ['carol@secure.test'], 'testing mode');
-      await waitUntil('mail sent', async () => (await mailDoc(store, mailId))?.status === 'sent');
-      assert.equal(sink.deliveries[0]!.secure, false);
+    test('testing: the same host without verified TLS still gets the message, and the log says what enforce would have done', async () => {
+      for (const [sinkTls, why, expectSecure] of [
+        [undefined, /STARTTLS/, false],
+        [localhostCert, /self-signed/, true],
+      ] as const) {
+        const lines: { msg: string; response?: string }[] = [];
+        const capture = pino({ level: 'warn' }, new Writable({ write: (chunk, _enc, done) => (lines.push(JSON.parse(String(chunk))), done()) }));
+        const { store, sink, alice } = await setup((sink) => direct(sink), deps(policy('testing')), sinkTls, capture);
+        const { mailId } = await sendMail(store, alice, ['carol@secure.test'], 'testing mode');
+        await waitUntil('mail sent', async () => (await mailDoc(store, mailId))?.status === 'sent');
+        assert.equal(sink.deliveries.length, 1);
+        assert.equal(sink.deliveries[0]!.secure, expectSecure, 'opportunistic TLS where the host offers it');
+        const warned = lines.find((l) => l.msg.startsWith('MTA-STS testing: no verified TLS'));
+        assert.ok(warned, 'reported');
+        assert.match(warned.response ?? '', why);
+      }
     });
 
     test('RELAY_MTA_STS=false: no policy is looked at', async () => {

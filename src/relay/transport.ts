@@ -283,21 +283,25 @@ export function createDeliverer(options: RelayOptions, deps: DelivererDeps): Del
     let last: Attempted | null = null;
     for (const host of hosts) {
       if (req.signal.aborted) break;
-      if (enforce) {
+      const testing = policy?.mode === 'testing';
+      if (enforce || (testing && matching(host))) {
+        // Verified TLS first: what enforce requires, and what testing reports on when it fails.
         last = await attempt({ ...common, host, port: options.RELAY_MX_PORT, secure: false, ...verifiedTls }, { ...req, recipients });
-        if (last.tlsRefused) {
+        if (!last.tlsRefused) {
+          if (!last.unreachable) break;
+          deps.logger.info({ domain, host, response: last.outcomes[0]?.response }, 'relay: MX host unreachable, trying the next');
+          continue;
+        }
+        const reply = last.outcomes[0]?.response ?? '';
+        const why = last.tlsError && !reply.includes(last.tlsError) ? `${last.tlsError}: ${reply}` : reply;
+        if (enforce) {
           // No verified TLS: the next host, never cleartext; deferred if none will.
-          const reply = last.outcomes[0]?.response ?? '';
-          const why = last.tlsError && !reply.includes(last.tlsError) ? `${last.tlsError}: ${reply}` : reply;
           last = { ...last, outcomes: recipients.map((recipient) => ({ recipient, kind: 'temporary', response: `451 4.7.5 MTA-STS (enforce): no verified TLS with ${host}: ${why}` })) };
           deps.logger.info({ domain, host, response: why }, 'relay: MTA-STS enforce: no verified TLS with this MX host, trying the next');
           continue;
         }
-        if (!last.unreachable) break;
-        deps.logger.info({ domain, host, response: last.outcomes[0]?.response }, 'relay: MX host unreachable, trying the next');
-        continue;
-      }
-      if (policy?.mode === 'testing' && !matching(host)) deps.logger.warn({ domain, host, mx: policy.mx }, 'MTA-STS testing: this MX host does not match the policy (enforce would refuse it)');
+        deps.logger.warn({ domain, host, response: why }, 'MTA-STS testing: no verified TLS with this MX host (enforce would defer the message); delivering with opportunistic TLS');
+      } else if (testing) deps.logger.warn({ domain, host, mx: policy?.mx }, 'MTA-STS testing: this MX host does not match the policy (enforce would refuse it)');
       // Opportunistic STARTTLS without certificate checks, as MTAs do without MTA-STS/DANE.
       const mx = { ...common, host, port: options.RELAY_MX_PORT, secure: false, opportunisticTLS: true, tls: { rejectUnauthorized: false } };
       last = await attempt(mx, { ...req, recipients });
@@ -305,7 +309,6 @@ export function createDeliverer(options: RelayOptions, deps: DelivererDeps): Del
         // Opportunistic security (RFC 7435): a host whose TLS handshake fails gets the message
         // in cleartext, as it would had it not offered STARTTLS.
         deps.logger.info({ domain, host, response: last.outcomes[0]?.response }, 'relay: TLS handshake failed, sending in cleartext');
-        if (policy?.mode === 'testing') deps.logger.warn({ domain, host }, 'MTA-STS testing: no TLS with this MX host (enforce would defer the message)');
         last = await attempt({ ...mx, ignoreTLS: true, opportunisticTLS: false }, { ...req, recipients });
       }
       if (!last.unreachable) break;
