@@ -2,7 +2,8 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { MalformedEventError, type EventOf } from '../events/envelope.js';
 import type { Projector, RunnerStatus } from '../projection/runner.js';
-import { LeaseLostError, type Lease, type Store, type ViewSpec } from '../store/port.js';
+import { followUnderLease } from '../projection/follow.js';
+import type { Store, ViewSpec } from '../store/port.js';
 import { sleep, waitForWakeUp } from '../store/wait.js';
 import { appendMails, planLocalCopies } from './commands.js';
 
@@ -95,31 +96,22 @@ export class LocalDelivery implements Projector {
     this.logger.warn({ mailId: sent.data.mailId, messageId: sent.data.messageId, copies: stored.map((o) => o.mailId) }, 'stored local copies that their send had left out');
   }
 
-  private async run(): Promise<void> {
-    const { signal } = this.abort;
+  private run(): Promise<void> {
     const { views, events } = this.store;
-    let lease: Lease | null = null;
-    let renewedAt = 0;
-    let failures = 0;
-    /** Renews the lease once a third of its time is gone: many sends to go over, or a slow store, must not outlast it. */
-    const renew = async (held: Lease): Promise<void> => {
-      if (Date.now() - renewedAt < LEASE_TTL_MS / 3) return;
-      if (!(await views.renewLease(held, LEASE_TTL_MS))) throw new LeaseLostError(held);
-      renewedAt = Date.now();
-    };
-    while (!signal.aborted) {
-      try {
-        if (lease) await renew(lease);
-        else {
-          lease = await views.acquireLease(LEASE, this.owner, LEASE_TTL_MS);
-          if (!lease) {
-            // Another process follows the log: its checkpoint is this one's position.
-            this.position = Math.max(this.position, await views.checkpoint(LEASE));
-            this.setStatus('standby');
-            await sleep(LEASE_TTL_MS / 3, signal);
-            continue;
-          }
-          renewedAt = Date.now();
+    const { signal } = this.abort;
+    return followUnderLease(
+      {
+        lease: LEASE,
+        owner: this.owner,
+        ttlMs: LEASE_TTL_MS,
+        name: LEASE,
+        logger: this.logger,
+        position: () => this.position,
+        // Another process follows the log: its checkpoint is this one's position.
+        standby: async () => {
+          this.position = Math.max(this.position, await views.checkpoint(LEASE));
+        },
+        acquired: async (lease) => {
           this.position = await views.checkpoint(LEASE);
           const head = await events.head();
           if (this.position > head) {
@@ -130,55 +122,42 @@ export class LocalDelivery implements Projector {
             await views.resetCheckpoint(LEASE, 0, lease);
             this.position = 0;
           }
-          this.setStatus('running');
-        }
-        const batch = await this.reader.readAll({ after: this.position, limit: BATCH });
-        if (batch.length === 0) {
-          await events.waitForAppend(this.position, LEASE_TTL_MS / 3, signal);
-          await sleep(GATHER_MS, signal);
-          continue;
-        }
-        let last = this.position;
-        let dueAt = 0;
-        for (const e of batch) {
-          if (e.type === 'MailSent' && e.data.localCopies) {
-            // A send appends its copies right after MailSent: give it time to, or this follower
-            // would store copies of sends that are about to finish (and warn of them).
-            dueAt = Date.parse(e.recordedAt) + SEND_GRACE_MS;
-            if (dueAt > Date.now()) break;
-            dueAt = 0;
-            await this.deliver(e);
-            await renew(lease);
+        },
+        step: async (lease, renew) => {
+          const batch = await this.reader.readAll({ after: this.position, limit: BATCH });
+          if (batch.length === 0) {
+            await events.waitForAppend(this.position, LEASE_TTL_MS / 3, signal);
+            await sleep(GATHER_MS, signal);
+            return;
           }
-          last = e.position;
-        }
-        if (last > this.position) {
-          await views.commit({ view: CHECKPOINT_VIEW.name, docs: [], checkpoint: { name: LEASE, position: last }, lease });
-          this.position = last;
-          this.progressed.emit('progress');
-        }
-        failures = 0;
-        this.lastError = null;
-        // Stopped before a recent send: come back when its time is up.
-        if (dueAt > 0) await sleep(Math.min(dueAt - Date.now(), LEASE_TTL_MS / 3), signal);
-      } catch (error) {
-        if (error instanceof LeaseLostError) {
-          lease = null;
-          continue;
-        }
-        failures += 1;
-        this.lastError = error instanceof Error ? error.message : String(error);
-        this.progressed.emit('progress');
-        if (error instanceof MalformedEventError) {
-          this.setStatus('parked');
-          this.logger.error({ position: this.position, err: error }, 'local delivery parked: fix the cause, then restart');
-          break;
-        }
-        const delay = Math.min(30_000, 100 * 2 ** failures);
-        this.logger.warn({ position: this.position, err: error, retryInMs: delay }, 'local delivery failed; retrying');
-        await sleep(delay, signal);
-      }
-    }
-    if (lease) await views.releaseLease(lease).catch(() => undefined);
+          let last = this.position;
+          let dueAt = 0;
+          for (const e of batch) {
+            if (e.type === 'MailSent' && e.data.localCopies) {
+              // A send appends its copies right after MailSent: give it time to, or this follower
+              // would store copies of sends that are about to finish (and warn of them).
+              dueAt = Date.parse(e.recordedAt) + SEND_GRACE_MS;
+              if (dueAt > Date.now()) break;
+              dueAt = 0;
+              await this.deliver(e);
+              await renew();
+            }
+            last = e.position;
+          }
+          if (last > this.position) {
+            await views.commit({ view: CHECKPOINT_VIEW.name, docs: [], checkpoint: { name: LEASE, position: last }, lease });
+            this.position = last;
+            this.progressed.emit('progress');
+          }
+          // Stopped before a recent send: come back when its time is up.
+          if (dueAt > 0) await sleep(Math.min(dueAt - Date.now(), LEASE_TTL_MS / 3), signal);
+        },
+        // A malformed event will not get better by retrying; anything else (a store outage) is retried.
+        parks: (error) => error instanceof MalformedEventError,
+        state: this,
+      },
+      views,
+      signal,
+    );
   }
 }

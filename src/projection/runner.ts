@@ -1,9 +1,10 @@
 import { EventEmitter, setMaxListeners } from 'node:events';
 import type { Logger } from 'pino';
 import { MalformedEventError } from '../events/envelope.js';
-import { LeaseLostError, type Lease, type Store } from '../store/port.js';
-import { sleep, waitForWakeUp } from '../store/wait.js';
+import type { Store } from '../store/port.js';
+import { waitForWakeUp } from '../store/wait.js';
 import { applyBatch, DocCache } from './apply.js';
+import { followUnderLease } from './follow.js';
 import type { Projection } from './projection.js';
 
 export interface RunnerOptions {
@@ -147,68 +148,40 @@ export class ProjectionRunner implements Projector {
     }
   }
 
-  private async run(): Promise<void> {
-    const { signal } = this.abort;
+  private run(): Promise<void> {
     const { views, events } = this.store;
-    let lease: Lease | null = null;
-    let renewedAt = 0;
-    let failures = 0;
-    while (!signal.aborted) {
-      try {
-        if (!lease) {
-          lease = await views.acquireLease(leaseName(this.name), this.opts.owner, this.ttl);
-          if (!lease) {
-            this.setStatus('standby');
-            await sleep(Math.min(1000, this.ttl / 3), signal);
-            continue;
-          }
-          renewedAt = Date.now();
+    return followUnderLease(
+      {
+        lease: leaseName(this.name),
+        owner: this.opts.owner,
+        ttlMs: this.ttl,
+        name: this.name,
+        logger: this.opts.logger,
+        position: () => this.position,
+        acquired: async () => {
           this.position = await views.checkpoint(this.name);
           const head = await events.head();
           if (this.position > head) throw new ViewAheadOfLogError(this.name, this.position, head);
           // Someone else may have written the view since this process last held it.
           this.cache.clear();
-          this.setStatus('running');
-          this.opts.logger.info({ projector: this.name, token: lease.token, position: this.position }, 'projector lease acquired');
-        } else if (Date.now() - renewedAt > this.ttl / 3) {
-          if (!(await views.renewLease(lease, this.ttl))) {
-            this.opts.logger.info({ projector: this.name }, 'projector lease lost or handed over');
-            lease = null;
-            continue;
+        },
+        step: async (lease) => {
+          const batch = await (this.opts.reader ?? events).readAll({ after: this.position, limit: this.batchSize });
+          if (batch.length === 0) {
+            await events.waitForAppend(this.position, Math.min(1000, this.ttl / 3), this.abort.signal);
+            if (this.waiting + this.remoteWaiting === 0) await waitForWakeUp(this.awaited, 'waiting', this.gatherMs, this.abort.signal);
+            return;
           }
-          renewedAt = Date.now();
-        }
-        const batch = await (this.opts.reader ?? events).readAll({ after: this.position, limit: this.batchSize });
-        if (batch.length === 0) {
-          await events.waitForAppend(this.position, Math.min(1000, this.ttl / 3), signal);
-          if (this.waiting + this.remoteWaiting === 0) await waitForWakeUp(this.awaited, 'waiting', this.gatherMs, signal);
-          continue;
-        }
-        this.position = await applyBatch(views, this.projection, batch, { view: this.name, checkpoint: this.name, lease, cache: this.cache });
-        failures = 0;
-        this.lastError = null;
-        this.progressed.emit('progress');
-      } catch (error) {
-        if (error instanceof LeaseLostError) {
-          lease = null;
-          continue;
-        }
-        failures += 1;
-        this.lastError = error instanceof Error ? error.message : String(error);
-        this.progressed.emit('progress');
+          this.position = await applyBatch(views, this.projection, batch, { view: this.name, checkpoint: this.name, lease, cache: this.cache });
+          this.progressed.emit('progress');
+        },
         // A malformed event will not get better by retrying: park at once so an operator looks. A
         // store outage (disk full, database unreachable) ends by itself: retry for as long as it lasts.
-        if (error instanceof MalformedEventError || error instanceof ViewAheadOfLogError || (failures >= this.maxFailures && !isStoreOutage(error))) {
-          this.setStatus('parked');
-          this.opts.logger.error({ projector: this.name, position: this.position, err: error }, 'projector parked: fix the cause, then restart');
-          if (lease) await views.releaseLease(lease).catch(() => undefined);
-          return;
-        }
-        const delay = Math.min(30_000, 100 * 2 ** failures);
-        this.opts.logger.warn({ projector: this.name, position: this.position, err: error, retryInMs: delay }, 'projector batch failed');
-        await sleep(delay, signal);
-      }
-    }
-    if (lease) await views.releaseLease(lease).catch(() => undefined);
+        parks: (error, failures) => error instanceof MalformedEventError || error instanceof ViewAheadOfLogError || (failures >= this.maxFailures && !isStoreOutage(error)),
+        state: this,
+      },
+      views,
+      this.abort.signal,
+    );
   }
 }
