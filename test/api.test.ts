@@ -3,7 +3,6 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { TRPCClientError } from '@trpc/client';
 import { SignJWT, UnsecuredJWT } from 'jose';
 import { simpleParser } from 'mailparser';
 import nodemailer from 'nodemailer';
@@ -12,6 +11,7 @@ import { mailStream } from '../src/mail/ids.js';
 import { changePassword } from '../src/accounts/accounts.js';
 import { clientAddress } from '../src/api/http.js';
 import { systemMeta } from '../src/events/envelope.js';
+import { expectCode } from './support/api.js';
 import { rawMessage, startTestServer, waitForViews, type TestServer } from './support/smtp.js';
 
 const SECRET = 'test-secret-that-is-long-enough-for-hs256-0123456789';
@@ -19,15 +19,6 @@ const PASSWORD = 'correct horse battery staple';
 
 let server: TestServer;
 let base = '';
-
-async function expectCode(p: Promise<unknown>, code: string, message?: RegExp): Promise<void> {
-  await assert.rejects(p, (err: unknown) => {
-    assert.ok(err instanceof TRPCClientError, `expected a tRPC error, got ${String(err)}`);
-    assert.equal(err.data?.code, code, err.message);
-    if (message) assert.match(err.message, message);
-    return true;
-  });
-}
 
 async function signUp(email: string, name = 'Someone'): Promise<{ client: MailtrailClient; token: string; userId: string }> {
   const anon = createClient(base);

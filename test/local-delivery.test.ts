@@ -17,6 +17,7 @@ import { createLogger } from '../src/log.js';
 import { LOCAL_DELIVERY } from '../src/mail/local-delivery.js';
 import { openStore } from '../src/store/open.js';
 import type { Store } from '../src/store/port.js';
+import { expectCode } from './support/api.js';
 import { addUser, allEvents, DOMAIN, fakeResolver, PASSWORD, startTestServer, tempDir, testEnv, type TestServer } from './support/smtp.js';
 
 const SECRET = 'a-test-secret-of-some-length-0123';
@@ -47,7 +48,7 @@ async function followerPosition(app: App): Promise<number> {
   return body.projectors[LOCAL_DELIVERY]!.position;
 }
 
-/** Runs `fn` while the store drops every copy a user's send appends, as if the process died right after MailSent. */
+/** Runs `fn` while the store refuses every copy a user's send appends: an error right after MailSent, or a crash there. */
 async function copiesLost<T>(store: Store, fn: () => Promise<T>): Promise<T> {
   const append = store.events.append.bind(store.events);
   store.events.append = async (streamId, events, opts) => {
@@ -75,9 +76,11 @@ before(async () => {
 });
 after(async () => server?.stop());
 
-test('a send whose local copies were not appended: the follower stores them, once', async () => {
+test('a send whose local copies were not appended: the send still answers that it was sent, and the follower stores them, once', async () => {
   const { id } = await eve.mails.createDraft.mutate({ to: [`fred@${DOMAIN}`, 'someone@remote.example'], subject: 'cut short', text: 'still arrives' });
-  await copiesLost(server.store, () => assert.rejects(eve.mails.send.mutate({ id }), 'the send itself does not finish'));
+  const answer = await copiesLost(server.store, () => eve.mails.send.mutate({ id }));
+  assert.equal(answer.status, 'queued', 'MailSent is durable: the sender is told the mail went out, not an internal error');
+  await expectCode(eve.mails.send.mutate({ id }), 'CONFLICT', /already sent/);
   assert.equal(await inboxCount(fred, 'cut short'), 1, 'fred gets the copy');
   const sent = (await eve.mails.list.query({ folder: 'sent' })).items.find((m) => m.subject === 'cut short');
   assert.ok(sent, 'the mail is in the sender’s sent folder');
@@ -112,7 +115,9 @@ test('a send cut short while the server was down gets its copies after the resta
     try {
       const mailbox = (await findMailboxByAddress(store, `gus@${DOMAIN}`))!;
       const user = { id: mailbox.userId, email: `gus@${DOMAIN}`, name: 'gus' };
-      await copiesLost(store, () => assert.rejects(sendDraft(store, DOMAIN, { mailId: draftId, user, mailbox, meta: { ...systemMeta(), actor: { kind: 'user', id: user.id } } })));
+      let leftOut: unknown = null;
+      await copiesLost(store, () => sendDraft(store, DOMAIN, { mailId: draftId, user, mailbox, meta: { ...systemMeta(), actor: { kind: 'user', id: user.id } } }, (e) => (leftOut = e)));
+      assert.match(String(leftOut), /crashed before the copies/, 'the send tells its caller the copies were left out');
       await after?.(store);
     } finally {
       await store.close();

@@ -55,7 +55,13 @@ async function buildMime(blobs: BlobStore, draft: Draft, from: { name: string; a
  * sent once however often send is called), then every local recipient gets a `MailReceived` copy;
  * the relay delivers the external recipients from `MailSent`.
  */
-export async function sendDraft(store: Store, defaultDomain: string, cmd: { mailId: string; user: { id: string; email: string; name: string }; mailbox: MailboxDoc; meta: Meta }): Promise<SendResult> {
+export async function sendDraft(
+  store: Store,
+  defaultDomain: string,
+  cmd: { mailId: string; user: { id: string; email: string; name: string }; mailbox: MailboxDoc; meta: Meta },
+  /** Told when the copies could not be appended after MailSent: the send stands, the local delivery follower stores them. */
+  copiesLeftOut: (error: unknown) => void = () => undefined,
+): Promise<SendResult> {
   const stream = mailStream(cmd.mailId);
   const events = await store.events.readStream(stream);
   const draft = ownDraft(mailState(events), cmd.user.id, cmd.mailId);
@@ -112,6 +118,8 @@ export async function sendDraft(store: Store, defaultDomain: string, cmd: { mail
     ...(local.length > 0 ? { localCopies: { authUser: cmd.user.email, recipients: local } } : {}),
   };
   const sent = await store.events.append(stream, [{ type: 'MailSent', data }], { expectedVersion: draft.version, meta: cmd.meta });
-  await appendMails(store, planLocalCopies(data), cmd.meta);
+  // The mail is sent from here on: an error now must not tell the sender otherwise (a retry would
+  // only hear "already sent"). Copies left out are the follower's to store, as after a crash.
+  await appendMails(store, planLocalCopies(data), cmd.meta).catch(copiesLeftOut);
   return { id: cmd.mailId, messageId: messageId.slice(1, -1), status: external.length ? 'queued' : 'sent', position: sent.lastPosition };
 }

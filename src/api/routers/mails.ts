@@ -223,6 +223,8 @@ export const mailsRouter = router({
 
   send: authedProcedure.input(z.object({ id: Id })).mutation(async ({ ctx, input }) => {
     const mailbox = await userMailbox(ctx);
-    return sendDraft(ctx.deps.store, ctx.deps.settings.defaultDomain, { mailId: input.id, user: ctx.user, mailbox, meta: meta(ctx) });
+    return sendDraft(ctx.deps.store, ctx.deps.settings.defaultDomain, { mailId: input.id, user: ctx.user, mailbox, meta: meta(ctx) }, (err) =>
+      ctx.deps.logger.warn({ err, mailId: input.id, correlationId: ctx.correlationId }, 'mail sent, its local copies were not stored yet; the local delivery follower stores them'),
+    );
   }),
 });
