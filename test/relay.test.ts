@@ -23,7 +23,7 @@ import { outbox, outboxFromStream, type OutboxDoc } from '../projections/outbox.
 import { dkimKeygen } from '../scripts/dkim-keygen.js';
 import type { EventOf, StoredEvent } from '../src/events/envelope.js';
 import { ProjectionRunner } from '../src/projection/runner.js';
-import { bounceMailId, composeBounce } from '../src/relay/bounce.js';
+import { bounceMailId, composeNotice, noticeRequested } from '../src/relay/dsn.js';
 import { httpsPolicyFetcher, MtaStsPolicies, mxMatches, parsePolicy, policyId } from '../src/relay/mta-sts.js';
 import { relayOptionsFromEnv, type RelayOptions } from '../src/relay/options.js';
 import { backoffDelay, planAttempt, type RecipientOutcome } from '../src/relay/plan.js';
@@ -829,9 +829,10 @@ describe('relay: pure parts', () => {
 
   test('bounce report: a status per failed recipient, a multiline reply on one line, no SMTP diagnostic for a failure without a reply', async () => {
     const input = {
+      action: 'failed' as const,
       entry: doc(),
       sent: { message: summary('Grüße') } as EventOf<'MailSent'>['data'],
-      failures: [
+      recipients: [
         { recipient: 'a@x.test', response: '550-5.7.1 Refused by policy\r\n550 5.7.1 see https://x.test' },
         { recipient: 'b@x.test', response: '452 mailbox full' },
         { recipient: 'c@y.test', response: 'no MX host for y.test' },
@@ -842,7 +843,7 @@ describe('relay: pure parts', () => {
       now: new Date(t0 + 60_000),
       meta: meta(),
     };
-    const raw = await composeBounce(input, 'bounce-1');
+    const raw = await composeNotice(input, 'bounce-1');
     const text = raw.toString('utf8');
     const status = /Content-Type: message\/delivery-status\r\n\r\n([\s\S]*?)\r\n--/.exec(text)![1]!.trim().split('\r\n\r\n');
     assert.deepEqual(status, [
@@ -852,7 +853,40 @@ describe('relay: pure parts', () => {
       'Final-Recipient: rfc822; c@y.test\r\nAction: failed\r\nStatus: 5.0.0\r\nLast-Attempt-Date: Thu, 01 Jan 2026 00:01:00 +0000',
     ]);
     assert.doesNotMatch(text, /text\/rfc822-headers/, 'no header section without the original');
-    assert.ok(raw.equals(await composeBounce(input, 'bounce-1')), 'the same bounce is the same bytes');
+    assert.ok(raw.equals(await composeNotice(input, 'bounce-1')), 'the same bounce is the same bytes');
+  });
+
+  test('DSN requests (RFC 3461): without NOTIFY a failure is reported and a success not; NEVER asks for nothing', () => {
+    const dsn = { ret: null, envid: null, recipients: [{ address: 'A@x.test', notify: ['SUCCESS' as const], orcpt: null }, { address: 'n@x.test', notify: [], orcpt: null }] };
+    assert.deepEqual(
+      [noticeRequested(undefined, 'z@x.test', 'FAILURE'), noticeRequested(undefined, 'z@x.test', 'SUCCESS'), noticeRequested(dsn, 'a@x.test', 'SUCCESS'), noticeRequested(dsn, 'a@x.test', 'FAILURE'), noticeRequested(dsn, 'n@x.test', 'FAILURE'), noticeRequested(dsn, 'other@x.test', 'FAILURE')],
+      [true, false, true, false, false, true],
+    );
+  });
+
+  test('success and failure notices: ENVID and ORCPT come back; RET=FULL returns the whole original to a failure notice, a success notice only its header section', async () => {
+    const original = Buffer.from('Subject: hi\r\nMessage-ID: <m1@sender.test>\r\n\r\nthe body\r\n');
+    const base = {
+      entry: doc(),
+      sent: { message: summary('hi'), dsn: { ret: 'FULL' as const, envid: 'Q+1', recipients: [{ address: 'a@x.test', notify: null, orcpt: 'rfc822;first@orig.test' }] } },
+      attempt: 1,
+      raw: original,
+      heloName: 'mx.sender.test',
+      now: new Date(t0 + 60_000),
+      meta: meta(),
+    };
+    const failed = (await composeNotice({ ...base, action: 'failed', recipients: [{ recipient: 'a@x.test', response: '550 5.1.1 no such user' }] }, 'n-1')).toString();
+    assert.match(failed, /^Subject: Undelivered Mail Returned to Sender\r$/m);
+    assert.match(failed, /\r\n\r\nOriginal-Envelope-Id: Q\+1\r\nReporting-MTA: dns; mx.sender.test\r\n/);
+    assert.match(failed, /Original-Recipient: rfc822;first@orig.test\r\nFinal-Recipient: rfc822; a@x.test\r\nAction: failed\r\nStatus: 5.1.1\r\n/);
+    assert.match(failed, /Content-Type: message\/rfc822[^]*the body/, 'the whole original');
+    const relayed = (await composeNotice({ ...base, action: 'relayed', recipients: [{ recipient: 'a@x.test', response: '250 2.0.0 Ok: queued as 7' }] }, 'n-2')).toString();
+    assert.match(relayed, /^Subject: Successful Mail Delivery Report\r$/m);
+    assert.match(relayed, /Action: relayed\r\nStatus: 2.0.0\r\nDiagnostic-Code: smtp; 250 2.0.0 Ok: queued as 7\r\n/);
+    assert.match(relayed, /Content-Type: text\/rfc822-headers/);
+    assert.doesNotMatch(relayed, /the body/, 'a success notice returns the header section only');
+    const big = (await composeNotice({ ...base, raw: Buffer.concat([original, Buffer.alloc(1024 * 1024, 'x')]), action: 'failed', recipients: [{ recipient: 'a@x.test', response: '550 no' }] }, 'n-3')).toString();
+    assert.match(big, /Content-Type: text\/rfc822-headers/, 'too big to return whole: its header section');
   });
 
   test('backoff doubles from the base and is capped', () => {

@@ -53,7 +53,7 @@ describe('delivery to local mailboxes', () => {
     const { talk } = await SmtpTalk.open(server.port);
     const ehlo = await talk.cmd('EHLO client.example.org');
     const caps = ehlo.lines.map((l) => l.slice(4));
-    for (const c of ['PIPELINING', '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES', 'STARTTLS', `SIZE ${256 * 1024}`]) assert.ok(caps.includes(c), `EHLO has ${c}: ${caps.join(', ')}`);
+    for (const c of ['PIPELINING', '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES', 'DSN', 'STARTTLS', `SIZE ${256 * 1024}`]) assert.ok(caps.includes(c), `EHLO has ${c}: ${caps.join(', ')}`);
     assert.match(ehlo.lines[0]!, /^250-mx\.mail\.test /);
     await talk.quit();
   });
@@ -332,17 +332,20 @@ describe('no open relay', () => {
   for (const from of [`"bob"@${DOMAIN}`, `bob%x@${DOMAIN}`, `bob!x@${DOMAIN}`, `böb@${DOMAIN}`]) {
     test(`spoofed local sender the policy cannot take apart (${from}) without AUTH: 553 5.7.1`, () => refusedAtRcpt(from, `carol@${DOMAIN}`, { code: 553, enhanced: /^5\.7\.1 / }));
   }
-  test('MAIL or RCPT parameters of extensions not offered (DSN, made-up ones): 555 5.5.4', async () => {
+  test('MAIL or RCPT parameters of extensions not offered: 555 5.5.4; malformed DSN parameters: 501 5.5.4', async () => {
     const talk = await session();
-    for (const cmd of ['MAIL FROM:<a@example.org> RET=HDRS', 'MAIL FROM:<a@example.org> FOO=BAR']) {
-      const r = await talk.cmd(cmd);
-      assert.equal(r.code, 555, `${cmd}: ${r.code} ${r.text}`);
-      assert.match(r.text, /^5\.5\.4 /);
-    }
-    assert.equal((await talk.cmd('MAIL FROM:<a@example.org> SIZE=100 BODY=8BITMIME')).code, 250, 'offered extensions take their parameters');
-    const r = await talk.cmd(`RCPT TO:<bob@${DOMAIN}> NOTIFY=NEVER`);
+    const r = await talk.cmd('MAIL FROM:<a@example.org> FOO=BAR');
     assert.equal(r.code, 555, `${r.code} ${r.text}`);
-    assert.equal((await talk.cmd(`RCPT TO:<bob@${DOMAIN}>`)).code, 250);
+    assert.match(r.text, /^5\.5\.4 /);
+    for (const cmd of ['MAIL FROM:<a@example.org> RET=ALL', 'MAIL FROM:<a@example.org> ENVID=a+C3+A9', `MAIL FROM:<a@example.org> ENVID=${'x'.repeat(101)}`]) {
+      assert.equal((await talk.cmd(cmd)).code, 501, cmd);
+    }
+    { const ok = await talk.cmd('MAIL FROM:<a@example.org> SIZE=100 BODY=8BITMIME RET=HDRS ENVID=QQ+2B1'); assert.equal(ok.code, 250, ok.text); }
+    for (const cmd of [`RCPT TO:<bob@${DOMAIN}> NOTIFY=NEVER,SUCCESS`, `RCPT TO:<bob@${DOMAIN}> NOTIFY=SOMETIMES`, `RCPT TO:<bob@${DOMAIN}> ORCPT=bob`, `RCPT TO:<bob@${DOMAIN}> FOO=1`]) {
+      const reply = await talk.cmd(cmd);
+      assert.ok(reply.code === 501 || reply.code === 555, `${cmd}: ${reply.code} ${reply.text}`);
+    }
+    assert.equal((await talk.cmd(`RCPT TO:<bob@${DOMAIN}> NOTIFY=NEVER ORCPT=rfc822;bob+40${DOMAIN}`)).code, 250);
     await talk.quit();
   });
   test('null sender to an external recipient: 554 5.7.1', () => refusedAtRcpt('', 'victim@external.example', { code: 554, enhanced: /^5\.7\.1 / }));

@@ -1,5 +1,5 @@
 import type { StoredEvent } from './envelope.js';
-import type { Address } from './types.js';
+import type { Address, DsnRequest } from './types.js';
 
 export interface EventSummary {
   position: number;
@@ -12,6 +12,13 @@ export interface EventSummary {
 const addresses = (list: Address[]): string => list.map((a) => a.address).join(', ');
 
 /** The fields of an event a person needs to follow a mail's history; never secrets or bodies. */
+/** A submission's DSN request on one line: `RET=FULL ENVID=x; a@b NOTIFY=SUCCESS ORCPT=rfc822;c@d`. */
+function describeDsn(dsn: DsnRequest): string {
+  const message = [dsn.ret ? `RET=${dsn.ret}` : '', dsn.envid ? `ENVID=${dsn.envid}` : ''].filter(Boolean).join(' ');
+  const recipients = dsn.recipients.map((r) => [r.address, r.notify ? `NOTIFY=${r.notify.length ? r.notify.join(',') : 'NEVER'}` : '', r.orcpt ? `ORCPT=${r.orcpt}` : ''].filter(Boolean).join(' '));
+  return [message, ...recipients].filter(Boolean).join('; ');
+}
+
 export function describeEvent(e: StoredEvent): EventSummary {
   const actor = e.meta.actor.id ? `${e.meta.actor.kind}:${e.meta.actor.id}` : e.meta.actor.kind;
   const base = { position: e.position, type: e.type, at: e.recordedAt, actor };
@@ -60,6 +67,7 @@ export function describeEvent(e: StoredEvent): EventSummary {
           mailFrom: e.data.envelope.mailFrom,
           rcptTo: e.data.envelope.rcptTo.join(', '),
           ...(e.data.localCopies ? { localCopies: e.data.localCopies.recipients.map((r) => r.address).join(', ') } : {}),
+          ...(e.data.dsn ? { dsn: describeDsn(e.data.dsn) } : {}),
           subject: e.data.message.subject,
         },
       };

@@ -57,6 +57,25 @@ export const Envelope = z.object({
   rcptTo: z.array(z.string()),
 });
 
+/**
+ * What a submitting client asked for with the DSN extension (RFC 3461): RET and ENVID of its MAIL
+ * command, NOTIFY and ORCPT of each RCPT. `notify` null: not given (failures only, by default);
+ * empty: NEVER. ENVID and ORCPT are kept as given, decoded from xtext.
+ */
+export const DsnRequest = z.object({
+  ret: z.enum(['FULL', 'HDRS']).nullable(),
+  envid: z.string().max(100).nullable(),
+  recipients: z.array(
+    z.object({
+      address: z.string(),
+      notify: z.array(z.enum(['SUCCESS', 'FAILURE', 'DELAY'])).nullable(),
+      orcpt: z.string().max(500).nullable(),
+    }),
+  ),
+});
+
+export type DsnRequest = z.infer<typeof DsnRequest>;
+
 export const AuthResults = z.object({
   spf: z.string(),
   dkim: z.string(),
@@ -111,6 +130,8 @@ export const eventSchemas = {
     bcc: z.array(Address),
     /** The mail left the drafts folder (false for SMTP submissions, which never were drafts). */
     wasDraft: z.boolean(),
+    /** An SMTP submission's DSN parameters for the relayed recipients, when it gave any. */
+    dsn: DsnRequest.optional(),
     /**
      * A send from the API: its local recipients, decided when it was sent. Each gets a
      * `MailReceived` copy, stored once per mailbox (keyed by Message-ID and content). The API

@@ -1,5 +1,5 @@
 import type { Meta, NewEvent } from '../events/envelope.js';
-import type { Address, EventData, MessageSummary } from '../events/types.js';
+import type { Address, DsnRequest, EventData, MessageSummary } from '../events/types.js';
 import { WrongExpectedVersionError, type Store } from '../store/port.js';
 import { inboundMailId, mailStream, sentMailId } from './ids.js';
 import type { StoredBlobs } from './intake.js';
@@ -111,6 +111,8 @@ export function planSent(input: {
   raw: StoredBlobs['raw'];
   message: MessageSummary;
   bcc: Address[];
+  /** The DSN parameters the client gave for the relayed recipients, if any. */
+  dsn?: DsnRequest | undefined;
 }): PlannedAppend {
   const mailId = sentMailId(input.sender.id, input.dedupe.messageId ?? '', input.dedupe.sha256, input.relayTo);
   return {
@@ -128,6 +130,7 @@ export function planSent(input: {
         message: input.message,
         bcc: input.bcc,
         wasDraft: false,
+        ...(input.dsn ? { dsn: input.dsn } : {}),
       },
     },
   };

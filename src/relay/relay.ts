@@ -6,7 +6,7 @@ import type { EventOf, Meta, NewEvent } from '../events/envelope.js';
 import { mailStream } from '../mail/ids.js';
 import { WrongExpectedVersionError, type Lease, type Store } from '../store/port.js';
 import { sleep, waitForWakeUp } from '../store/wait.js';
-import { deliverBounce } from './bounce.js';
+import { deliverNotice, noticeRequested, type NoticeInput } from './dsn.js';
 import { storePolicyArchive, type MtaStsSources } from './mta-sts.js';
 import type { RelayOptions } from './options.js';
 import { isDue, planAttempt, type RecipientOutcome, type RetryPolicy } from './plan.js';
@@ -301,15 +301,24 @@ export class Relay {
     let plan = planAttempt(doc, outcomes, attempt, this.now(), this.policy);
     const meta: Meta = { correlationId: sent.meta.correlationId, causationId: sent.eventId, actor: { kind: 'relay', id: this.owner } };
 
-    // The bounce goes first: if we die before the failure is recorded, the retry has the same
-    // attempt number and so the same bounce id, which is already there. A bounce that cannot be
-    // stored must not stop the recording (recipients accepted in this attempt would be sent again).
-    if (plan.bounced.length) {
+    // Notices go first: if we die before the outcome is recorded, the retry has the same attempt
+    // number and so the same notice ids, which are already there. A notice that cannot be stored
+    // must not stop the recording (recipients accepted in this attempt would be sent again).
+    // Without NOTIFY a failure gets a bounce and a success nothing (RFC 3461); NOTIFY=SUCCESS gets
+    // a "relayed" notice, as the DSN parameters are not passed on to the next hop.
+    const dsn = sent.data.dsn;
+    const delivered = plan.events.flatMap((e) => (e.type === 'MailDelivered' ? e.data.recipients.map((recipient) => ({ recipient, response: e.data.response })) : []));
+    const notices: [NoticeInput['action'], NoticeInput['recipients']][] = [
+      ['failed', plan.bounced.filter((b) => noticeRequested(dsn, b.recipient, 'FAILURE'))],
+      ['relayed', delivered.filter((d) => noticeRequested(dsn, d.recipient, 'SUCCESS'))],
+    ];
+    for (const [action, recipients] of notices) {
+      if (recipients.length === 0) continue;
       try {
-        const bounceId = await deliverBounce(this.store, { entry: doc, sent: sent.data, failures: plan.bounced, attempt, raw, heloName: this.options.RELAY_HELO_NAME, now: new Date(this.now()), meta });
-        if (bounceId) this.stats.bounces += 1;
+        const noticeId = await deliverNotice(this.store, { action, entry: doc, sent: sent.data, recipients, attempt, raw, heloName: this.options.RELAY_HELO_NAME, now: new Date(this.now()), meta });
+        if (noticeId && action === 'failed') this.stats.bounces += 1;
       } catch (error) {
-        log.error({ err: error, bounced: plan.bounced }, 'relay: the bounce notice could not be stored');
+        log.error({ err: error, action, recipients }, 'relay: the delivery status notice could not be stored');
       }
     }
 

@@ -29,6 +29,7 @@ export const replies = {
   severalHeaderFroms: () => reply(550, '5.7.1', 'the message has more than one From field (RFC 5322 3.6 allows one)'),
   authInTransaction: () => reply(503, '5.5.1', 'AUTH is not permitted during a mail transaction'),
   unknownParameter: (name: string) => reply(555, '5.5.4', `${name}: parameter not recognised`),
+  badDsnParameter: (name: string, rule: string) => reply(501, '5.5.4', `${name}: ${rule} (RFC 3461)`),
   dmarcReject: (domain: string) => reply(550, '5.7.1', `DMARC policy of ${domain} is reject and the message failed it`),
   messageTooBig: (limit: number) => reply(552, '5.3.4', `message exceeds fixed maximum message size ${limit}`),
   smuggling: () => reply(554, '5.6.0', 'bare CR or LF around a lone dot (possible SMTP smuggling): message refused'),

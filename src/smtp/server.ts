@@ -10,6 +10,8 @@ import { findMailboxByAddress, verifyPassword } from '../accounts/accounts.js';
 import { domainOf } from '../accounts/domains.js';
 import type { Config } from '../config.js';
 import type { Meta } from '../events/envelope.js';
+import type { DsnRequest, MessageSummary } from '../events/types.js';
+import { deliverNotice, noticeRequested } from '../relay/dsn.js';
 import type { Logger } from '../log.js';
 import { appendMails, messageSummary, planInbound, planSent, submissionBcc, type LocalDelivery, type LocalMailbox, type PlannedAppend } from '../mail/commands.js';
 import { headerFacts, rewriteHeaderSection, rfc5322Date } from '../mail/headers.js';
@@ -89,6 +91,8 @@ interface Transaction {
   mailFrom: string;
   sender: LocalMailbox | null;
   recipients: Map<string, { kind: 'local'; address: string; mailbox: LocalMailbox } | { kind: 'relay'; address: string }>;
+  /** DSN parameters (RFC 3461): RET and ENVID of MAIL, NOTIFY and ORCPT of each RCPT (by lower-cased address). */
+  dsn: { ret: 'FULL' | 'HDRS' | null; envid: string | null; recipients: Map<string, Omit<DsnRequest['recipients'][number], 'address'>> };
   refusedRecipients: number;
   done: boolean;
 }
@@ -100,8 +104,20 @@ interface SessionState {
 type TransactionResult = 'accepted' | 'refused' | 'aborted' | 'abandoned';
 
 /** MAIL FROM parameters of the extensions offered (SIZE, 8BITMIME, SMTPUTF8, and AUTH= of RFC 4954); RCPT TO takes none (no DSN). */
-const MAIL_PARAMETERS = new Set(['SIZE', 'BODY', 'SMTPUTF8', 'AUTH']);
-const RCPT_PARAMETERS = new Set<string>();
+const MAIL_PARAMETERS = new Set(['SIZE', 'BODY', 'SMTPUTF8', 'AUTH', 'RET', 'ENVID']);
+const RCPT_PARAMETERS = new Set<string>(['NOTIFY', 'ORCPT']);
+/** ENVID and ORCPT as smtp-server hands them over (decoded from xtext): printable ASCII (RFC 3461 4). */
+const PRINTABLE = /^[\x20-\x7e]*$/;
+
+/** The DSN request a submission keeps for `recipients`; undefined when the client gave no DSN parameter. */
+function dsnRequest(dsn: Transaction['dsn'], recipients: string[]): DsnRequest | undefined {
+  const asked = recipients.flatMap((address) => {
+    const r = dsn.recipients.get(address.toLowerCase());
+    return r && (r.notify !== null || r.orcpt !== null) ? [{ address, ...r }] : [];
+  });
+  if (dsn.ret === null && dsn.envid === null && asked.length === 0) return undefined;
+  return { ret: dsn.ret, envid: dsn.envid, recipients: asked };
+}
 
 /** The first parameter of a MAIL or RCPT command that no offered extension defines (RFC 5321 4.1.1.11: 555). */
 function unknownParameters(address: SMTPServerAddress, known: Set<string>): string | null {
@@ -362,6 +378,8 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
       if (!rateExempt(session.remoteAddress) && !messageRate.hit(session.remoteAddress)) return callback(replyError(replies.messageRate()));
       const unknown = unknownParameters(address, MAIL_PARAMETERS);
       if (unknown) return callback(replyError(replies.unknownParameter(unknown)));
+      const { ret = null, envid = null } = session.envelope.dsn ?? {};
+      if (envid !== null && (envid.length > 100 || !PRINTABLE.test(envid))) return callback(replyError(replies.badDsnParameter('ENVID', 'must be printable ASCII of at most 100 characters')));
       const user = sessionUser(session);
       const mailFrom = address.address;
       const parsed = mailFrom ? parseAddress(mailFrom) : null;
@@ -374,7 +392,8 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
       })().then(
         (decision) => {
           if (!decision.ok) return callback(replyError(decision.reply));
-          state.tx = { id: uuidv7(), startedAt: Date.now(), mailFrom, sender: decision.mailbox, recipients: new Map(), refusedRecipients: 0, done: false };
+          const dsn: Transaction['dsn'] = { ret: ret === 'FULL' || ret === 'HDRS' ? ret : null, envid, recipients: new Map() };
+          state.tx = { id: uuidv7(), startedAt: Date.now(), mailFrom, sender: decision.mailbox, recipients: new Map(), dsn, refusedRecipients: 0, done: false };
           callback();
         },
         (error: unknown) => callback(replyError(lookupFailed(error, 'MAIL FROM'))),
@@ -386,6 +405,11 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
       if (!tx) return callback(replyError({ code: 503, enhanced: '5.5.1', text: 'need MAIL command' }));
       const unknown = unknownParameters(address, RCPT_PARAMETERS);
       if (unknown) return callback(replyError(replies.unknownParameter(unknown)));
+      const orcpt = address.dsn?.orcpt ?? null;
+      if (orcpt !== null && (orcpt.length > 500 || !PRINTABLE.test(orcpt))) {
+        return callback(replyError(replies.badDsnParameter('ORCPT', 'must be an address type, ";" and an address in printable ASCII, at most 500 characters')));
+      }
+      const notify = address.dsn?.notify ? address.dsn.notify.filter((n): n is 'SUCCESS' | 'FAILURE' | 'DELAY' => n === 'SUCCESS' || n === 'FAILURE' || n === 'DELAY') : null;
       const given = address.address.toLowerCase() === 'postmaster' ? `postmaster@${config.DEFAULT_DOMAIN}` : address.address;
       const parsed = parseAddress(given);
       const authenticated = sessionUser(session) !== null;
@@ -403,6 +427,7 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
             return callback(replyError(decision.reply));
           }
           tx.recipients.set(address.address.toLowerCase(), decision);
+          tx.dsn.recipients.set(address.address.toLowerCase(), { notify, orcpt });
           callback();
         },
         (error: unknown) => callback(replyError(lookupFailed(error, 'RCPT TO'))),
@@ -538,12 +563,14 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
       },
       authResults: auth?.results ?? null,
     });
+    const relayTo = envelopeRecipients.flatMap((r) => (r.kind === 'relay' ? [r.address] : []));
     if (user && tx.sender) {
       planned.unshift(
         planSent({
           sender: tx.sender,
           mailFrom: tx.mailFrom,
-          relayTo: envelopeRecipients.flatMap((r) => (r.kind === 'relay' ? [r.address] : [])),
+          relayTo,
+          dsn: dsnRequest(tx.dsn, relayTo),
           dedupe,
           messageId: summary.messageId ?? added.messageId ?? `<${tx.id}@${config.SMTP_HOSTNAME}>`,
           raw: blobs.raw,
@@ -559,6 +586,7 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
     const meta: Meta = { correlationId: tx.id, causationId: null, actor: { kind: 'smtp', id: user?.email ?? null } };
     try {
       const stored = await appendMails(store, planned, meta);
+      if (user && tx.sender) await noticeLocalDeliveries(tx, tx.sender, planned[0]!.mailId, deliveries, summary, blobs, meta);
       const fresh = stored.filter((s) => s.stored === 'new');
       const queueId = fresh.length > 0 ? tx.id : stored[0]?.stored === 'duplicate' ? stored[0].correlationId : tx.id;
       const text = `Ok: queued as ${queueId}`;
@@ -566,6 +594,32 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
       return { reply: null, message: text };
     } catch (error) {
       return refuse(replies.storeFailed(), 'refused', error);
+    }
+  }
+
+  /**
+   * A submission's local recipients that asked for a success notice (NOTIFY=SUCCESS) get a
+   * "delivered" one in the sender's inbox once their copies are stored (the relay reports on the
+   * others). Stored once per sent mail, whoever retries; a failure is logged, the mail is stored.
+   */
+  async function noticeLocalDeliveries(tx: Transaction, sender: LocalMailbox, sentMailId: string, deliveries: LocalDelivery[], message: MessageSummary, blobs: StoredBlobs, meta: Meta): Promise<void> {
+    const dsn = dsnRequest(tx.dsn, deliveries.map((d) => d.recipient));
+    const recipients = deliveries.filter((d) => noticeRequested(dsn, d.recipient, 'SUCCESS')).map((d) => ({ recipient: d.recipient, response: '2.0.0 delivered to the mailbox' }));
+    if (recipients.length === 0) return;
+    try {
+      await deliverNotice(store, {
+        action: 'delivered',
+        entry: { id: sentMailId, messageId: message.messageId ?? '', mailboxId: sender.id, userId: sender.userId, mailFrom: tx.mailFrom, sentAt: new Date(tx.startedAt).toISOString() },
+        sent: { message, dsn },
+        recipients,
+        attempt: 0,
+        raw: await store.blobs.get(blobs.raw.sha256),
+        heloName: config.SMTP_HOSTNAME,
+        now: new Date(),
+        meta,
+      });
+    } catch (error) {
+      log.error({ err: error, tx: tx.id }, 'the delivery status notice for local recipients could not be stored');
     }
   }
 
@@ -578,7 +632,9 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
     authOptional: true,
     allowInsecureAuth: config.SMTP_ALLOW_INSECURE_AUTH,
     hideENHANCEDSTATUSCODES: false,
-    hideDSN: true,
+    // Requests are honoured for submissions; inbound mail is decided before the 250, so it has no
+    // failure to report later, and its success requests are not answered (see the README).
+    hideDSN: false,
     hideREQUIRETLS: true,
     disableReverseLookup: true,
     maxClients: config.SMTP_MAX_CONNECTIONS,

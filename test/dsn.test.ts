@@ -1,0 +1,141 @@
+/**
+ * Delivery status notifications asked for at submission (DSN, RFC 3461), end to end: a real SMTP
+ * session (STARTTLS, AUTH) gives NOTIFY, ORCPT, RET and ENVID; the relay delivers to a relay sink
+ * (a real smtp-server) that accepts some recipients and refuses others; the notices arrive in the
+ * sender's inbox as RFC 3464 reports.
+ */
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { describeEvent } from '../src/events/describe.js';
+import type { EventOf } from '../src/events/envelope.js';
+import { bounceMailId, successNoticeId } from '../src/relay/dsn.js';
+import { startSink, type RelaySink } from './support/relay-sink.js';
+import { addUser, DOMAIN, PASSWORD, rawMessage, sent, SmtpTalk, startTestServer, type TestServer } from './support/smtp.js';
+
+let server: TestServer;
+let sink: RelaySink;
+const SENDER = `sub@${DOMAIN}`;
+
+before(async () => {
+  sink = await startSink();
+  sink.rcptPolicy = (rcpt) => (rcpt.startsWith('gone') || rcpt.startsWith('quiet') ? 550 : 250);
+  server = await startTestServer({
+    RELAY_ENABLED: 'true',
+    SMTP_RELAY_HOST: '127.0.0.1',
+    SMTP_RELAY_PORT: String(sink.port),
+    RELAY_HELO_NAME: 'relay.mail.test',
+    RELAY_POLL_INTERVAL_MS: '100',
+    RELAY_RETRY_BASE_MS: '200',
+  });
+  await addUser(server, SENDER);
+  await addUser(server, `bob@${DOMAIN}`);
+});
+after(async () => {
+  await server?.stop();
+  await sink?.close();
+});
+
+/** Submits `subject` over STARTTLS with AUTH, with the MAIL and RCPT commands as given; returns its MailSent. */
+async function submit(subject: string, mail: string, rcpts: string[]): Promise<EventOf<'MailSent'>> {
+  const { talk } = await SmtpTalk.open(server.port);
+  assert.equal((await talk.cmd('EHLO client.example.org')).code, 250);
+  assert.equal((await talk.starttls()).code, 220);
+  const ehlo = await talk.cmd('EHLO client.example.org');
+  assert.ok(ehlo.lines.some((l) => l.slice(4) === 'DSN'), 'DSN is offered');
+  assert.equal((await talk.cmd(`AUTH PLAIN ${Buffer.from(`\0${SENDER}\0${PASSWORD}`).toString('base64')}`)).code, 235);
+  assert.equal((await talk.cmd(mail)).code, 250, mail);
+  for (const r of rcpts) assert.equal((await talk.cmd(r)).code, 250, r);
+  const to = rcpts.map((r) => /<([^>]+)>/.exec(r)![1]).join(', ');
+  assert.equal((await talk.data(rawMessage({ from: SENDER, to, subject, body: 'the body of the original' }))).code, 250);
+  await talk.quit();
+  const [mailSent] = (await sent(server.store)).filter((e) => e.data.message.subject === subject);
+  assert.ok(mailSent, 'MailSent appended');
+  return mailSent;
+}
+
+/** The raw text of the notice stored under `mailId` in the sender's inbox, once it is there; null after `ms`. */
+async function notice(mailId: string, ms = 15_000): Promise<string | null> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const [e] = await server.store.events.readStream(`mail-${mailId}`);
+    if (e?.type === 'MailReceived') return (await server.store.blobs.get(e.data.raw.sha256)).toString('utf8');
+    if (Date.now() > deadline) return null;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const finalRecipients = (report: string): string[] => [...report.matchAll(/^Final-Recipient: rfc822; (\S+)\r$/gm)].map((m) => m[1]!);
+
+/** Waits until the relay recorded an outcome for every external recipient of `mailId`. */
+async function settled(mailId: string, recipients: number): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const events = await server.store.events.readStream(`mail-${mailId}`);
+    const done = events.flatMap((e) => (e.type === 'MailDelivered' || (e.type === 'MailDeliveryFailed' && e.data.permanent) ? e.data.recipients : []));
+    if (done.length >= recipients) return;
+    assert.ok(Date.now() < deadline, `relay outcomes for ${mailId}: ${done.join(', ')}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+test('NOTIFY, ORCPT, RET and ENVID: a relayed notice for SUCCESS, a bounce with the whole original for FAILURE, nothing for NEVER, a delivered notice for a local SUCCESS', async () => {
+  const mailSent = await submit('with dsn', 'MAIL FROM:<sub@mail.test> RET=FULL ENVID=QQ+2B123', [
+    'RCPT TO:<ok@external.example> NOTIFY=SUCCESS ORCPT=rfc822;ok+40original.example',
+    'RCPT TO:<gone@external.example> NOTIFY=FAILURE,DELAY',
+    'RCPT TO:<quiet@external.example> NOTIFY=NEVER',
+    `RCPT TO:<bob@${DOMAIN}> NOTIFY=SUCCESS`,
+  ]);
+  assert.deepEqual(mailSent.data.dsn, {
+    ret: 'FULL',
+    envid: 'QQ+123',
+    recipients: [
+      { address: 'ok@external.example', notify: ['SUCCESS'], orcpt: 'rfc822;ok@original.example' },
+      { address: 'gone@external.example', notify: ['FAILURE', 'DELAY'], orcpt: null },
+      { address: 'quiet@external.example', notify: [], orcpt: null },
+    ],
+  });
+  assert.equal(
+    describeEvent(mailSent).details.dsn,
+    'RET=FULL ENVID=QQ+123; ok@external.example NOTIFY=SUCCESS ORCPT=rfc822;ok@original.example; gone@external.example NOTIFY=FAILURE,DELAY; quiet@external.example NOTIFY=NEVER',
+    'the audit shows what was asked',
+  );
+  const id = mailSent.data.mailId;
+
+  const delivered = await notice(successNoticeId(id, 0));
+  assert.ok(delivered, 'the local recipient’s delivered notice');
+  assert.match(delivered, /^Subject: Successful Mail Delivery Report\r$/m);
+  assert.match(delivered, /Original-Envelope-Id: QQ\+123\r\n/);
+  assert.match(delivered, /Final-Recipient: rfc822; bob@mail\.test\r\nAction: delivered\r\nStatus: 2\.0\.0\r\n/);
+
+  await settled(id, 3);
+  const relayed = await notice(successNoticeId(id, 1));
+  assert.ok(relayed, 'the relayed notice');
+  assert.match(relayed, /Original-Recipient: rfc822;ok@original\.example\r\nFinal-Recipient: rfc822; ok@external\.example\r\nAction: relayed\r\nStatus: 2\.0\.0\r\nDiagnostic-Code: smtp; 250 /);
+  assert.deepEqual(finalRecipients(relayed), ['ok@external.example'], 'only the recipient that asked for it');
+
+  const bounce = await notice(bounceMailId(id, 1));
+  assert.ok(bounce, 'the bounce');
+  assert.match(bounce, /Final-Recipient: rfc822; gone@external\.example\r\nAction: failed\r\nStatus: 5\.1\.1\r\n/);
+  assert.deepEqual(finalRecipients(bounce), ['gone@external.example'], 'NOTIFY=NEVER: no report for that recipient');
+  assert.match(bounce, /Content-Type: message\/rfc822[^]*the body of the original/, 'RET=FULL: the whole original');
+  assert.match(bounce, /Original-Envelope-Id: QQ\+123\r\n/);
+});
+
+test('without DSN parameters: a failure bounces with the header section only, a success and a local delivery send nothing', async () => {
+  const mailSent = await submit('without dsn', 'MAIL FROM:<sub@mail.test>', ['RCPT TO:<fine@external.example>', 'RCPT TO:<gone2@external.example>', `RCPT TO:<bob@${DOMAIN}>`]);
+  assert.equal(mailSent.data.dsn, undefined, 'no DSN request recorded');
+  await settled(mailSent.data.mailId, 2);
+  const bounce = await notice(bounceMailId(mailSent.data.mailId, 1));
+  assert.ok(bounce);
+  assert.match(bounce, /Content-Type: text\/rfc822-headers/);
+  assert.doesNotMatch(bounce, /the body of the original/);
+  assert.equal(await notice(successNoticeId(mailSent.data.mailId, 1), 1000), null, 'no success notice unasked');
+  assert.equal(await notice(successNoticeId(mailSent.data.mailId, 0), 0), null, 'no delivered notice unasked');
+});
+
+test('NOTIFY=NEVER for every recipient: no notice at all, not even a bounce', async () => {
+  const mailSent = await submit('never', 'MAIL FROM:<sub@mail.test> RET=HDRS', ['RCPT TO:<gone3@external.example> NOTIFY=NEVER', `RCPT TO:<bob@${DOMAIN}> NOTIFY=NEVER`]);
+  await settled(mailSent.data.mailId, 1);
+  assert.equal(await notice(bounceMailId(mailSent.data.mailId, 1), 1000), null, 'no bounce');
+  assert.equal(await notice(successNoticeId(mailSent.data.mailId, 0), 0), null);
+});
