@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { describeEvent } from '../src/events/describe.js';
 import type { EventOf } from '../src/events/envelope.js';
-import { bounceMailId, successNoticeId } from '../src/relay/dsn.js';
+import { bounceMailId, noticeMailId } from '../src/relay/dsn.js';
 import { startSink, type RelaySink } from './support/relay-sink.js';
 import { addUser, DOMAIN, PASSWORD, rawMessage, sent, SmtpTalk, startTestServer, type TestServer } from './support/smtp.js';
 
@@ -18,7 +18,8 @@ const SENDER = `sub@${DOMAIN}`;
 
 before(async () => {
   sink = await startSink();
-  sink.rcptPolicy = (rcpt) => (rcpt.startsWith('gone') || rcpt.startsWith('quiet') ? 550 : 250);
+  // gone*, quiet*: refused for good; slow*: deferred twice, then accepted.
+  sink.rcptPolicy = (rcpt, attempt) => (rcpt.startsWith('gone') || rcpt.startsWith('quiet') ? 550 : rcpt.startsWith('slow') && attempt <= 2 ? 451 : 250);
   server = await startTestServer({
     RELAY_ENABLED: 'true',
     SMTP_RELAY_HOST: '127.0.0.1',
@@ -101,14 +102,14 @@ test('NOTIFY, ORCPT, RET and ENVID: a relayed notice for SUCCESS, a bounce with 
   );
   const id = mailSent.data.mailId;
 
-  const delivered = await notice(successNoticeId(id, 0));
+  const delivered = await notice(noticeMailId(id, 'delivered', 0));
   assert.ok(delivered, 'the local recipient’s delivered notice');
   assert.match(delivered, /^Subject: Successful Mail Delivery Report\r$/m);
   assert.match(delivered, /Original-Envelope-Id: QQ\+123\r\n/);
   assert.match(delivered, /Final-Recipient: rfc822; bob@mail\.test\r\nAction: delivered\r\nStatus: 2\.0\.0\r\n/);
 
   await settled(id, 3);
-  const relayed = await notice(successNoticeId(id, 1));
+  const relayed = await notice(noticeMailId(id, 'relayed', 1));
   assert.ok(relayed, 'the relayed notice');
   assert.match(relayed, /Original-Recipient: rfc822;ok@original\.example\r\nFinal-Recipient: rfc822; ok@external\.example\r\nAction: relayed\r\nStatus: 2\.0\.0\r\nDiagnostic-Code: smtp; 250 /);
   assert.deepEqual(finalRecipients(relayed), ['ok@external.example'], 'only the recipient that asked for it');
@@ -129,13 +130,28 @@ test('without DSN parameters: a failure bounces with the header section only, a 
   assert.ok(bounce);
   assert.match(bounce, /Content-Type: text\/rfc822-headers/);
   assert.doesNotMatch(bounce, /the body of the original/);
-  assert.equal(await notice(successNoticeId(mailSent.data.mailId, 1), 1000), null, 'no success notice unasked');
-  assert.equal(await notice(successNoticeId(mailSent.data.mailId, 0), 0), null, 'no delivered notice unasked');
+  assert.equal(await notice(noticeMailId(mailSent.data.mailId, 'relayed', 1), 1000), null, 'no success notice unasked');
+  assert.equal(await notice(noticeMailId(mailSent.data.mailId, 'delivered', 0), 0), null, 'no delivered notice unasked');
 });
 
 test('NOTIFY=NEVER for every recipient: no notice at all, not even a bounce', async () => {
   const mailSent = await submit('never', 'MAIL FROM:<sub@mail.test> RET=HDRS', ['RCPT TO:<gone3@external.example> NOTIFY=NEVER', `RCPT TO:<bob@${DOMAIN}> NOTIFY=NEVER`]);
   await settled(mailSent.data.mailId, 1);
   assert.equal(await notice(bounceMailId(mailSent.data.mailId, 1), 1000), null, 'no bounce');
-  assert.equal(await notice(successNoticeId(mailSent.data.mailId, 0), 0), null);
+  assert.equal(await notice(noticeMailId(mailSent.data.mailId, 'delivered', 0), 0), null);
+});
+
+test('NOTIFY=DELAY: a delayed notice at the first deferral (with Will-Retry-Until), then the relayed one; no delay notice unasked', async () => {
+  const mailSent = await submit('delayed', 'MAIL FROM:<sub@mail.test>', ['RCPT TO:<slow1@external.example> NOTIFY=DELAY,SUCCESS', 'RCPT TO:<slow2@external.example>']);
+  const id = mailSent.data.mailId;
+  await settled(id, 2);
+  const delayed = await notice(noticeMailId(id, 'delayed', 1));
+  assert.ok(delayed, 'the delay notice');
+  assert.match(delayed, /^Subject: Delayed Mail \(still being retried\)\r$/m);
+  assert.deepEqual(finalRecipients(delayed), ['slow1@external.example'], 'only the recipient that asked for it');
+  assert.match(delayed, /Action: delayed\r\nStatus: 4\.3\.0\r\nDiagnostic-Code: smtp; 451 4\.3\.0 [^\r]*\r\nLast-Attempt-Date: [^\r]+\r\nWill-Retry-Until: [^\r]+\r\n/);
+  const relayed = await notice(noticeMailId(id, 'relayed', 3));
+  assert.ok(relayed, 'then the relayed notice, at the attempt that delivered it');
+  assert.deepEqual(finalRecipients(relayed), ['slow1@external.example']);
+  assert.equal(await notice(noticeMailId(id, 'delayed', 2), 0), null, 'one delay notice, at the first deferral only (not the second)');
 });

@@ -25,15 +25,16 @@ const BOUNCE_NAMESPACE = '3d6f2b8e-9c41-4a7e-b5d0-8e1f4c2a7b63';
  * stream. Keyed by the sent mail, not its Message-ID, which other mails may share (the same
  * message sent on to other recipients, or another user's message with the same id).
  */
-export const bounceMailId = (sentMailId: string, attempt: number): string => uuidv5(`${sentMailId}\nbounce\n${attempt}`, BOUNCE_NAMESPACE);
-/** The success report of a sent mail's attempt (relayed recipients), or of its local recipients (attempt 0). */
-export const successNoticeId = (sentMailId: string, attempt: number): string => uuidv5(`${sentMailId}\nsuccess\n${attempt}`, BOUNCE_NAMESPACE);
+export const bounceMailId = (sentMailId: string, attempt: number): string => noticeMailId(sentMailId, 'failed', attempt);
+const NOTICE_KEY: Record<NoticeAction, string> = { failed: 'bounce', relayed: 'success', delivered: 'success', delayed: 'delay' };
+/** Likewise for every notice: one per sent mail, attempt (0: the local recipients, at submission) and kind. */
+export const noticeMailId = (sentMailId: string, action: NoticeAction, attempt: number): string => uuidv5(`${sentMailId}\n${NOTICE_KEY[action]}\n${attempt}`, BOUNCE_NAMESPACE);
 
 /**
  * Whether the submission asked for a notice of `what` for `recipient`: with no NOTIFY given, a
- * failure gets one and a success does not (RFC 3461 4.1); NOTIFY=NEVER asks for none.
+ * failure gets one and a success or a delay does not (RFC 3461 4.1); NOTIFY=NEVER asks for none.
  */
-export function noticeRequested(dsn: DsnRequest | undefined, recipient: string, what: 'SUCCESS' | 'FAILURE'): boolean {
+export function noticeRequested(dsn: DsnRequest | undefined, recipient: string, what: 'SUCCESS' | 'FAILURE' | 'DELAY'): boolean {
   const asked = dsn?.recipients.find((r) => r.address.toLowerCase() === recipient.toLowerCase());
   if (!asked || asked.notify === null) return what === 'FAILURE';
   return asked.notify.includes(what);
@@ -58,7 +59,7 @@ function headerSection(raw: Buffer): Buffer {
   return raw.subarray(0, Math.min(end, 64 * 1024));
 }
 
-export type NoticeAction = 'failed' | 'relayed' | 'delivered';
+export type NoticeAction = 'failed' | 'delayed' | 'relayed' | 'delivered';
 
 export interface NoticeInput {
   /** What happened to every recipient of this notice: one notice per action. */
@@ -68,6 +69,8 @@ export interface NoticeInput {
   /** The recipients, with the reply that decided each (a 250 for a success). */
   recipients: { recipient: string; response: string }[];
   attempt: number;
+  /** A delay notice: until when the relay keeps trying. */
+  willRetryUntil?: Date;
   /** The original message, for its header section (or all of it); null if its blob is unavailable. */
   raw: Buffer | null;
   heloName: string;
@@ -111,6 +114,7 @@ function deliveryStatus(input: NoticeInput): string {
       `Status: ${statusOf(r.response)}`,
       ...(/^\d{3}[ -]/.test(r.response) ? [`Diagnostic-Code: smtp; ${fieldText(r.response)}`] : []),
       `Last-Attempt-Date: ${rfc5322Date(input.now)}`,
+      ...(input.action === 'delayed' && input.willRetryUntil ? [`Will-Retry-Until: ${rfc5322Date(input.willRetryUntil)}`] : []),
     ]);
   }
   return blocks.map((lines) => `${lines.join('\r\n')}\r\n`).join('\r\n');
@@ -136,6 +140,18 @@ function noticeText(input: NoticeInput, returned: 'whole' | 'headers' | null): s
       '',
     ].join('\n');
   }
+  if (input.action === 'delayed') {
+    return [
+      `Your message has not been delivered to ${who} yet. There is nothing you need to do:`,
+      `the mail system at ${input.heloName} keeps trying${input.willRetryUntil ? ` until ${rfc5322Date(input.willRetryUntil)}` : ''}, and you get a notice if it gives up.`,
+      '',
+      ...lines,
+      '',
+      `${original}, ${input.attempt} attempt(s) so far.`,
+      attached,
+      '',
+    ].join('\n');
+  }
   return [
     input.action === 'delivered'
       ? `Your message was delivered to ${who}, as you asked to be told.`
@@ -150,6 +166,13 @@ function noticeText(input: NoticeInput, returned: 'whole' | 'headers' | null): s
     '',
   ].join('\n');
 }
+
+const SUBJECTS: Record<NoticeAction, string> = {
+  failed: 'Undelivered Mail Returned to Sender',
+  delayed: 'Delayed Mail (still being retried)',
+  relayed: 'Successful Mail Delivery Report',
+  delivered: 'Successful Mail Delivery Report',
+};
 
 /**
  * The raw notice: a delivery status notification (RFC 3464, `multipart/report`) with a
@@ -166,7 +189,7 @@ export async function composeNotice(input: NoticeInput, mailId: string): Promise
   report.setHeader({
     from: { name: 'Mail Delivery System', address: `MAILER-DAEMON@${domain}` },
     to: input.entry.mailFrom,
-    subject: input.action === 'failed' ? 'Undelivered Mail Returned to Sender' : 'Successful Mail Delivery Report',
+    subject: SUBJECTS[input.action],
     'message-id': `<${mailId}@${domain}>`,
     date: input.now,
     'in-reply-to': input.entry.messageId,
@@ -188,7 +211,7 @@ export async function composeNotice(input: NoticeInput, mailId: string): Promise
  */
 export async function deliverNotice(store: Store, input: NoticeInput): Promise<string | null> {
   if (!domainOf(input.entry.mailFrom) || input.recipients.length === 0) return null;
-  const mailId = input.action === 'failed' ? bounceMailId(input.entry.id, input.attempt) : successNoticeId(input.entry.id, input.attempt);
+  const mailId = noticeMailId(input.entry.id, input.action, input.attempt);
   const stream = mailStream(mailId);
   if ((await store.events.readStream(stream)).length > 0) return mailId;
   const raw = await composeNotice(input, mailId);

@@ -305,17 +305,23 @@ export class Relay {
     // number and so the same notice ids, which are already there. A notice that cannot be stored
     // must not stop the recording (recipients accepted in this attempt would be sent again).
     // Without NOTIFY a failure gets a bounce and a success nothing (RFC 3461); NOTIFY=SUCCESS gets
-    // a "relayed" notice, as the DSN parameters are not passed on to the next hop.
+    // a "relayed" notice, as the DSN parameters are not passed on to the next hop; NOTIFY=DELAY a
+    // "delayed" one at a recipient's first deferral.
     const dsn = sent.data.dsn;
-    const delivered = plan.events.flatMap((e) => (e.type === 'MailDelivered' ? e.data.recipients.map((recipient) => ({ recipient, response: e.data.response })) : []));
+    const outcomesOf = (type: 'MailDelivered' | 'MailDeliveryFailed') =>
+      plan.events.flatMap((e) => (e.type === type && !(e.type === 'MailDeliveryFailed' && e.data.permanent) ? e.data.recipients.map((recipient) => ({ recipient, response: e.data.response })) : []));
+    const before = doc.recipients;
+    const firstAttempt = (recipient: string): boolean => before.find((r) => r.address.toLowerCase() === recipient.toLowerCase())?.attempts === 0;
     const notices: [NoticeInput['action'], NoticeInput['recipients']][] = [
       ['failed', plan.bounced.filter((b) => noticeRequested(dsn, b.recipient, 'FAILURE'))],
-      ['relayed', delivered.filter((d) => noticeRequested(dsn, d.recipient, 'SUCCESS'))],
+      ['delayed', outcomesOf('MailDeliveryFailed').filter((d) => firstAttempt(d.recipient) && noticeRequested(dsn, d.recipient, 'DELAY'))],
+      ['relayed', outcomesOf('MailDelivered').filter((d) => noticeRequested(dsn, d.recipient, 'SUCCESS'))],
     ];
+    const willRetryUntil = new Date(Date.parse(doc.sentAt) + this.policy.retryDeadlineMs);
     for (const [action, recipients] of notices) {
       if (recipients.length === 0) continue;
       try {
-        const noticeId = await deliverNotice(this.store, { action, entry: doc, sent: sent.data, recipients, attempt, raw, heloName: this.options.RELAY_HELO_NAME, now: new Date(this.now()), meta });
+        const noticeId = await deliverNotice(this.store, { action, entry: doc, sent: sent.data, recipients, attempt, willRetryUntil, raw, heloName: this.options.RELAY_HELO_NAME, now: new Date(this.now()), meta });
         if (noticeId && action === 'failed') this.stats.bounces += 1;
       } catch (error) {
         log.error({ err: error, action, recipients }, 'relay: the delivery status notice could not be stored');
