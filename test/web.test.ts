@@ -343,6 +343,70 @@ describe('web client', () => {
     await page.getByText('No messages in Drafts.').waitFor();
   });
 
+  test('compose formatted: bold, a list and a link go out as HTML beside a plain-text part; the draft reopens formatted; pasted and stored HTML is cleaned', async () => {
+    const { page } = alice;
+    const api = createClient(base, { token: (await createClient(base).auth.login.mutate({ email: 'alice@mail.test', password: PASSWORD })).token });
+    await page.getByRole('link', { name: 'Compose' }).click();
+    await page.getByRole('heading', { name: 'New message' }).waitFor();
+    await page.getByLabel('To', { exact: true }).fill('fay@example.net');
+    await page.getByLabel('Subject', { exact: true }).fill('Formatted plans');
+    await page.getByLabel('Message', { exact: true }).fill('First line');
+    await page.getByRole('button', { name: 'Formatting' }).click();
+    const editor = page.getByRole('textbox', { name: 'Message' });
+    await editor.click();
+    await page.keyboard.press('Control+End');
+    await page.keyboard.press('Enter');
+    await page.getByRole('button', { name: 'Bold' }).click();
+    await page.keyboard.type('very bold');
+    await page.getByRole('button', { name: 'Bold' }).click();
+    await page.keyboard.press('Enter');
+    await page.getByRole('button', { name: 'Bulleted list' }).click();
+    await page.keyboard.type('one');
+    await page.keyboard.press('Enter');
+    await page.keyboard.type('two');
+    await page.keyboard.press('Enter');
+    await page.keyboard.press('Enter');
+    // Pasted HTML from elsewhere: what loads or runs is dropped, a plain link stays.
+    await js(
+      page,
+      `(() => { const dt = new DataTransfer(); dt.setData('text/html', '<img src="/x.png" onerror="window.pwned = 1"><a href="javascript:window.pwned = 2">bad link</a> <a href="https://example.org/docs" style="color:red">the docs</a><script>window.pwned = 3</script>'); document.querySelector('.editor').dispatchEvent(new ClipboardEvent('paste', { clipboardData: dt, bubbles: true, cancelable: true })); })()`,
+    );
+    const html = await editor.innerHTML();
+    assert.doesNotMatch(html, /<img|onerror|javascript:|<script|style=/i, html);
+    assert.match(html, /bad link <a href="https:\/\/example\.org\/docs">the docs<\/a>/, 'a link without a safe address is its text');
+    assert.equal(await js(page, 'window.pwned'), undefined);
+    const draftHtml = async (): Promise<string> => {
+      const draft = (await api.mails.list.query({ folder: 'drafts' })).items.find((m) => m.subject === 'Formatted plans');
+      return draft ? ((await api.mails.get.query({ id: draft.id })).html ?? '') : '';
+    };
+    await until('the draft to be saved with the pasted link', async () => (await draftHtml()).includes('the docs'));
+    await page.getByRole('link', { name: /^Drafts/ }).click();
+    await rowWith(page, 'Formatted plans').getByRole('link').click();
+    await page.getByRole('heading', { name: 'Edit draft' }).waitFor();
+    assert.equal(await page.getByRole('button', { name: 'Formatting' }).getAttribute('aria-pressed'), 'true', 'reopens formatted');
+    assert.match(await page.getByRole('textbox', { name: 'Message' }).innerHTML(), /<b>very bold<\/b>/);
+    await screenshot(page, 'compose-formatted');
+    await page.getByRole('button', { name: 'Send' }).click();
+    await page.getByText('Message sent.').waitFor();
+    await until('the sink to get the formatted mail', () => sink.deliveries.some((d) => d.rcptTo.includes('fay@example.net')));
+    const parsed = await simpleParser(sink.deliveries.find((d) => d.rcptTo.includes('fay@example.net'))!.raw);
+    assert.match(String(parsed.html), /<b>very bold<\/b>/);
+    assert.match(String(parsed.html), /<ul><li>one<\/li><li>two<\/li><\/ul>/);
+    assert.match(parsed.text ?? '', /^First line\nvery bold\n- one\n- two\n/);
+    assert.match(parsed.text ?? '', /the docs <https:\/\/example\.org\/docs>/, 'the plain-text part keeps the link’s address');
+
+    // A draft whose stored HTML carries an image with a handler (made through the API) opens cleaned.
+    const { id } = await api.mails.createDraft.mutate({ to: [], subject: 'stored html', html: '<p><b>kept</b></p><img src="https://tracker.example/x.png" onerror="window.pwned = 4"><iframe src="/"></iframe>' });
+    await page.goto(`${base}/compose/${id}`);
+    await page.getByRole('heading', { name: 'Edit draft' }).waitFor();
+    const stored = await page.getByRole('textbox', { name: 'Message' }).innerHTML();
+    assert.match(stored, /<b>kept<\/b>/);
+    assert.doesNotMatch(stored, /<img|<iframe|onerror/i, stored);
+    assert.equal(await js(page, 'window.pwned'), undefined);
+    await api.mails.deleteDraft.mutate({ id });
+    await page.getByRole('link', { name: /^Inbox/ }).click();
+  });
+
   test('forward: the original below a header, its attachment carried over, References set', async () => {
     const { page } = alice;
     await page.goto(`${base}/mail/${firstMailId}`);

@@ -1,11 +1,11 @@
 import { useQueryClient } from '@tanstack/react-query';
-import { useCallback, useEffect, useId, useLayoutEffect, useRef, useState, type ChangeEvent, type FormEvent, type KeyboardEvent } from 'react';
+import { useCallback, useEffect, useId, useLayoutEffect, useRef, useState, type ChangeEvent, type ClipboardEvent, type DragEvent, type FormEvent, type KeyboardEvent, type RefObject } from 'react';
 import { api, errorCode, errorMessage, fetchAttachment, refetchAfterChange, type DraftInput, type Mail } from './api.js';
 import { addressList, bracketId, displayAddress, fileToBase64, formatBytes, formatFullDate, parseAddresses, prefixSubject, quote, type Address } from './format.js';
 import { useMaxAttachmentBytes } from './limits.js';
 import { PaperclipIcon } from './icons.js';
 import { navigate } from './router.js';
-import { htmlToText } from './sanitize.js';
+import { editableHtml, htmlToText, textToHtml } from './sanitize.js';
 import { session } from './session.js';
 import { setFlash, useFocusHeading } from './Shell.js';
 
@@ -26,12 +26,14 @@ interface Fields {
   bcc: string;
   subject: string;
   text: string;
+  /** The formatted body, as the editor holds it (sanitised); null: plain text (`text`). */
+  html: string | null;
   attachments: UploadedFile[];
   inReplyTo: string | null;
   references: string[];
 }
 
-const EMPTY: Fields = { to: '', cc: '', bcc: '', subject: '', text: '', attachments: [], inReplyTo: null, references: [] };
+const EMPTY: Fields = { to: '', cc: '', bcc: '', subject: '', text: '', html: null, attachments: [], inReplyTo: null, references: [] };
 
 /** How long typing must pause before the draft is saved. */
 const AUTOSAVE_MS = 1500;
@@ -107,6 +109,7 @@ export function Compose({ composeKey, draftId, mode, sourceId }: { composeKey: s
             bcc: d.bcc.map(displayAddress).join(', '),
             subject: d.subject,
             text: d.text ?? (d.html ? htmlToText(d.html) : ''),
+            html: d.html ? editableHtml(d.html) : null,
             attachments: await attachmentsOf(d),
             inReplyTo: d.inReplyTo,
             references: d.references,
@@ -156,7 +159,8 @@ function toInput(f: Fields): DraftInput {
     cc: recipients(f.cc),
     bcc: recipients(f.bcc),
     subject: f.subject,
-    text: f.text,
+    // A formatted message goes as HTML with its plain-text rendering beside it.
+    ...(f.html === null ? { text: f.text } : { text: htmlToText(f.html), html: f.html }),
     attachments: f.attachments.map((a) => ({ filename: a.filename, contentType: a.contentType, content: a.content })),
     ...(f.inReplyTo ? { inReplyTo: f.inReplyTo } : {}),
     references: f.references,
@@ -182,6 +186,7 @@ function ComposeForm({ initial, initialDraftId, mode, composeKey }: { initial: F
   const timer = useRef<ReturnType<typeof setTimeout> | undefined>(undefined);
   const toRef = useRef<HTMLInputElement>(null);
   const bodyRef = useRef<HTMLTextAreaElement>(null);
+  const editorRef = useRef<HTMLDivElement>(null);
 
   // Replies start in the body (above the quote); new mail in To. Before the first paint, like the heading's.
   useLayoutEffect(() => {
@@ -304,6 +309,12 @@ function ComposeForm({ initial, initialDraftId, mode, composeKey }: { initial: F
 
   const totalSize = fields.attachments.reduce((n, a) => n + a.size, 0);
 
+  /** Plain text becomes formatted (line by line); formatted becomes plain text, after asking, since formatting is lost. */
+  const toggleFormatting = (): void => {
+    if (fields.html === null) update({ html: textToHtml(fields.text) });
+    else if (window.confirm('Remove the formatting? The message becomes plain text.')) update({ text: htmlToText(fields.html), html: null });
+  };
+
   return (
     <section aria-labelledby={`${formId}-title`} className="compose">
       <h1 id={`${formId}-title`} ref={heading} tabIndex={-1}>
@@ -339,10 +350,20 @@ function ComposeForm({ initial, initialDraftId, mode, composeKey }: { initial: F
           <input id={`${formId}-subject`} type="text" value={fields.subject} maxLength={998} onChange={(e) => update({ subject: e.target.value })} />
         </div>
         <div className="field">
-          <label htmlFor={`${formId}-body`} className="sr-only">
-            Message
-          </label>
-          <textarea id={`${formId}-body`} ref={bodyRef} value={fields.text} rows={14} onChange={(e) => update({ text: e.target.value })} />
+          <div className="body-head">
+            <label htmlFor={`${formId}-body`} id={`${formId}-body-label`} className="sr-only">
+              Message
+            </label>
+            {fields.html !== null && <FormatToolbar editor={editorRef} onChange={(html) => update({ html })} onProblem={(p) => setProblems([p])} />}
+            <button type="button" className="link-button" aria-pressed={fields.html !== null} onClick={toggleFormatting}>
+              Formatting
+            </button>
+          </div>
+          {fields.html === null ? (
+            <textarea id={`${formId}-body`} ref={bodyRef} value={fields.text} rows={14} onChange={(e) => update({ text: e.target.value })} />
+          ) : (
+            <RichEditor id={`${formId}-body`} labelledBy={`${formId}-body-label`} editor={editorRef} initialHtml={fields.html} onChange={(html) => update({ html })} />
+          )}
         </div>
         <div className="field attach">
           <label htmlFor={`${formId}-files`} className="button">
@@ -393,5 +414,73 @@ function ComposeForm({ initial, initialDraftId, mode, composeKey }: { initial: F
         <p className="muted small">Ctrl+Enter sends.</p>
       </form>
     </section>
+  );
+}
+
+/** Inserts HTML from the clipboard or a drop, cleaned first: the editor runs in the app's own page. */
+function insertCleaned(data: DataTransfer): void {
+  const html = data.getData('text/html');
+  if (html) document.execCommand('insertHTML', false, editableHtml(html));
+  else document.execCommand('insertText', false, data.getData('text/plain'));
+}
+
+/**
+ * The formatted body: a contenteditable element, not controlled by React (re-rendering it would
+ * move the caret); it reports its sanitised HTML on every change.
+ */
+function RichEditor({ id, labelledBy, editor, initialHtml, onChange }: { id: string; labelledBy: string; editor: RefObject<HTMLDivElement | null>; initialHtml: string; onChange: (html: string) => void }) {
+  useLayoutEffect(() => {
+    // Set once, from sanitised HTML (a draft's, or plain text made into lines).
+    if (editor.current) editor.current.innerHTML = editableHtml(initialHtml);
+  }, []);
+  const report = (): void => {
+    if (editor.current) onChange(editableHtml(editor.current.innerHTML));
+  };
+  const onPaste = (e: ClipboardEvent<HTMLDivElement>): void => {
+    e.preventDefault();
+    insertCleaned(e.clipboardData);
+    report();
+  };
+  const onDrop = (e: DragEvent<HTMLDivElement>): void => {
+    // Files are attached with the button; text and HTML go in cleaned.
+    e.preventDefault();
+    if (e.dataTransfer.files.length === 0) insertCleaned(e.dataTransfer);
+    report();
+  };
+  return <div id={id} ref={editor} className="editor" contentEditable role="textbox" aria-multiline="true" aria-labelledby={labelledBy} onInput={report} onPaste={onPaste} onDrop={onDrop} suppressContentEditableWarning />;
+}
+
+const FORMATS: { label: string; command: string; text: string }[] = [
+  { label: 'Bold', command: 'bold', text: 'B' },
+  { label: 'Italic', command: 'italic', text: 'I' },
+  { label: 'Bulleted list', command: 'insertUnorderedList', text: '•' },
+  { label: 'Numbered list', command: 'insertOrderedList', text: '1.' },
+  { label: 'Quote', command: 'formatBlock', text: '❝' },
+];
+
+/** The editor's toolbar. Buttons keep the editor's selection (no focus on mouse down) and act on it. */
+function FormatToolbar({ editor, onChange, onProblem }: { editor: RefObject<HTMLDivElement | null>; onChange: (html: string) => void; onProblem: (message: string) => void }) {
+  const apply = (command: string, value?: string): void => {
+    editor.current?.focus();
+    document.execCommand(command, false, value);
+    if (editor.current) onChange(editableHtml(editor.current.innerHTML));
+  };
+  const link = (): void => {
+    const url = window.prompt('Link address (https://…, mailto:…)')?.trim();
+    if (!url) return;
+    if (!/^(?:https?:\/\/|mailto:)\S+$/i.test(url)) return onProblem(`Not a link address: ${url}. Use one that starts with https://, http:// or mailto:.`);
+    apply('createLink', url);
+  };
+  return (
+    <div role="toolbar" aria-label="Formatting" className="format-toolbar">
+      {FORMATS.map((f) => (
+        <button key={f.label} type="button" className={`format-${f.command}`} aria-label={f.label} title={f.label} onMouseDown={(e) => e.preventDefault()} onClick={() => apply(f.command, f.command === 'formatBlock' ? 'blockquote' : undefined)}>
+          {f.text}
+        </button>
+      ))}
+      <button type="button" aria-label="Link" title="Link" onMouseDown={(e) => e.preventDefault()} onClick={link}>
+        Link
+      </button>
+    </div>
   );
 }

@@ -159,7 +159,10 @@ export function mailDocument(html: string, opts: { allowRemote: boolean; inline?
   return { srcdoc, blocked, height: estimateHeight(body) };
 }
 
-/** Plain text of an HTML mail (for quoting in replies); parsed inert, nothing loads or runs. */
+/**
+ * Plain text of HTML (quoting an HTML mail in a reply; the text part of a formatted message):
+ * parsed inert, nothing loads or runs. List items get a bullet or their number, links their address.
+ */
 export function htmlToText(html: string): string {
   const doc = new DOMParser().parseFromString(html, 'text/html');
   doc.querySelectorAll('script, style, head, title').forEach((n) => n.remove());
@@ -177,9 +180,43 @@ export function htmlToText(html: string): string {
     }
     const block = blocks.has(node.tagName);
     if (block && !out.endsWith('\n')) out += '\n';
+    if (node.tagName === 'LI') out += node.parentElement?.tagName === 'OL' ? `${[...node.parentElement.children].indexOf(node) + 1}. ` : '- ';
     node.childNodes.forEach(walk);
+    // A link keeps its address in the text, unless its text is the address.
+    const href = node.tagName === 'A' ? node.getAttribute('href') : null;
+    if (href && SAFE_LINK.test(href) && (node.textContent ?? '').trim() !== href.replace(/^mailto:/i, '')) out += ` <${href.replace(/^mailto:/i, '')}>`;
     if (block && !out.endsWith('\n')) out += '\n';
   };
   walk(doc.body);
   return out.replace(/[ \t]+\n/g, '\n').replace(/\n{3,}/g, '\n\n').trim();
+}
+
+/** What the compose editor keeps of HTML: text formatting, lists, quotes and links; nothing that loads or runs. */
+const EDITABLE_TAGS = ['b', 'strong', 'i', 'em', 'u', 's', 'a', 'p', 'br', 'div', 'span', 'ul', 'ol', 'li', 'blockquote', 'pre', 'code', 'h1', 'h2', 'h3'];
+
+/**
+ * HTML made fit for the compose editor (a draft's, or what is pasted or dropped into it), which
+ * lives in the app's own page: DOMPurify with only the tags above and `href` (http, https and
+ * mailto). No images, styles or classes: the message stays what the toolbar can make.
+ */
+export function editableHtml(html: string): string {
+  const purify = DOMPurify(window);
+  purify.addHook('afterSanitizeAttributes', (node) => {
+    if (node instanceof Element && node.tagName === 'A') {
+      const href = node.getAttribute('href');
+      if (href !== null && !SAFE_LINK.test(href)) node.removeAttribute('href');
+    }
+  });
+  const clean = purify.sanitize(html, { ALLOWED_TAGS: EDITABLE_TAGS, ALLOWED_ATTR: ['href'], ALLOW_DATA_ATTR: false, FORCE_BODY: true });
+  // A link whose address was dropped is just its text (a template's content is inert).
+  const t = document.createElement('template');
+  t.innerHTML = clean;
+  t.content.querySelectorAll('a:not([href])').forEach((a) => a.replaceWith(...a.childNodes));
+  return t.innerHTML;
+}
+
+/** Plain text as editor HTML: escaped, one line per line. */
+export function textToHtml(text: string): string {
+  const escape = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+  return text.split('\n').map((line) => `<div>${line ? escape(line) : '<br>'}</div>`).join('');
 }
