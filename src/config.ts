@@ -15,7 +15,8 @@ export const ConfigSchema = z.object({
   DATA_DIR: z.string().min(1).default('./data'),
   DEFAULT_DOMAIN: z
     .string()
-    .regex(/^[A-Za-z0-9.-]+$/, 'must be a domain name such as example.com')
+    // Addresses need a dot in their domain (localhost aside): a dotless one would refuse every address in it.
+    .regex(/^(?:localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)$/i, 'must be a domain name with a dot, such as example.com, or localhost')
     .transform((d) => d.toLowerCase())
     .default('localhost'),
   BCRYPT_COST: z.coerce.number().int().min(4).max(15).default(12),

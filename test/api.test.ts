@@ -363,6 +363,7 @@ describe('mail', () => {
     await expectCode(ines.client.mails.delete.mutate({ id: idOf('spam 1') }), 'NOT_FOUND', /no mail/);
     await expectCode(ines.client.mails.get.query({ id: idOf('spam 1') }), 'NOT_FOUND');
     await expectCode(ines.client.mails.restore.mutate({ id: idOf('spam 1') }), 'NOT_FOUND');
+    await expectCode(ines.client.mails.setRead.mutate({ id: idOf('spam 1'), read: true }), 'NOT_FOUND', /no mail/);
     assert.deepEqual(await subjects('trash'), ['spam 2', 'spam 3']);
     assert.deepEqual(await counts(), { inbox: 1, unread: 1, sent: 0, drafts: 1, trash: 2 });
     const history = await ines.client.mails.history.query({ id: idOf('spam 1') });
@@ -437,6 +438,13 @@ describe('raw HTTP', () => {
     assert.match(wrongType.body.error.message, /^limit: /);
     const notJsonInput = await raw('/trpc/mails.list?input=%7Bnope', { headers: auth() });
     assert.equal(notJsonInput.status, 400);
+    for (const [field, value] of [['inReplyTo', 'abc@x>\r\nX-Injected: 1\r\nFoo: <y'], ['references', ['r1@x>\r\nX-Injected: 1']], ['references', ['<two words@x>']]] as const) {
+      const res = await post('/trpc/mails.createDraft', JSON.stringify({ to: [], subject: 'x', [field]: value }), auth());
+      assert.equal(res.status, 400, `${field}: ${JSON.stringify(value)}`);
+      assert.match(res.body.error.message, new RegExp(`^${field}(\\.0)?: must be a Message-ID`));
+    }
+    const threaded = await post('/trpc/mails.createDraft', JSON.stringify({ to: [], subject: 'x', inReplyTo: 'a.b@x', references: ['<r@x>', 'no-at-sign'] }), auth());
+    assert.equal(threaded.status, 200, 'Message-IDs with or without brackets, and odd but single tokens, are taken');
     for (const path of ['/original/nope', `/original/${'0'.repeat(8)}-0000-0000-0000-${'0'.repeat(12)}`, '/attachments/nope']) {
       const res = await fetch(`${base}${path}`, { headers: auth() });
       assert.equal(res.status, 404, `${path}: not the web client's page`);

@@ -32,6 +32,8 @@ describe('configuration', () => {
     assert.throws(() => loadConfig({ PORT: 'eighty' }), (e: unknown) => e instanceof ConfigError && /PORT/.test(e.message));
     assert.throws(() => loadConfig({ MONGODB_URI: 'localhost:27017' }), (e: unknown) => e instanceof ConfigError && /MONGODB_URI: must start with mongodb:\/\//.test(e.message));
     assert.throws(() => loadConfig({ LOG_LEVEL: 'loud', BCRYPT_COST: '99' }), (e: unknown) => e instanceof ConfigError && /LOG_LEVEL/.test(e.message) && /BCRYPT_COST/.test(e.message));
+    assert.throws(() => loadConfig({ DEFAULT_DOMAIN: 'mailhost' }), (e: unknown) => e instanceof ConfigError && /DEFAULT_DOMAIN: must be a domain name with a dot/.test(e.message));
+    assert.equal(loadConfig({ DEFAULT_DOMAIN: 'Mail.Example.COM' }).DEFAULT_DOMAIN, 'mail.example.com');
   });
 
   test('.env.example documents every variable, each with a comment', () => {

@@ -26,6 +26,7 @@ describe('addresses and recipients', () => {
     assert.deepEqual(parseAddress('Bob@Mail.Test'), { ok: true, address: 'Bob@Mail.Test', local: 'Bob', domain: 'mail.test' });
     assert.deepEqual(parseAddress('anna@bücher.example'), { ok: true, address: 'anna@xn--bcher-kva.example', local: 'anna', domain: 'xn--bcher-kva.example' });
     assert.equal(parseAddress('ännä@example.org').ok, false, 'non-ASCII local parts are not accepted');
+    assert.deepEqual(parseAddress('Bob@LocalHost'), { ok: true, address: 'Bob@LocalHost', local: 'Bob', domain: 'localhost' }, 'localhost in any case, like any domain');
     for (const bad of ['a%b@mail.test', 'host!user@mail.test', '"quoted"@mail.test', 'a@[192.0.2.1]', 'a@mail.test.', 'a@b@mail.test', 'no-at-all', `${'x'.repeat(250)}@mail.test`]) {
       assert.equal(parseAddress(bad).ok, false, bad);
     }

@@ -23,7 +23,7 @@ export interface RegisteredAccount {
 }
 
 /** A syntactically plain address: local@domain, no quotes, routes or `%` tricks. */
-export const PLAIN_ADDRESS = /^[A-Za-z0-9.!#$&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$|^[A-Za-z0-9.!#$&'*+/=?^_`{|}~-]+@localhost$/;
+export const PLAIN_ADDRESS = /^[A-Za-z0-9.!#$&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$|^[A-Za-z0-9.!#$&'*+/=?^_`{|}~-]+@localhost$/i;
 
 /**
  * Registers a user with one mailbox for their address. Both events go in one append to the

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { PLAIN_ADDRESS } from '../accounts/accounts.js';
+import { MESSAGE_ID } from '../mail/message-id.js';
 
 /** Input schemas shared by procedures. Plain strings and numbers only: no operator objects get through. */
 
@@ -27,6 +28,8 @@ export const AttachmentUpload = z.object({
   content: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, 'must be base64'),
 });
 
+const MessageIdRef = z.string().regex(MESSAGE_ID, 'must be a Message-ID such as <id@example.com>: printable ASCII, no spaces or line breaks');
+
 export const DraftInput = z.object({
   to: z.array(Recipient).max(100).default([]),
   cc: z.array(Recipient).max(100).default([]),
@@ -36,8 +39,8 @@ export const DraftInput = z.object({
   html: z.string().max(2_000_000).optional(),
   attachments: z.array(AttachmentUpload).max(20).default([]),
   /** Message-ID of the mail this one answers (reply), with or without angle brackets. */
-  inReplyTo: z.string().max(998).optional(),
-  references: z.array(z.string().max(998)).max(100).default([]),
+  inReplyTo: MessageIdRef.optional(),
+  references: z.array(MessageIdRef).max(100).default([]),
 });
 export type DraftInput = z.infer<typeof DraftInput>;
 

@@ -42,7 +42,7 @@ export const mailState = (events: StoredEvent[]): MailState => events.reduce(evo
  * state (so the unread count never moves twice).
  */
 export function decideSetRead(state: MailState, userId: string, mailId: string, read: boolean): { type: 'MailRead' | 'MailUnread'; data: { mailId: string; mailboxId: string } } | null {
-  if (state.status === 'none' || state.userId !== userId) throw new CommandError('NOT_FOUND', `no mail ${mailId}`);
+  if (state.status === 'none' || state.status === 'deleted' || state.userId !== userId) throw new CommandError('NOT_FOUND', `no mail ${mailId}`);
   if (state.status !== 'received') throw new CommandError('BAD_REQUEST', `id: mail ${mailId} is not a received mail`);
   // The inbox's unread count only follows mail in the inbox (MailTrashed carries the read state).
   if (state.trashed) throw new CommandError('BAD_REQUEST', `id: mail ${mailId} is in the trash; restore it first`);
