@@ -266,10 +266,10 @@ describe('web client', () => {
     await page.getByRole('heading', { name: 'Reply' }).waitFor();
     assert.equal(await page.getByLabel('To', { exact: true }).inputValue(), 'Bob Outside <bob@example.org>');
     assert.equal(await page.getByLabel('Subject', { exact: true }).inputValue(), 'Re: Quarterly numbers');
-    const body = page.getByLabel('Message', { exact: true });
-    assert.match(await body.inputValue(), /wrote:\n> Hi Alice,\n> \n> the numbers are attached\./);
-    await body.press('Control+Home');
-    await body.pressSequentially('Thanks Bob, looks good.');
+    // The original is HTML: the reply is formatted, the original quoted as it was (as far as the editor keeps formatting).
+    const body = page.getByRole('textbox', { name: 'Message' });
+    assert.match(await body.innerHTML(), /wrote:<\/div><blockquote><p>Hi Alice,<\/p><p>the <b>numbers<\/b> are attached\.<\/p><p>Bob<\/p><\/blockquote>$/);
+    await page.keyboard.type('Thanks Bob, looks good.');
     await page.getByText(/Draft saved at/).waitFor();
     await screenshot(page, 'compose-reply');
     // The first attempt is refused for now (451) and the retry waits in the sink until the test has seen "Sending".
@@ -291,7 +291,8 @@ describe('web client', () => {
     assert.equal(parsed.inReplyTo, `<${firstMessageId}>`);
     assert.deepEqual([parsed.references].flat(), [`<${firstMessageId}>`]);
     assert.match(parsed.text ?? '', /^Thanks Bob, looks good\./);
-    assert.match(parsed.text ?? '', /> the numbers are attached\./);
+    assert.match(parsed.text ?? '', /wrote:\n> Hi Alice,\n> the numbers are attached\.\n> Bob\s*$/, 'the plain-text part quotes the plain-text way');
+    assert.match(String(parsed.html), /<blockquote><p>Hi Alice,<\/p>/);
     sink.rcptPolicy = () => 250;
     await row.getByRole('link').click();
     const timeline = page.locator('.timeline');
@@ -523,7 +524,7 @@ describe('web client', () => {
     }
     await page.keyboard.press('Enter');
     await page.getByRole('heading', { name: 'Reply' }).waitFor();
-    assert.equal(await js(page, 'document.activeElement?.tagName'), 'TEXTAREA', 'a reply starts in the message body');
+    assert.equal(await js(page, "document.activeElement?.getAttribute('aria-label') ?? document.activeElement?.getAttribute('role')"), 'textbox', 'a reply starts in the message body');
     await keyboard.close();
   });
 

@@ -4,6 +4,7 @@ import { api, errorCode, errorMessage, fetchAttachment, refetchAfterChange, type
 import { addressList, bracketId, displayAddress, fileToBase64, formatBytes, formatFullDate, parseAddresses, prefixSubject, quote, type Address } from './format.js';
 import { useMaxAttachmentBytes } from './limits.js';
 import { PaperclipIcon } from './icons.js';
+import { MESSAGE_ID } from '../../mail/message-id.js';
 import { navigate } from './router.js';
 import { editableHtml, htmlToText, textToHtml } from './sanitize.js';
 import { session } from './session.js';
@@ -58,7 +59,9 @@ const uniq = (list: Address[]): Address[] => list.filter((a, i) => list.findInde
 
 /** The fields of a reply or forward of `m`, with the quoted original and the threading headers. */
 export function answerFields(m: Mail, mode: Exclude<ComposeMode, 'new'>): Fields {
-  const references = [...m.references.map(bracketId), ...(m.messageId ? [bracketId(m.messageId)] : [])].filter((r, i, all) => all.indexOf(r) === i);
+  // Only ids the API takes: a received mail may carry malformed ones, which threading can do without.
+  const references = [...m.references.map(bracketId), ...(m.messageId ? [bracketId(m.messageId)] : [])].filter((r, i, all) => MESSAGE_ID.test(r) && all.indexOf(r) === i);
+  const inReplyTo = m.messageId && MESSAGE_ID.test(bracketId(m.messageId)) ? bracketId(m.messageId) : null;
   const sender = m.from[0];
   if (mode === 'forward') {
     const header = [
@@ -69,7 +72,9 @@ export function answerFields(m: Mail, mode: Exclude<ComposeMode, 'new'>): Fields
       `To: ${addressList(m.to)}`,
       ...(m.cc.length ? [`Cc: ${addressList(m.cc)}`] : []),
     ].join('\n');
-    return { ...EMPTY, subject: prefixSubject('Fwd', m.subject), text: `\n\n${header}\n\n${bodyText(m)}`, references };
+    // An HTML original is forwarded formatted (as far as the editor keeps formatting).
+    const html = m.html ? `<div><br></div>${textToHtml(header)}<div><br></div><div>${editableHtml(m.html)}</div>` : null;
+    return { ...EMPTY, subject: prefixSubject('Fwd', m.subject), text: `\n\n${header}\n\n${bodyText(m)}`, html, references };
   }
   // Answering one's own sent mail goes to its recipients again.
   const mine = m.folder === 'sent';
@@ -83,7 +88,9 @@ export function answerFields(m: Mail, mode: Exclude<ComposeMode, 'new'>): Fields
     cc: cc.map(displayAddress).join(', '),
     subject: prefixSubject('Re', m.subject),
     text: `\n\n${intro}\n${quote(bodyText(m))}`,
-    inReplyTo: m.messageId ? bracketId(m.messageId) : null,
+    // An HTML original is quoted formatted, in a blockquote.
+    html: m.html ? `<div><br></div><div><br></div>${textToHtml(intro)}<blockquote>${editableHtml(m.html)}</blockquote>` : null,
+    inReplyTo,
     references,
   };
 }
@@ -190,7 +197,14 @@ function ComposeForm({ initial, initialDraftId, mode, composeKey }: { initial: F
 
   // Replies start in the body (above the quote); new mail in To. Before the first paint, like the heading's.
   useLayoutEffect(() => {
-    if (mode === 'reply' || mode === 'replyAll') {
+    if ((mode === 'reply' || mode === 'replyAll') && editorRef.current) {
+      // Above the quote: the caret at the start of the editor (filled by its own layout effect, which runs first).
+      editorRef.current.focus();
+      const start = document.createRange();
+      start.setStart(editorRef.current.firstChild ?? editorRef.current, 0);
+      window.getSelection()?.removeAllRanges();
+      window.getSelection()?.addRange(start);
+    } else if (mode === 'reply' || mode === 'replyAll') {
       bodyRef.current?.focus();
       bodyRef.current?.setSelectionRange(0, 0);
     } else if (!initial.to) toRef.current?.focus();

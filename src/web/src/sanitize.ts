@@ -161,7 +161,8 @@ export function mailDocument(html: string, opts: { allowRemote: boolean; inline?
 
 /**
  * Plain text of HTML (quoting an HTML mail in a reply; the text part of a formatted message):
- * parsed inert, nothing loads or runs. List items get a bullet or their number, links their address.
+ * parsed inert, nothing loads or runs. List items get a bullet or their number, links their address,
+ * quotes a "> " before each line.
  */
 export function htmlToText(html: string): string {
   const doc = new DOMParser().parseFromString(html, 'text/html');
@@ -180,6 +181,15 @@ export function htmlToText(html: string): string {
     }
     const block = blocks.has(node.tagName);
     if (block && !out.endsWith('\n')) out += '\n';
+    if (node.tagName === 'BLOCKQUOTE') {
+      // Quoted text, quoted the plain-text way: "> " before each line.
+      const before = out;
+      out = '';
+      node.childNodes.forEach(walk);
+      const inner = out.replace(/[ \t]+\n/g, '\n').replace(/\n{3,}/g, '\n\n').trim();
+      out = `${before}${inner.split('\n').map((line) => (line ? `> ${line}` : '>')).join('\n')}\n`;
+      return;
+    }
     if (node.tagName === 'LI') out += node.parentElement?.tagName === 'OL' ? `${[...node.parentElement.children].indexOf(node) + 1}. ` : '- ';
     node.childNodes.forEach(walk);
     // A link keeps its address in the text, unless its text is the address.
