@@ -1,4 +1,5 @@
 import type { Projection } from '../src/projection/projection.js';
+import { aliases } from './aliases.js';
 import { domains } from './domains.js';
 import { mailboxes } from './mailboxes.js';
 import { mails } from './mails.js';
@@ -6,7 +7,7 @@ import { mtaSts } from './mta-sts.js';
 import { outbox } from './outbox.js';
 import { users } from './users.js';
 
-export { domains, mailboxes, mails, mtaSts, outbox, users };
+export { aliases, domains, mailboxes, mails, mtaSts, outbox, users };
 
 /** Every read model the server keeps; `npm run replay` rebuilds them from the log. */
-export const allProjections: Projection[] = [users, mailboxes, mails, domains, outbox, mtaSts];
+export const allProjections: Projection[] = [users, mailboxes, mails, domains, outbox, mtaSts, aliases];

@@ -19,6 +19,11 @@ export const ConfigSchema = z.object({
     .regex(/^(?:localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)$/i, 'must be a domain name with a dot, such as example.com, or localhost')
     .transform((d) => d.toLowerCase())
     .default('localhost'),
+  /** Mail to bob+anything@ goes to bob@; `none`: off. */
+  RECIPIENT_DELIMITER: z
+    .enum(['+', '-', '_', '=', 'none'])
+    .default('+')
+    .transform((d) => (d === 'none' ? '' : d)),
   BCRYPT_COST: z.coerce.number().int().min(4).max(15).default(12),
   MONGODB_URI: z
     .string()

@@ -116,7 +116,7 @@ test('a send cut short while the server was down gets its copies after the resta
       const mailbox = (await findMailboxByAddress(store, `gus@${DOMAIN}`))!;
       const user = { id: mailbox.userId, email: `gus@${DOMAIN}`, name: 'gus' };
       let leftOut: unknown = null;
-      await copiesLost(store, () => sendDraft(store, DOMAIN, { mailId: draftId, user, mailbox, meta: { ...systemMeta(), actor: { kind: 'user', id: user.id } } }, (e) => (leftOut = e)));
+      await copiesLost(store, () => sendDraft(store, { defaultDomain: DOMAIN, recipientDelimiter: '+' }, { mailId: draftId, user, mailbox, meta: { ...systemMeta(), actor: { kind: 'user', id: user.id } } }, (e) => (leftOut = e)));
       assert.match(String(leftOut), /crashed before the copies/, 'the send tells its caller the copies were left out');
       await after?.(store);
     } finally {

@@ -50,7 +50,7 @@ describe('operator scripts on the embedded store', () => {
   test('npm run replay rebuilds every view identically and prints a summary', async () => {
     const r = await runScript('scripts/replay.ts', [], env);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /^views: +users, mailboxes, mails, domains, outbox, mta_sts$/m);
+    assert.match(r.stdout, /^views: +users, mailboxes, mails, domains, outbox, mta_sts, aliases$/m);
     assert.match(r.stdout, new RegExp(`^events: +${await store.events.head()}$`, 'm'));
     assert.match(r.stdout, /^seconds: +[\d.]+$/m);
     assert.match(r.stdout, /^events\/s: +\d+$/m);
@@ -173,5 +173,24 @@ describe('account commands', () => {
     } finally {
       await store.close();
     }
+  });
+
+  test('alias:add right after user:add with no server running (the views are brought up to date), alias:list, alias:remove; mistakes are refused with the reason', async () => {
+    const add = await runScript('scripts/user.ts', ['add', '--email', 'cy@mail.test', '--name', 'Cy'], env, 'a password for cy\n');
+    assert.equal(add.code, 0, add.stderr);
+    const alias = await runScript('scripts/alias.ts', ['add', '--address', 'Sales@mail.test', '--mailbox', 'cy@mail.test'], env);
+    assert.equal(alias.code, 0, alias.stderr);
+    assert.match(alias.stdout, /^Sales@mail\.test now leads to cy@mail\.test$/m);
+    const again = await runScript('scripts/alias.ts', ['add', '--address', 'sales@mail.test', '--mailbox', 'cy@mail.test'], env);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /already an alias of this mailbox/);
+    const foreign = await runScript('scripts/alias.ts', ['add', '--address', 'sales@other.example', '--mailbox', 'cy@mail.test'], env);
+    assert.match(foreign.stderr, /other\.example is not a local domain/);
+    assert.match((await runScript('scripts/alias.ts', ['list'], env)).stdout, /^Sales@mail\.test -> cy@mail\.test$/m);
+    assert.equal((await runScript('scripts/alias.ts', ['remove', '--address', 'sales@mail.test'], env)).code, 0);
+    const gone = await runScript('scripts/alias.ts', ['remove', '--address', 'sales@mail.test'], env);
+    assert.equal(gone.code, 1);
+    assert.match(gone.stderr, /is not an alias/);
+    assert.match((await runScript('scripts/alias.ts', ['list'], env)).stdout, /^no aliases$/m);
   });
 });

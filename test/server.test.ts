@@ -56,7 +56,7 @@ describe('npm start', () => {
       const body = (await res.json()) as { status: string; store: string; projectors: Record<string, { status: string }> };
       assert.equal(body.status, 'ok');
       assert.equal(body.store, 'sqlite');
-      assert.deepEqual(Object.keys(body.projectors).sort(), ['domains', 'local-delivery', 'mailboxes', 'mails', 'mta_sts', 'outbox', 'users'], 'the views, and the follower that stores local copies a send left out');
+      assert.deepEqual(Object.keys(body.projectors).sort(), ['aliases', 'domains', 'local-delivery', 'mailboxes', 'mails', 'mta_sts', 'outbox', 'users'], 'the views, and the follower that stores local copies a send left out');
       const app = await fetch(`http://127.0.0.1:${server.port}/`);
       assert.equal(app.status, 200, 'the web client is built and served with no extra command');
       assert.match(app.headers.get('content-type') ?? '', /text\/html/);

@@ -1,3 +1,4 @@
+import { aliasesRouter } from './routers/aliases.js';
 import { authRouter } from './routers/auth.js';
 import { domainsRouter } from './routers/domains.js';
 import { mailboxesRouter } from './routers/mailboxes.js';
@@ -9,6 +10,7 @@ export const appRouter = router({
   mailboxes: mailboxesRouter,
   mails: mailsRouter,
   domains: domainsRouter,
+  aliases: aliasesRouter,
 });
 
 /** The API's type: clients import this (type only) for end-to-end type safety. */

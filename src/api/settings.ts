@@ -36,6 +36,7 @@ export function apiSettings(config: Config, logger: Logger): ApiSettings {
     adminEmails: config.ADMIN_EMAILS,
     bcryptCost: config.BCRYPT_COST,
     defaultDomain: config.DEFAULT_DOMAIN,
+    recipientDelimiter: config.RECIPIENT_DELIMITER,
     maxAttachmentBytes: config.MAX_ATTACHMENT_SIZE,
     rateLimitLoopback: config.RATE_LIMIT_LOOPBACK,
     readYourWritesMs: 2000,

@@ -1,6 +1,7 @@
 import { initTRPC, TRPCError } from '@trpc/server';
 import { TRPC_ERROR_CODES_BY_KEY } from '@trpc/server/rpc';
 import { CommandError } from '../compose/decide.js';
+import type { Meta } from '../events/envelope.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { WrongExpectedVersionError, type Store } from '../store/port.js';
@@ -17,6 +18,8 @@ export interface ApiSettings {
   adminEmails: string[];
   bcryptCost: number;
   defaultDomain: string;
+  /** Mail to bob+anything@ goes to bob@ (empty: off). */
+  recipientDelimiter: string;
   maxAttachmentBytes: number;
   /** Loopback clients are rate-limited too (default: exempt, so local tools and tests are not locked out). */
   rateLimitLoopback: boolean;
@@ -96,6 +99,9 @@ export const publicProcedure = t.procedure.use(async ({ ctx, path, type, next })
   if (mapped) throw mapped;
   return result;
 });
+
+/** The meta of the events a request appends: its correlation id, the signed-in user as actor (null: registering). */
+export const requestMeta = (ctx: Pick<Context, 'correlationId'>, userId: string | null): Meta => ({ correlationId: ctx.correlationId, causationId: null, actor: { kind: 'user', id: userId } });
 
 export const authedProcedure = publicProcedure.use(({ ctx, next }) => {
   if (!ctx.user) throw new TRPCError({ code: 'UNAUTHORIZED', message: 'sign in first: send Authorization: Bearer <token from auth.login>' });

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import MailComposer from 'nodemailer/lib/mail-composer/index.js';
 import type { MailboxDoc } from '../../projections/mailboxes.js';
-import { findMailboxByAddress } from '../accounts/accounts.js';
+import { recipientMailbox } from '../accounts/aliases.js';
 import { domainOf, isLocalDomain } from '../accounts/domains.js';
 import type { Meta } from '../events/envelope.js';
 import type { BlobStore, Store } from '../store/port.js';
@@ -57,7 +57,8 @@ async function buildMime(blobs: BlobStore, draft: Draft, from: { name: string; a
  */
 export async function sendDraft(
   store: Store,
-  defaultDomain: string,
+  /** Which domains are local, and the recipient delimiter (bob+tag@ is bob@; empty: off). */
+  local: { defaultDomain: string; recipientDelimiter: string },
   cmd: { mailId: string; user: { id: string; email: string; name: string }; mailbox: MailboxDoc; meta: Meta },
   /** Told when the copies could not be appended after MailSent: the send stands, the local delivery follower stores them. */
   copiesLeftOut: (error: unknown) => void = () => undefined,
@@ -68,16 +69,16 @@ export async function sendDraft(
   const recipients = [...new Map([...draft.draft.to, ...draft.draft.cc, ...draft.draft.bcc].map((a) => [a.address.toLowerCase(), a.address])).values()];
   if (recipients.length === 0) throw new CommandError('BAD_REQUEST', 'to: a mail needs at least one recipient');
 
-  const local: NonNullable<EventData<'MailSent'>['localCopies']>['recipients'] = [];
+  const copies: NonNullable<EventData<'MailSent'>['localCopies']>['recipients'] = [];
   const external: string[] = [];
   for (const address of recipients) {
-    if (!(await isLocalDomain(store, defaultDomain, domainOf(address)))) {
+    if (!(await isLocalDomain(store, local.defaultDomain, domainOf(address)))) {
       external.push(address);
       continue;
     }
-    const mailbox = await findMailboxByAddress(store, address);
+    const mailbox = await recipientMailbox(store, address, local.recipientDelimiter);
     if (!mailbox) throw new CommandError('BAD_REQUEST', `to: there is no mailbox ${address} on this server`);
-    local.push({ address, mailboxId: mailbox.id, userId: mailbox.userId });
+    copies.push({ address, mailboxId: mailbox.id, userId: mailbox.userId });
   }
 
   const messageId = `<${cmd.mailId}@${domainOf(cmd.mailbox.address)}>`;
@@ -115,7 +116,7 @@ export async function sendDraft(
     message,
     bcc: d.bcc,
     wasDraft: true,
-    ...(local.length > 0 ? { localCopies: { authUser: cmd.user.email, recipients: local } } : {}),
+    ...(copies.length > 0 ? { localCopies: { authUser: cmd.user.email, recipients: copies } } : {}),
   };
   const sent = await store.events.append(stream, [{ type: 'MailSent', data }], { expectedVersion: draft.version, meta: cmd.meta });
   // The mail is sent from here on: an error now must not tell the sender otherwise (a retry would

@@ -30,6 +30,9 @@ export function describeEvent(e: StoredEvent): EventSummary {
       return { ...base, details: { userId: e.data.userId } };
     case 'MailboxCreated':
       return { ...base, details: { mailboxId: e.data.mailboxId, address: e.data.address } };
+    case 'AliasAdded':
+    case 'AliasRemoved':
+      return { ...base, details: { address: e.data.address, mailboxId: e.data.mailboxId } };
     case 'DomainAdded':
       return { ...base, details: { domain: e.data.domain } };
     case 'MtaStsPolicyFetched':

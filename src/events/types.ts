@@ -98,6 +98,12 @@ export const eventSchemas = {
   UserPasswordChanged: z.object({ userId: id, passwordHash: z.string() }),
   UserDisabled: z.object({ userId: id }),
   MailboxCreated: z.object({ mailboxId: id, userId: id, address: z.string() }),
+  /**
+   * Mail to `address` (in a local domain) goes to the mailbox, and its owner may send as it. In the
+   * address's stream, the one an account of that address would have: an address is taken once.
+   */
+  AliasAdded: z.object({ address: z.string(), mailboxId: id, userId: id }),
+  AliasRemoved: z.object({ address: z.string(), mailboxId: id, userId: id }),
   /** A domain mailtrail receives mail for, besides DEFAULT_DOMAIN. */
   DomainAdded: z.object({ domain: z.string().min(1) }),
   DraftCreated: z.object({ mailId: id, mailboxId: id, userId: id, draft: Draft }),

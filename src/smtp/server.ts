@@ -6,7 +6,8 @@ import type { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import { v7 as uuidv7 } from 'uuid';
 import type { MailboxDoc } from '../../projections/mailboxes.js';
 import type { UserDoc } from '../../projections/users.js';
-import { findMailboxByAddress, verifyPassword } from '../accounts/accounts.js';
+import { verifyPassword } from '../accounts/accounts.js';
+import { recipientMailbox } from '../accounts/aliases.js';
 import { domainOf } from '../accounts/domains.js';
 import type { Config } from '../config.js';
 import type { Meta } from '../events/envelope.js';
@@ -281,15 +282,18 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
     return isLocalDomain(key, config.DEFAULT_DOMAIN, added);
   };
 
-  /** The mailbox, re-checked once the views have caught up before saying it does not exist. */
+  /**
+   * The mailbox of an address (its own, an alias's, or a +tag's: see recipientMailbox), re-checked
+   * once the views have caught up before saying there is none.
+   */
   const findMailbox = async (address: string): Promise<LocalMailbox | null> => {
     const key = address.toLowerCase();
     const cached = mailboxes.get(key);
     if (cached) return cached;
-    let found = await findMailboxByAddress(store, address);
+    let found = await recipientMailbox(store, address, config.RECIPIENT_DELIMITER);
     if (!found && deps.viewsCurrent) {
       if (!(await deps.viewsCurrent(1000))) throw new ViewsBehindError();
-      found = await findMailboxByAddress(store, address);
+      found = await recipientMailbox(store, address, config.RECIPIENT_DELIMITER);
     }
     if (!found) return null;
     const mailbox = toLocalMailbox(found);
@@ -525,7 +529,7 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
     const submittedFrom = added.from ? [{ name: '', address: added.from }] : message.summary.from;
     const verdict =
       decideDmarc(auth?.dmarc ?? null, config.DMARC_REJECT) ??
-      (user && tx.sender ? (fromFields > 1 ? replies.severalHeaderFroms() : decideHeaderFrom(submittedFrom, [tx.sender.address, user.email])) : null);
+      (user && tx.sender ? (fromFields > 1 ? replies.severalHeaderFroms() : decideHeaderFrom(submittedFrom, [tx.sender.address, user.email, tx.mailFrom])) : null);
     if (verdict) {
       message.abort();
       return refuse(verdict);

@@ -6,7 +6,7 @@ import { countAttempt, isLoopback } from '../../security/limits.js';
 import { awaitViews } from '../consistency.js';
 import { Email } from '../schemas.js';
 import { effectiveRole, signToken } from '../tokens.js';
-import { authedProcedure, publicProcedure, router, type Context } from '../trpc.js';
+import { authedProcedure, publicProcedure, requestMeta, router } from '../trpc.js';
 
 /** Addresses people write to about the server itself: only an admin (npm run user:add) creates them. */
 export const RESERVED_LOCAL_PARTS = new Set(['postmaster', 'abuse', 'admin', 'administrator', 'root', 'hostmaster', 'webmaster', 'mailer-daemon', 'security', 'noreply', 'no-reply', 'support']);
@@ -16,7 +16,6 @@ const Password = z
   .min(8, 'must be at least 8 characters')
   .refine((p) => Buffer.byteLength(p) <= 72, 'must be at most 72 bytes (bcrypt ignores the rest)');
 
-const meta = (ctx: Context, actorId: string | null) => ({ correlationId: ctx.correlationId, causationId: null, actor: { kind: 'user' as const, id: actorId } });
 
 export const authRouter = router({
   register: publicProcedure
@@ -33,7 +32,7 @@ export const authRouter = router({
       }
       try {
         const role = settings.adminEmails.includes(input.email.toLowerCase()) ? 'admin' : 'user';
-        const account = await registerAccount(store, { ...input, role }, { bcryptCost: settings.bcryptCost, meta: meta(ctx, null) });
+        const account = await registerAccount(store, { ...input, role }, { bcryptCost: settings.bcryptCost, meta: requestMeta(ctx, null) });
         return { user: { id: account.user.id, email: account.user.email, name: account.user.name }, position: account.position };
       } catch (error) {
         if (error instanceof AddressTakenError) throw new TRPCError({ code: 'CONFLICT', message: `email: ${input.email} is already registered` });

@@ -4,7 +4,7 @@ import type { DomainDoc } from '../../../projections/domains.js';
 import { addDomain, DomainExistsError } from '../../accounts/domains.js';
 import { checkDomain } from '../../dns/records.js';
 import { awaitViews } from '../consistency.js';
-import { adminProcedure, router } from '../trpc.js';
+import { adminProcedure, requestMeta, router } from '../trpc.js';
 
 const Domain = z
   .string()
@@ -18,7 +18,7 @@ export const domainsRouter = router({
     const exists = (): TRPCError => new TRPCError({ code: 'CONFLICT', message: `domain: ${input.domain} is already a local domain` });
     if (input.domain === ctx.deps.settings.defaultDomain.toLowerCase()) throw exists();
     try {
-      const position = await addDomain(ctx.deps.store, input.domain, { correlationId: ctx.correlationId, causationId: null, actor: { kind: 'user', id: ctx.user.id } });
+      const position = await addDomain(ctx.deps.store, input.domain, requestMeta(ctx, ctx.user.id));
       return { domain: input.domain, position };
     } catch (error) {
       if (error instanceof DomainExistsError) throw exists();

@@ -7,16 +7,15 @@ import { CommandError, decideDelete, decideSetRead, decideTrash, mailState, ownD
 import { storeDraft } from '../../compose/drafts.js';
 import { sendDraft } from '../../compose/send.js';
 import { describeEvent } from '../../events/describe.js';
-import type { Meta, NewEvent, StoredEvent } from '../../events/envelope.js';
+import type { NewEvent, StoredEvent } from '../../events/envelope.js';
 import { mailStream } from '../../mail/ids.js';
 import { WrongExpectedVersionError } from '../../store/port.js';
 import { awaitViews } from '../consistency.js';
 import { decodeCursor, DraftInput, encodeCursor, Folder, Id } from '../schemas.js';
-import { authedProcedure, router, type Context } from '../trpc.js';
+import { authedProcedure, requestMeta, router, type Context } from '../trpc.js';
 
 type Authed = Context & { user: NonNullable<Context['user']> };
 
-const meta = (ctx: Authed): Meta => ({ correlationId: ctx.correlationId, causationId: null, actor: { kind: 'user', id: ctx.user.id } });
 
 /** The caller's mail from the view; another user's mail is "not found", never its content. */
 export async function ownMail(ctx: Authed, id: string): Promise<MailDoc> {
@@ -42,7 +41,7 @@ async function command(ctx: Authed, id: string, decide: (state: MailState) => Ne
   const state = mailState(events);
   const change = decide(state);
   if (!change) return { id, position: events.at(-1)!.position };
-  const r = await ctx.deps.store.events.append(mailStream(id), [change], { expectedVersion: state.status === 'none' ? 0 : state.version, meta: meta(ctx) });
+  const r = await ctx.deps.store.events.append(mailStream(id), [change], { expectedVersion: state.status === 'none' ? 0 : state.version, meta: requestMeta(ctx, ctx.user.id) });
   return { id, position: r.lastPosition };
 }
 
@@ -123,7 +122,7 @@ export const mailsRouter = router({
     const id = uuidv7();
     const r = await ctx.deps.store.events.append(mailStream(id), [{ type: 'DraftCreated', data: { mailId: id, mailboxId: mailbox.id, userId: ctx.user.id, draft } }], {
       expectedVersion: 'no_stream',
-      meta: meta(ctx),
+      meta: requestMeta(ctx, ctx.user.id),
     });
     return { id, position: r.lastPosition };
   }),
@@ -133,7 +132,7 @@ export const mailsRouter = router({
     const draft = await storeDraft(ctx.deps.store.blobs, input, ctx.deps.settings.maxAttachmentBytes);
     const r = await ctx.deps.store.events.append(mailStream(input.id), [{ type: 'DraftUpdated', data: { mailId: input.id, draft } }], {
       expectedVersion: state.version,
-      meta: meta(ctx),
+      meta: requestMeta(ctx, ctx.user.id),
     });
     return { id: input.id, position: r.lastPosition };
   }),
@@ -142,7 +141,7 @@ export const mailsRouter = router({
     const state = ownDraft(mailState(await ctx.deps.store.events.readStream(mailStream(input.id))), ctx.user.id, input.id);
     const r = await ctx.deps.store.events.append(mailStream(input.id), [{ type: 'DraftDeleted', data: { mailId: input.id, mailboxId: state.mailboxId } }], {
       expectedVersion: state.version,
-      meta: meta(ctx),
+      meta: requestMeta(ctx, ctx.user.id),
     });
     return { id: input.id, position: r.lastPosition };
   }),
@@ -223,7 +222,7 @@ export const mailsRouter = router({
 
   send: authedProcedure.input(z.object({ id: Id })).mutation(async ({ ctx, input }) => {
     const mailbox = await userMailbox(ctx);
-    return sendDraft(ctx.deps.store, ctx.deps.settings.defaultDomain, { mailId: input.id, user: ctx.user, mailbox, meta: meta(ctx) }, (err) =>
+    return sendDraft(ctx.deps.store, ctx.deps.settings, { mailId: input.id, user: ctx.user, mailbox, meta: requestMeta(ctx, ctx.user.id) }, (err) =>
       ctx.deps.logger.warn({ err, mailId: input.id, correlationId: ctx.correlationId }, 'mail sent, its local copies were not stored yet; the local delivery follower stores them'),
     );
   }),
