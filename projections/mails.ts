@@ -71,6 +71,8 @@ function fromDraft(d: Draft) {
     hasAttachments: d.attachments.length > 0,
     inReplyTo: d.inReplyTo,
     references: d.references,
+    // A draft shows the alias it goes out from; none: the mailbox's own address, at send.
+    from: d.from ? [{ name: '', address: d.from }] : [],
   };
 }
 
@@ -113,7 +115,6 @@ export const mails = defineProjection<MailDoc>({
           trashedFrom: null,
           status: 'draft',
           messageId: null,
-          from: [],
           snippet: '',
           date: e.recordedAt,
           sortAt: e.recordedAt,

@@ -115,6 +115,29 @@ test('a send from the API to the alias lands in the mailbox; without a delimiter
   assert.equal((await recipientMailbox(server.store, `ann-x@${DOMAIN}`, '-'))?.id, annMailbox, 'another delimiter');
 });
 
+test('a draft may go out from an alias of its mailbox, and only from one; an alias removed since is refused at send', async () => {
+  await expectCode(bob.mails.createDraft.mutate({ from: `info@${DOMAIN}`, to: ['x@example.net'], subject: 'not mine', text: 'x' }), 'BAD_REQUEST', /^from: info@mail\.test is not an address of yours/);
+  const { id } = await ann.mails.createDraft.mutate({ from: `info@${DOMAIN}`, to: ['x@example.net'], subject: 'from info', text: 'x' });
+  assert.deepEqual((await ann.mails.get.query({ id })).from, [{ name: '', address: `info@${DOMAIN}` }], 'the draft shows it');
+  await ann.mails.send.mutate({ id });
+  const [mailSent] = (await sent(server.store)).filter((e) => e.data.message.subject === 'from info');
+  assert.equal(mailSent?.data.envelope.mailFrom, `info@${DOMAIN}`);
+  assert.deepEqual(mailSent?.data.message.from.map((a) => a.address), [`info@${DOMAIN}`]);
+  assert.match(mailSent!.data.messageId, /@mail\.test>$/);
+
+  await boss.aliases.add.mutate({ address: `temp@${DOMAIN}`, mailbox: `ann@${DOMAIN}` });
+  const later = await ann.mails.createDraft.mutate({ from: `temp@${DOMAIN}`, to: ['x@example.net'], subject: 'too late', text: 'x' });
+  await boss.aliases.remove.mutate({ address: `temp@${DOMAIN}` });
+  await expectCode(ann.mails.send.mutate({ id: later.id }), 'BAD_REQUEST', /^from: temp@mail\.test is no longer an address of yours/);
+});
+
+test('registration: a removed alias\'s address is free again; an address with the delimiter in it is not taken (it is someone\'s +tag)', async () => {
+  await signUp(`temp@${DOMAIN}`);
+  assert.deepEqual((await server.store.events.readStream(`account-temp@${DOMAIN}`)).map((e) => e.type), ['AliasAdded', 'AliasRemoved', 'UserRegistered', 'MailboxCreated']);
+  await expectCode(createClient(base).auth.register.mutate({ email: `ann+invoices@${DOMAIN}`, password: PASSWORD, name: 'mallory' }), 'BAD_REQUEST', /may not contain "\+"/);
+  await expectCode(createClient(base).auth.register.mutate({ email: `postmaster+x@${DOMAIN}`, password: PASSWORD, name: 'mallory' }), 'BAD_REQUEST');
+});
+
 test('a removed alias is refused again (550 5.1.1) and may be added anew, to another mailbox', async () => {
   await expectCode(boss.aliases.remove.mutate({ address: `nothing@${DOMAIN}` }), 'NOT_FOUND', /not an alias/);
   await boss.aliases.remove.mutate({ address: `INFO@${DOMAIN}` });

@@ -9,7 +9,7 @@ import { after, before, test } from 'node:test';
 import { describeEvent } from '../src/events/describe.js';
 import type { EventOf } from '../src/events/envelope.js';
 import { bounceMailId, noticeMailId } from '../src/relay/dsn.js';
-import { startSink, type RelaySink } from './support/relay-sink.js';
+import { relayThrough, startSink, type RelaySink } from './support/relay-sink.js';
 import { addUser, DOMAIN, PASSWORD, rawMessage, sent, SmtpTalk, startTestServer, type TestServer } from './support/smtp.js';
 
 let server: TestServer;
@@ -20,14 +20,7 @@ before(async () => {
   sink = await startSink();
   // gone*, quiet*: refused for good; slow*: deferred twice, then accepted.
   sink.rcptPolicy = (rcpt, attempt) => (rcpt.startsWith('gone') || rcpt.startsWith('quiet') ? 550 : rcpt.startsWith('slow') && attempt <= 2 ? 451 : 250);
-  server = await startTestServer({
-    RELAY_ENABLED: 'true',
-    SMTP_RELAY_HOST: '127.0.0.1',
-    SMTP_RELAY_PORT: String(sink.port),
-    RELAY_HELO_NAME: 'relay.mail.test',
-    RELAY_POLL_INTERVAL_MS: '100',
-    RELAY_RETRY_BASE_MS: '200',
-  });
+  server = await startTestServer(relayThrough(sink));
   await addUser(server, SENDER);
   await addUser(server, `bob@${DOMAIN}`);
 });
@@ -37,13 +30,14 @@ after(async () => {
 });
 
 /** Submits `subject` over STARTTLS with AUTH, with the MAIL and RCPT commands as given; returns its MailSent. */
-async function submit(subject: string, mail: string, rcpts: string[]): Promise<EventOf<'MailSent'>> {
+async function submit(subject: string, mail: string, rcpts: string[], refusedFirst?: string): Promise<EventOf<'MailSent'>> {
   const { talk } = await SmtpTalk.open(server.port);
   assert.equal((await talk.cmd('EHLO client.example.org')).code, 250);
   assert.equal((await talk.starttls()).code, 220);
   const ehlo = await talk.cmd('EHLO client.example.org');
   assert.ok(ehlo.lines.some((l) => l.slice(4) === 'DSN'), 'DSN is offered');
   assert.equal((await talk.cmd(`AUTH PLAIN ${Buffer.from(`\0${SENDER}\0${PASSWORD}`).toString('base64')}`)).code, 235);
+  if (refusedFirst) assert.notEqual((await talk.cmd(refusedFirst)).code, 250, refusedFirst);
   assert.equal((await talk.cmd(mail)).code, 250, mail);
   for (const r of rcpts) assert.equal((await talk.cmd(r)).code, 250, r);
   const to = rcpts.map((r) => /<([^>]+)>/.exec(r)![1]).join(', ');
@@ -123,7 +117,9 @@ test('NOTIFY, ORCPT, RET and ENVID: a relayed notice for SUCCESS, a bounce with 
 });
 
 test('without DSN parameters: a failure bounces with the header section only, a success and a local delivery send nothing', async () => {
-  const mailSent = await submit('without dsn', 'MAIL FROM:<sub@mail.test>', ['RCPT TO:<fine@external.example>', 'RCPT TO:<gone2@external.example>', `RCPT TO:<bob@${DOMAIN}>`]);
+  // A refused MAIL's parameters do not carry over to the next one.
+  const refused = 'MAIL FROM:<someone-else@mail.test> RET=FULL ENVID=stale';
+  const mailSent = await submit('without dsn', 'MAIL FROM:<sub@mail.test>', ['RCPT TO:<fine@external.example>', 'RCPT TO:<gone2@external.example>', `RCPT TO:<bob@${DOMAIN}>`], refused);
   assert.equal(mailSent.data.dsn, undefined, 'no DSN request recorded');
   await settled(mailSent.data.mailId, 2);
   const bounce = await notice(bounceMailId(mailSent.data.mailId, 1));

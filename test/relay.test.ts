@@ -23,7 +23,7 @@ import { outbox, outboxFromStream, type OutboxDoc } from '../projections/outbox.
 import { dkimKeygen } from '../scripts/dkim-keygen.js';
 import type { EventOf, StoredEvent } from '../src/events/envelope.js';
 import { ProjectionRunner } from '../src/projection/runner.js';
-import { bounceMailId, composeNotice, noticeRequested } from '../src/relay/dsn.js';
+import { bounceMailId, composeNotice, noticeRequested, statusOf } from '../src/relay/dsn.js';
 import { httpsPolicyFetcher, MtaStsPolicies, mxMatches, parsePolicy, policyId } from '../src/relay/mta-sts.js';
 import { relayOptionsFromEnv, type RelayOptions } from '../src/relay/options.js';
 import { backoffDelay, planAttempt, type RecipientOutcome } from '../src/relay/plan.js';
@@ -850,10 +850,27 @@ describe('relay: pure parts', () => {
       'Reporting-MTA: dns; mx.sender.test\r\nArrival-Date: Thu, 01 Jan 2026 00:00:00 +0000',
       'Final-Recipient: rfc822; a@x.test\r\nAction: failed\r\nStatus: 5.7.1\r\nDiagnostic-Code: smtp; 550-5.7.1 Refused by policy 550 5.7.1 see https://x.test\r\nLast-Attempt-Date: Thu, 01 Jan 2026 00:01:00 +0000',
       'Final-Recipient: rfc822; b@x.test\r\nAction: failed\r\nStatus: 4.0.0\r\nDiagnostic-Code: smtp; 452 mailbox full\r\nLast-Attempt-Date: Thu, 01 Jan 2026 00:01:00 +0000',
-      'Final-Recipient: rfc822; c@y.test\r\nAction: failed\r\nStatus: 5.0.0\r\nLast-Attempt-Date: Thu, 01 Jan 2026 00:01:00 +0000',
+      'Final-Recipient: rfc822; c@y.test\r\nAction: failed\r\nStatus: 5.4.4\r\nLast-Attempt-Date: Thu, 01 Jan 2026 00:01:00 +0000',
     ]);
     assert.doesNotMatch(text, /text\/rfc822-headers/, 'no header section without the original');
     assert.ok(raw.equals(await composeNotice(input, 'bounce-1')), 'the same bounce is the same bytes');
+  });
+
+  test('DSN status codes: the enhanced code right after the reply code, else the reply class; without a reply, what the action means; never a number from the text', () => {
+    assert.deepEqual(
+      [
+        statusOf('550 5.1.1 no such user', 'failed'),
+        statusOf('550-5.7.1 policy\r\n550 5.7.1 see', 'failed'),
+        statusOf('452 mailbox full', 'delayed'),
+        statusOf('250 2.0.0 Ok: queued as 7', 'relayed'),
+        statusOf('451 5.1.1 contradicts itself', 'delayed'),
+        statusOf('connect ECONNREFUSED 2.16.1.1:25', 'delayed'),
+        statusOf('attempt timed out after 30000 ms', 'delayed'),
+        statusOf('no MX host for y.test', 'failed'),
+        statusOf('attempt timed out after 30000 ms (giving up: retry deadline passed)', 'failed'),
+      ],
+      ['5.1.1', '5.7.1', '4.0.0', '2.0.0', '4.0.0', '4.4.1', '4.4.1', '5.4.4', '4.4.7'],
+    );
   });
 
   test('DSN requests (RFC 3461): without NOTIFY a failure is reported and a success not; NEVER asks for nothing', () => {

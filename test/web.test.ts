@@ -12,10 +12,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { simpleParser } from 'mailparser';
 import type { Browser, BrowserContext, Frame, Page } from 'playwright-core';
 import type { UserDoc } from '../projections/users.js';
+import { addAlias } from '../src/accounts/aliases.js';
 import { createClient } from '../src/api/client.js';
 import { signToken } from '../src/api/tokens.js';
 import { CONTENT_SECURITY_POLICY, ensureWebBuild } from '../src/web/serve.js';
-import { startSink, type RelaySink } from './support/relay-sink.js';
+import { relayThrough, startSink, type RelaySink } from './support/relay-sink.js';
 import { startTestServer, transport, type TestServer } from './support/smtp.js';
 import { launchChromium, screenshot, watchedPage, type Watched } from './support/web-browser.js';
 import { hostileHtml, IMAGE_PATHS, startHitCounter, type HitCounter } from './support/web-hostile.js';
@@ -82,14 +83,7 @@ before(async () => {
     JWT_SECRET: SECRET,
     JWT_EXPIRES_IN: '1h',
     MAX_ATTACHMENT_SIZE: String(2 * 1024 * 1024),
-    RELAY_ENABLED: 'true',
-    SMTP_RELAY_HOST: '127.0.0.1',
-    SMTP_RELAY_PORT: String(sink.port),
-    RELAY_HELO_NAME: 'relay.mail.test',
-    RELAY_POLL_INTERVAL_MS: '100',
-    RELAY_RETRY_BASE_MS: '200',
-    RELAY_SMTP_TIMEOUT_MS: '60000',
-    RELAY_CLAIM_TTL_MS: '120000',
+    ...relayThrough(sink),
   });
   base = `http://127.0.0.1:${server.app.http.port}`;
   browser = await launchChromium();
@@ -370,7 +364,7 @@ describe('web client', () => {
     // Pasted HTML from elsewhere: what loads or runs is dropped, a plain link stays.
     await js(
       page,
-      `(() => { const dt = new DataTransfer(); dt.setData('text/html', '<img src="/x.png" onerror="window.pwned = 1"><a href="javascript:window.pwned = 2">bad link</a> <a href="https://example.org/docs" style="color:red">the docs</a><script>window.pwned = 3</script>'); document.querySelector('.editor').dispatchEvent(new ClipboardEvent('paste', { clipboardData: dt, bubbles: true, cancelable: true })); })()`,
+      `(() => { const dt = new DataTransfer(); dt.setData('text/html', '<img src="/x.png" onerror="window.pwned = 1"><a href="javascript:window.pwned = 2">bad link</a> <a href="https://example.org/docs" style="color:red">the docs</a><script>window.pwned = 3</script><pre>function f() {\\n  return 1;\\n}</pre>'); document.querySelector('.editor').dispatchEvent(new ClipboardEvent('paste', { clipboardData: dt, bubbles: true, cancelable: true })); })()`,
     );
     const html = await editor.innerHTML();
     assert.doesNotMatch(html, /<img|onerror|javascript:|<script|style=/i, html);
@@ -395,6 +389,7 @@ describe('web client', () => {
     assert.match(String(parsed.html), /<ul><li>one<\/li><li>two<\/li><\/ul>/);
     assert.match(parsed.text ?? '', /^First line\nvery bold\n- one\n- two\n/);
     assert.match(parsed.text ?? '', /the docs <https:\/\/example\.org\/docs>/, 'the plain-text part keeps the link’s address');
+    assert.match(parsed.text ?? '', /function f\(\) \{\n {2}return 1;\n\}/, '… and the lines and spaces of preformatted text');
 
     // A draft whose stored HTML carries an image with a handler (made through the API) opens cleaned.
     const { id } = await api.mails.createDraft.mutate({ to: [], subject: 'stored html', html: '<p><b>kept</b></p><img src="https://tracker.example/x.png" onerror="window.pwned = 4"><iframe src="/"></iframe>' });
@@ -406,6 +401,37 @@ describe('web client', () => {
     assert.equal(await js(page, 'window.pwned'), undefined);
     await api.mails.deleteDraft.mutate({ id });
     await page.getByRole('link', { name: /^Inbox/ }).click();
+  });
+
+  test('with an alias, compose offers it as From; the mail goes out from it; a reply to mail sent to it answers from it', async () => {
+    const { page } = alice;
+    const meta = { correlationId: 'web-test', causationId: null, actor: { kind: 'system' as const, id: 'test' } };
+    await addAlias(server.store, 'mail.test', { address: 'hello@mail.test', mailbox: 'alice@mail.test' }, meta);
+    await page.getByRole('link', { name: 'Compose' }).click();
+    await page.getByRole('heading', { name: 'New message' }).waitFor();
+    const from = page.getByLabel('From', { exact: true });
+    await from.locator('option', { hasText: 'hello@mail.test' }).waitFor({ state: 'attached' });
+    assert.deepEqual(await from.locator('option').allTextContents(), ['alice@mail.test', 'hello@mail.test']);
+    await from.selectOption('hello@mail.test');
+    await page.getByLabel('To', { exact: true }).fill('gus@example.net');
+    await page.getByLabel('Subject', { exact: true }).fill('From the alias');
+    await page.getByLabel('Message', { exact: true }).fill('hi');
+    await page.getByRole('button', { name: 'Send' }).click();
+    await page.getByText('Message sent.').waitFor();
+    await until('the sink to get the mail from the alias', () => sink.deliveries.some((d) => d.rcptTo.includes('gus@example.net')));
+    const delivered = sink.deliveries.find((d) => d.rcptTo.includes('gus@example.net'))!;
+    assert.equal(delivered.mailFrom, 'hello@mail.test');
+    assert.equal((await simpleParser(delivered.raw)).from?.value[0]?.address, 'hello@mail.test');
+
+    await transport(server.port, { ignoreTLS: true }).sendMail({ from: 'Gus <gus@example.net>', to: 'hello@mail.test', subject: 'Question for hello', text: 'hello?', messageId: '<hello-q@example.net>' });
+    await page.getByRole('link', { name: /^Inbox/ }).click();
+    await rowWith(page, 'Question for hello').getByRole('link').click();
+    await page.getByRole('link', { name: 'Reply', exact: true }).click();
+    await page.getByRole('heading', { name: 'Reply' }).waitFor();
+    assert.equal(await page.getByLabel('From', { exact: true }).inputValue(), 'hello@mail.test', 'answers from the address it was sent to');
+    await page.getByRole('button', { name: 'Discard' }).click();
+    await page.getByText('Draft discarded.').waitFor();
+    assert.deepEqual(alice.dialogs.splice(0), ['confirm: Discard this draft?'], 'only the discard question was asked (later tests count dialogs)');
   });
 
   test('forward: the original below a header, its attachment carried over, References set', async () => {

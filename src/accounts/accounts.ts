@@ -39,6 +39,9 @@ export async function registerAccount(
   const mailboxId = uuidv7();
   const role = input.role ?? 'user';
   const passwordHash = await bcrypt.hash(input.password, opts.bcryptCost);
+  // The address's stream is new, or holds an alias that was removed: the address is free again.
+  const history = await store.events.readStream(accountStream(input.email));
+  if (history.length > 0 && history.at(-1)!.type !== 'AliasRemoved') throw new AddressTakenError(input.email);
   try {
     const result = await store.events.append(
       accountStream(input.email),
@@ -46,7 +49,7 @@ export async function registerAccount(
         { type: 'UserRegistered', data: { userId, email: input.email, name: input.name, passwordHash, role } },
         { type: 'MailboxCreated', data: { mailboxId, userId, address: input.email } },
       ],
-      { expectedVersion: 'no_stream', meta: opts.meta },
+      { expectedVersion: history.at(-1)?.version ?? 'no_stream', meta: opts.meta },
     );
     return { user: { id: userId, email: input.email, name: input.name, role }, mailboxId, position: result.lastPosition };
   } catch (error) {

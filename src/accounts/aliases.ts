@@ -61,6 +61,13 @@ async function aliasTarget(store: Store, address: string): Promise<MailboxDoc | 
   return alias ? ((await store.views.get('mailboxes', alias.mailboxId)) as MailboxDoc | null) : null;
 }
 
+/** Whether the mailbox may send as `address`: its own, or one of its aliases. */
+export async function sendsAs(store: Store, mailbox: Pick<MailboxDoc, 'id' | 'address'>, address: string): Promise<boolean> {
+  if (address.toLowerCase() === mailbox.address.toLowerCase()) return true;
+  const alias = (await store.views.get('aliases', address.toLowerCase())) as AliasDoc | null;
+  return alias?.mailboxId === mailbox.id;
+}
+
 /**
  * The mailbox mail to `address` goes to: the mailbox of that address, else the one it is an alias
  * of; else, with a recipient delimiter (`+`: bob+lists@ is bob@), the same for the address

@@ -41,6 +41,8 @@ export const DraftInput = z.object({
   /** Message-ID of the mail this one answers (reply), with or without angle brackets. */
   inReplyTo: MessageIdRef.optional(),
   references: z.array(MessageIdRef).max(100).default([]),
+  /** The address to send from: the mailbox's own (the default) or one of its aliases. */
+  from: Email.optional(),
 });
 export type DraftInput = z.infer<typeof DraftInput>;
 

@@ -12,6 +12,8 @@ export interface DraftContent {
   attachments: { filename: string; contentType: string; content: string }[];
   inReplyTo?: string | undefined;
   references: string[];
+  /** Checked by the caller: the mailbox's own address or one of its aliases. */
+  from?: string | undefined;
 }
 
 const bracket = (id: string): string => (id.startsWith('<') ? id : `<${id}>`);
@@ -37,5 +39,6 @@ export async function storeDraft(blobs: BlobStore, input: DraftContent, maxAttac
     attachments,
     inReplyTo: input.inReplyTo ? bracket(input.inReplyTo) : null,
     references: input.references.map(bracket),
+    ...(input.from ? { from: input.from } : {}),
   };
 }

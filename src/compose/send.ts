@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import MailComposer from 'nodemailer/lib/mail-composer/index.js';
 import type { MailboxDoc } from '../../projections/mailboxes.js';
-import { recipientMailbox } from '../accounts/aliases.js';
+import { recipientMailbox, sendsAs } from '../accounts/aliases.js';
 import { domainOf, isLocalDomain } from '../accounts/domains.js';
 import type { Meta } from '../events/envelope.js';
 import type { BlobStore, Store } from '../store/port.js';
@@ -81,9 +81,12 @@ export async function sendDraft(
     copies.push({ address, mailboxId: mailbox.id, userId: mailbox.userId });
   }
 
-  const messageId = `<${cmd.mailId}@${domainOf(cmd.mailbox.address)}>`;
+  // An alias removed since the draft named it is refused, not quietly swapped for another address.
+  const fromAddress = draft.draft.from ?? cmd.mailbox.address;
+  if (!(await sendsAs(store, cmd.mailbox, fromAddress))) throw new CommandError('BAD_REQUEST', `from: ${fromAddress} is no longer an address of yours; choose another`);
+  const messageId = `<${cmd.mailId}@${domainOf(fromAddress)}>`;
   const lastEdit = events.at(-1)!;
-  const from = { name: cmd.user.name, address: cmd.mailbox.address };
+  const from = { name: cmd.user.name, address: fromAddress };
   const raw = await store.blobs.put(await buildMime(store.blobs, draft.draft, from, messageId, new Date(lastEdit.recordedAt), `${cmd.mailId}:${draft.version}`));
   const d = draft.draft;
   const text = d.text ? (await store.blobs.get(d.text.sha256)).toString('utf8') : undefined;
@@ -112,7 +115,7 @@ export async function sendDraft(
     userId: cmd.user.id,
     messageId,
     raw,
-    envelope: { mailFrom: cmd.mailbox.address, rcptTo: external },
+    envelope: { mailFrom: fromAddress, rcptTo: external },
     message,
     bcc: d.bcc,
     wasDraft: true,

@@ -49,6 +49,8 @@ export const Draft = z.object({
   attachments: z.array(Attachment),
   inReplyTo: z.string().nullable(),
   references: z.array(z.string()),
+  /** The address it goes out from, one of the mailbox's aliases; absent: the mailbox's own. */
+  from: z.string().optional(),
 });
 export type Draft = z.infer<typeof Draft>;
 

@@ -83,11 +83,19 @@ const oneLine = (s: string): string => s.replace(/\s+/g, ' ').trim();
 /** One line of a delivery-status field: ASCII, bounded. */
 const fieldText = (s: string): string => oneLine(s).replace(/[^\x20-\x7e]/g, '?').slice(0, 900);
 
-/** The recipient's status code (RFC 3463): the enhanced code of the reply, else its class. */
-function statusOf(response: string): string {
-  const enhanced = /\b([245]\.\d{1,3}\.\d{1,3})\b/.exec(response);
-  if (enhanced) return enhanced[1]!;
-  return response.startsWith('2') ? '2.0.0' : response.startsWith('4') ? '4.0.0' : '5.0.0';
+/**
+ * The recipient's status code (RFC 3463): the enhanced code a reply starts with ("550 5.1.1 …"),
+ * else its reply code's class. Without a reply (a timeout, a refused connection, no MX) the code
+ * says so: a delay 4.4.1 (no answer from host); a failure 4.4.7 once the retries ran out, else
+ * 5.4.4 (unable to route).
+ */
+export function statusOf(response: string, action: NoticeAction): string {
+  const reply = /^([245])\d\d(?:[ -]([245]\.\d{1,3}\.\d{1,3})\b)?/.exec(response);
+  if (reply?.[2] && reply[2][0] === reply[1]) return reply[2];
+  if (reply) return `${reply[1]}.0.0`;
+  if (action === 'delayed') return '4.4.1';
+  if (action === 'failed') return /retry deadline passed/.test(response) ? '4.4.7' : '5.4.4';
+  return '2.0.0';
 }
 
 /**
@@ -111,7 +119,7 @@ function deliveryStatus(input: NoticeInput): string {
       ...(orcpt ? [`Original-Recipient: ${printable(orcpt)}`] : []),
       `Final-Recipient: ${/^[\x20-\x7e]*$/.test(r.recipient) ? 'rfc822' : 'utf-8'}; ${r.recipient.replace(/[\r\n]/g, '')}`,
       `Action: ${input.action}`,
-      `Status: ${statusOf(r.response)}`,
+      `Status: ${statusOf(r.response, input.action)}`,
       ...(/^\d{3}[ -]/.test(r.response) ? [`Diagnostic-Code: smtp; ${fieldText(r.response)}`] : []),
       `Last-Attempt-Date: ${rfc5322Date(input.now)}`,
       ...(input.action === 'delayed' && input.willRetryUntil ? [`Will-Retry-Until: ${rfc5322Date(input.willRetryUntil)}`] : []),
@@ -155,7 +163,7 @@ function noticeText(input: NoticeInput, returned: 'whole' | 'headers' | null): s
   return [
     input.action === 'delivered'
       ? `Your message was delivered to ${who}, as you asked to be told.`
-      : `Your message was handed on to the mail server of ${who}, as you asked to be told. That server does not report delivery itself, so this is the last notice you get about it.`,
+      : `Your message was handed on to the mail server of ${who}, as you asked to be told. This server does not pass your request on, so you hear no more unless that server or one after it cannot deliver it.`,
     '',
     `This is the mail system at ${input.heloName}.`,
     '',
@@ -198,7 +206,11 @@ export async function composeNotice(input: NoticeInput, mailId: string): Promise
   });
   report.createChild('text/plain; charset=utf-8').setContent(noticeText(input, returned));
   report.createChild('message/delivery-status').setContent(deliveryStatus(input));
-  if (input.raw && whole) report.createChild('message/rfc822', { filename: 'original.eml' }).setContent(input.raw);
+  if (input.raw && whole) {
+    const original = report.createChild('message/rfc822', { filename: 'original.eml' }).setContent(input.raw);
+    // A message/rfc822 part is never encoded: say so when the original has 8-bit bytes (RFC 2046 5.2.1).
+    if (input.raw.some((b) => b > 0x7f)) original.setHeader('content-transfer-encoding', '8bit');
+  }
   else if (input.raw) report.createChild('text/rfc822-headers', { filename: 'original-headers.txt' }).setContent(headerSection(input.raw));
   return report.build();
 }

@@ -298,7 +298,10 @@ export class Relay {
     const kept = await this.store.views.renewLease(lease, this.options.RELAY_CLAIM_TTL_MS).catch(() => true);
     if (!kept) log.warn('relay: the claim ran out during the attempt; another relay may have sent this message too');
 
-    let plan = planAttempt(doc, outcomes, attempt, this.now(), this.policy);
+    // One moment for this attempt's decisions: a re-plan after a conflict must not turn a deferral
+    // into a failure (past the deadline) that the notices sent below did not report.
+    const decidedAt = this.now();
+    let plan = planAttempt(doc, outcomes, attempt, decidedAt, this.policy);
     const meta: Meta = { correlationId: sent.meta.correlationId, causationId: sent.eventId, actor: { kind: 'relay', id: this.owner } };
 
     // Notices go first: if we die before the outcome is recorded, the retry has the same attempt
@@ -321,7 +324,7 @@ export class Relay {
     for (const [action, recipients] of notices) {
       if (recipients.length === 0) continue;
       try {
-        const noticeId = await deliverNotice(this.store, { action, entry: doc, sent: sent.data, recipients, attempt, willRetryUntil, raw, heloName: this.options.RELAY_HELO_NAME, now: new Date(this.now()), meta });
+        const noticeId = await deliverNotice(this.store, { action, entry: doc, sent: sent.data, recipients, attempt, willRetryUntil, raw, heloName: this.options.RELAY_HELO_NAME, now: new Date(decidedAt), meta });
         if (noticeId && action === 'failed') this.stats.bounces += 1;
       } catch (error) {
         log.error({ err: error, action, recipients }, 'relay: the delivery status notice could not be stored');
@@ -352,7 +355,7 @@ export class Relay {
         doc = outboxFromStream(read);
         if (!doc) return;
         version = doc.streamVersion;
-        plan = planAttempt(doc, outcomes, Math.max(attempt, doc.attempts + 1), this.now(), this.policy);
+        plan = planAttempt(doc, outcomes, Math.max(attempt, doc.attempts + 1), decidedAt, this.policy);
       }
     }
     this.remember(entry, version);

@@ -51,7 +51,7 @@ import { loadTlsMaterial } from './tls.js';
  */
 
 /** Views the SMTP server reads to decide on senders and recipients: current before it answers "no such mailbox". */
-export const SMTP_VIEWS = ['users', 'mailboxes', 'domains'];
+export const SMTP_VIEWS = ['users', 'mailboxes', 'domains', 'aliases'];
 
 export interface SmtpDeps {
   config: Config;
@@ -382,7 +382,9 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
       if (!rateExempt(session.remoteAddress) && !messageRate.hit(session.remoteAddress)) return callback(replyError(replies.messageRate()));
       const unknown = unknownParameters(address, MAIL_PARAMETERS);
       if (unknown) return callback(replyError(replies.unknownParameter(unknown)));
-      const { ret = null, envid = null } = session.envelope.dsn ?? {};
+      // This command's own parameters: smtp-server keeps those of a refused MAIL in the session.
+      const ret = typeof address.args === 'object' && typeof address.args.RET === 'string' ? address.args.RET.toUpperCase() : null;
+      const envid = typeof address.args === 'object' && typeof address.args.ENVID === 'string' ? address.args.ENVID : null;
       if (envid !== null && (envid.length > 100 || !PRINTABLE.test(envid))) return callback(replyError(replies.badDsnParameter('ENVID', 'must be printable ASCII of at most 100 characters')));
       const user = sessionUser(session);
       const mailFrom = address.address;

@@ -151,6 +151,18 @@ export class RelaySink extends EventEmitter {
   }
 }
 
+/** A server's environment that relays through `sink` as its smart host, retrying soon. */
+export const relayThrough = (sink: RelaySink): Record<string, string> => ({
+  RELAY_ENABLED: 'true',
+  SMTP_RELAY_HOST: '127.0.0.1',
+  SMTP_RELAY_PORT: String(sink.port),
+  RELAY_HELO_NAME: 'relay.mail.test',
+  RELAY_POLL_INTERVAL_MS: '100',
+  RELAY_RETRY_BASE_MS: '200',
+  RELAY_SMTP_TIMEOUT_MS: '60000',
+  RELAY_CLAIM_TTL_MS: '120000',
+});
+
 export async function startSink(tls?: { key: string; cert: string }): Promise<RelaySink> {
   const sink = new RelaySink(tls);
   await sink.listen();

@@ -27,6 +27,11 @@ export const authRouter = router({
       if (!(await isLocalDomain(store, settings.defaultDomain, domain))) {
         throw new TRPCError({ code: 'BAD_REQUEST', message: `email: ${domain} is not a domain this server receives mail for` });
       }
+      const delimiter = settings.recipientDelimiter;
+      // bob+x@ reaches bob@: an account of that address would take bob's tagged mail.
+      if (delimiter && local.includes(delimiter)) {
+        throw new TRPCError({ code: 'BAD_REQUEST', message: `email: the local part may not contain "${delimiter}": mail to name${delimiter}anything@ goes to name@` });
+      }
       if (RESERVED_LOCAL_PARTS.has(local.toLowerCase())) {
         throw new TRPCError({ code: 'FORBIDDEN', message: `email: ${local}@ is reserved; an admin creates it with npm run user:add` });
       }

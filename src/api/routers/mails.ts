@@ -3,6 +3,7 @@ import { v7 as uuidv7 } from 'uuid';
 import { z } from 'zod';
 import type { MailboxDoc } from '../../../projections/mailboxes.js';
 import type { MailDoc } from '../../../projections/mails.js';
+import { sendsAs } from '../../accounts/aliases.js';
 import { CommandError, decideDelete, decideSetRead, decideTrash, mailState, ownDraft, type MailState } from '../../compose/decide.js';
 import { storeDraft } from '../../compose/drafts.js';
 import { sendDraft } from '../../compose/send.js';
@@ -30,6 +31,13 @@ async function userMailbox(ctx: Authed): Promise<MailboxDoc> {
   const [mailbox] = (await ctx.deps.store.views.list('mailboxes', { where: { userId: ctx.user.id }, orderBy: { field: 'addressKey', direction: 'asc' }, limit: 1 })) as MailboxDoc[];
   if (!mailbox) throw new TRPCError({ code: 'PRECONDITION_FAILED', message: 'this account has no mailbox' });
   return mailbox;
+}
+
+/** A draft's `from`, when it names one, must be an address the user's mailbox sends as. */
+async function checkFrom(ctx: Authed, mailbox: MailboxDoc, from: string | undefined): Promise<void> {
+  if (from === undefined) return;
+  await awaitViews(ctx, ['aliases']);
+  if (!(await sendsAs(ctx.deps.store, mailbox, from))) throw new TRPCError({ code: 'BAD_REQUEST', message: `from: ${from} is not an address of yours (your mailbox's or one of its aliases)` });
 }
 
 /**
@@ -118,6 +126,7 @@ export const mailsRouter = router({
 
   createDraft: authedProcedure.input(DraftInput).mutation(async ({ ctx, input }) => {
     const mailbox = await userMailbox(ctx);
+    await checkFrom(ctx, mailbox, input.from);
     const draft = await storeDraft(ctx.deps.store.blobs, input, ctx.deps.settings.maxAttachmentBytes);
     const id = uuidv7();
     const r = await ctx.deps.store.events.append(mailStream(id), [{ type: 'DraftCreated', data: { mailId: id, mailboxId: mailbox.id, userId: ctx.user.id, draft } }], {
@@ -129,6 +138,7 @@ export const mailsRouter = router({
 
   updateDraft: authedProcedure.input(DraftInput.extend({ id: Id })).mutation(async ({ ctx, input }) => {
     const state = ownDraft(mailState(await ctx.deps.store.events.readStream(mailStream(input.id))), ctx.user.id, input.id);
+    await checkFrom(ctx, await userMailbox(ctx), input.from);
     const draft = await storeDraft(ctx.deps.store.blobs, input, ctx.deps.settings.maxAttachmentBytes);
     const r = await ctx.deps.store.events.append(mailStream(input.id), [{ type: 'DraftUpdated', data: { mailId: input.id, draft } }], {
       expectedVersion: state.version,

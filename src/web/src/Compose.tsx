@@ -1,4 +1,4 @@
-import { useQueryClient } from '@tanstack/react-query';
+import { useQuery, useQueryClient } from '@tanstack/react-query';
 import { useCallback, useEffect, useId, useLayoutEffect, useRef, useState, type ChangeEvent, type ClipboardEvent, type DragEvent, type FormEvent, type KeyboardEvent, type RefObject } from 'react';
 import { api, errorCode, errorMessage, fetchAttachment, refetchAfterChange, type DraftInput, type Mail } from './api.js';
 import { addressList, bracketId, displayAddress, fileToBase64, formatBytes, formatFullDate, parseAddresses, prefixSubject, quote, type Address } from './format.js';
@@ -22,6 +22,8 @@ interface UploadedFile {
 }
 
 interface Fields {
+  /** The address to send from: '' for the mailbox's own, else one of its aliases. */
+  from: string;
   to: string;
   cc: string;
   bcc: string;
@@ -34,7 +36,7 @@ interface Fields {
   references: string[];
 }
 
-const EMPTY: Fields = { to: '', cc: '', bcc: '', subject: '', text: '', html: null, attachments: [], inReplyTo: null, references: [] };
+const EMPTY: Fields = { from: '', to: '', cc: '', bcc: '', subject: '', text: '', html: null, attachments: [], inReplyTo: null, references: [] };
 
 /** How long typing must pause before the draft is saved. */
 const AUTOSAVE_MS = 1500;
@@ -57,10 +59,13 @@ const bodyText = (m: Mail): string => m.text ?? (m.html ? htmlToText(m.html) : '
 const notMe = (a: Address): boolean => a.address.toLowerCase() !== session.user()?.email.toLowerCase();
 const uniq = (list: Address[]): Address[] => list.filter((a, i) => list.findIndex((b) => b.address.toLowerCase() === a.address.toLowerCase()) === i);
 
+/** References as the API takes them: well-formed ids, each once, the last 100 (the API's limit; the oldest matter least). */
+const threadIds = (ids: string[]): string[] => ids.filter((r, i, all) => MESSAGE_ID.test(r) && all.indexOf(r) === i).slice(-100);
+
 /** The fields of a reply or forward of `m`, with the quoted original and the threading headers. */
 export function answerFields(m: Mail, mode: Exclude<ComposeMode, 'new'>): Fields {
   // Only ids the API takes: a received mail may carry malformed ones, which threading can do without.
-  const references = [...m.references.map(bracketId), ...(m.messageId ? [bracketId(m.messageId)] : [])].filter((r, i, all) => MESSAGE_ID.test(r) && all.indexOf(r) === i);
+  const references = threadIds([...m.references.map(bracketId), ...(m.messageId ? [bracketId(m.messageId)] : [])]);
   const inReplyTo = m.messageId && MESSAGE_ID.test(bracketId(m.messageId)) ? bracketId(m.messageId) : null;
   const sender = m.from[0];
   if (mode === 'forward') {
@@ -95,6 +100,14 @@ export function answerFields(m: Mail, mode: Exclude<ComposeMode, 'new'>): Fields
   };
 }
 
+/** The alias an answer goes out from: the one the mail was sent to (or, for one's own sent mail, sent from); '' for none. */
+async function aliasAnswering(m: Mail): Promise<string> {
+  const aliases = await api.aliases.list.query();
+  if (aliases.length === 0) return '';
+  const addressed = (m.folder === 'sent' ? m.from : [...m.to, ...m.cc]).map((a) => a.address.toLowerCase());
+  return aliases.find((a) => addressed.includes(a.address.toLowerCase()))?.address ?? '';
+}
+
 export function Compose({ composeKey, draftId, mode, sourceId }: { composeKey: string; draftId: string | null; mode: ComposeMode; sourceId: string | null }) {
   const [initial, setInitial] = useState<Fields | null>(draftId || (mode !== 'new' && sourceId) ? null : EMPTY);
   const [error, setError] = useState<{ message: string; notFound: boolean } | null>(null);
@@ -111,6 +124,7 @@ export function Compose({ composeKey, draftId, mode, sourceId }: { composeKey: s
             return;
           }
           const fields: Fields = {
+            from: d.from[0]?.address ?? '',
             to: d.to.map(displayAddress).join(', '),
             cc: d.cc.map(displayAddress).join(', '),
             bcc: d.bcc.map(displayAddress).join(', '),
@@ -118,13 +132,14 @@ export function Compose({ composeKey, draftId, mode, sourceId }: { composeKey: s
             text: d.text ?? (d.html ? htmlToText(d.html) : ''),
             html: d.html ? editableHtml(d.html) : null,
             attachments: await attachmentsOf(d),
-            inReplyTo: d.inReplyTo,
-            references: d.references,
+            // A draft saved before the API checked them may hold ids it now refuses: it must still save.
+            inReplyTo: d.inReplyTo && MESSAGE_ID.test(d.inReplyTo) ? d.inReplyTo : null,
+            references: threadIds(d.references),
           };
           if (!cancelled) setInitial(fields);
         } else if (sourceId && mode !== 'new') {
           const m = await api.mails.get.query({ id: sourceId });
-          const fields = answerFields(m, mode);
+          const fields = { ...answerFields(m, mode), from: await aliasAnswering(m) };
           if (mode === 'forward') fields.attachments = await attachmentsOf(m);
           if (!cancelled) setInitial(fields);
         }
@@ -161,6 +176,7 @@ type SaveState = { kind: 'idle' } | { kind: 'saving' } | { kind: 'saved'; at: Da
 function toInput(f: Fields): DraftInput {
   const recipients = (s: string): Address[] => parseAddresses(s).valid;
   return {
+    ...(f.from ? { from: f.from } : {}),
     // Autosave keeps what is an address already; the rest stays in the field until Send says what is wrong.
     to: recipients(f.to),
     cc: recipients(f.cc),
@@ -179,6 +195,8 @@ function ComposeForm({ initial, initialDraftId, mode, composeKey }: { initial: F
   const heading = useFocusHeading(title);
   const queryClient = useQueryClient();
   const maxAttachmentBytes = useMaxAttachmentBytes();
+  // Asked again on every compose: an alias an admin just added is offered at once.
+  const aliases = useQuery({ queryKey: ['aliases'], queryFn: () => api.aliases.list.query(), refetchOnMount: 'always' });
   const formId = useId();
   const [fields, setFields] = useState<Fields>(initial);
   const [showCc, setShowCc] = useState(!!(initial.cc || initial.bcc));
@@ -335,6 +353,19 @@ function ComposeForm({ initial, initialDraftId, mode, composeKey }: { initial: F
         {title}
       </h1>
       <form onSubmit={send} onKeyDown={onKeyDown} noValidate>
+        {(aliases.data?.length ?? 0) > 0 && (
+          <div className="field row-field">
+            <label htmlFor={`${formId}-from`}>From</label>
+            <select id={`${formId}-from`} value={fields.from} onChange={(e) => update({ from: e.target.value })}>
+              <option value="">{session.user()?.email}</option>
+              {aliases.data!.map((a) => (
+                <option key={a.address} value={a.address}>
+                  {a.address}
+                </option>
+              ))}
+            </select>
+          </div>
+        )}
         <div className="field row-field">
           <label htmlFor={`${formId}-to`}>To</label>
           <input id={`${formId}-to`} ref={toRef} type="text" inputMode="email" autoComplete="off" value={fields.to} onChange={(e) => update({ to: e.target.value })} aria-describedby={`${formId}-addr-hint`} />

@@ -169,9 +169,11 @@ export function htmlToText(html: string): string {
   doc.querySelectorAll('script, style, head, title').forEach((n) => n.remove());
   const blocks = new Set('P DIV TR LI H1 H2 H3 H4 H5 H6 BLOCKQUOTE PRE TABLE UL OL SECTION ARTICLE HEADER FOOTER'.split(' '));
   let out = '';
+  /** Inside a <pre>: its spaces and line breaks are the text. */
+  let pre = 0;
   const walk = (node: Node): void => {
     if (node.nodeType === Node.TEXT_NODE) {
-      out += (node.textContent ?? '').replace(/\s+/g, ' ');
+      out += pre > 0 ? (node.textContent ?? '') : (node.textContent ?? '').replace(/\s+/g, ' ');
       return;
     }
     if (!(node instanceof Element)) return;
@@ -191,7 +193,9 @@ export function htmlToText(html: string): string {
       return;
     }
     if (node.tagName === 'LI') out += node.parentElement?.tagName === 'OL' ? `${[...node.parentElement.children].indexOf(node) + 1}. ` : '- ';
+    if (node.tagName === 'PRE') pre++;
     node.childNodes.forEach(walk);
+    if (node.tagName === 'PRE') pre--;
     // A link keeps its address in the text, unless its text is the address.
     const href = node.tagName === 'A' ? node.getAttribute('href') : null;
     if (href && SAFE_LINK.test(href) && (node.textContent ?? '').trim() !== href.replace(/^mailto:/i, '')) out += ` <${href.replace(/^mailto:/i, '')}>`;
