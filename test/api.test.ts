@@ -40,6 +40,19 @@ before(async () => {
 after(async () => server.stop());
 
 describe('accounts', () => {
+  test('change password: the current one is checked (BAD_REQUEST, not a lost session), the new one too; every old session ends, the answer signs this one in again', async () => {
+    const { client, token: old } = await signUp('pat@mail.test');
+    const other = createClient(base, { token: (await createClient(base).auth.login.mutate({ email: 'pat@mail.test', password: PASSWORD })).token });
+    await expectCode(client.auth.changePassword.mutate({ currentPassword: 'not it at all', newPassword: 'a new password' }), 'BAD_REQUEST', /^currentPassword: that is not your current password/);
+    await expectCode(client.auth.changePassword.mutate({ currentPassword: PASSWORD, newPassword: 'short' }), 'BAD_REQUEST', /^newPassword: must be at least 8/);
+    const { token } = await client.auth.changePassword.mutate({ currentPassword: PASSWORD, newPassword: 'a new password' });
+    assert.equal((await createClient(base, { token }).auth.me.query()).email, 'pat@mail.test', 'the new token works at once');
+    await expectCode(createClient(base, { token: old }).auth.me.query(), 'UNAUTHORIZED');
+    await expectCode(other.auth.me.query(), 'UNAUTHORIZED', undefined);
+    await expectCode(createClient(base).auth.login.mutate({ email: 'pat@mail.test', password: PASSWORD }), 'UNAUTHORIZED');
+    assert.ok((await createClient(base).auth.login.mutate({ email: 'pat@mail.test', password: 'a new password' })).token);
+  });
+
   test('register, login, and see the new mailbox', async () => {
     const anon = createClient(base);
     const { user } = await anon.auth.register.mutate({ email: 'Ann@mail.test', password: PASSWORD, name: 'Ann' });

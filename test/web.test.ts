@@ -676,6 +676,34 @@ describe('web client', () => {
     await page.getByRole('button', { name: 'Empty trash' }).waitFor({ state: 'detached' });
   });
 
+  test('account: the addresses, and a password change that keeps this session and ends the others', async () => {
+    const { page } = alice;
+    const other = await browser.newContext();
+    const second = await watchedPage(other);
+    await second.page.goto(`${base}/login`);
+    await signInUi(second.page, 'alice@mail.test');
+    await page.getByRole('link', { name: /alice@mail\.test/ }).click();
+    await page.getByRole('heading', { name: 'Account', level: 1 }).waitFor();
+    await page.getByText('hello@mail.test').waitFor();
+    await page.getByLabel('Current password').fill(PASSWORD);
+    await page.getByLabel('New password', { exact: true }).fill('a brand new password');
+    await page.getByLabel('New password again').fill('a different one');
+    await page.getByRole('button', { name: 'Change password' }).click();
+    await page.getByRole('alert').getByText('The two new passwords differ.').waitFor();
+    await page.getByLabel('New password again').fill('a brand new password');
+    await page.getByRole('button', { name: 'Change password' }).click();
+    await page.getByText(/^Password changed\./).waitFor();
+    await screenshot(page, 'account');
+    // This session goes on with the new token; the other one is over.
+    await page.getByRole('link', { name: /^Inbox/ }).click();
+    await page.getByRole('heading', { name: 'Inbox', level: 1 }).waitFor();
+    await rowWith(page, 'Quarterly numbers').waitFor();
+    await second.page.reload();
+    await second.page.getByRole('button', { name: 'Sign in' }).waitFor();
+    await other.close();
+    assert.ok(await createClient(base).auth.login.mutate({ email: 'alice@mail.test', password: 'a brand new password' }));
+  });
+
   test('the pages logged no errors (other than the CSP refusing what the hostile mail tried)', () => {
     // The 401 is the deliberate wrong-password sign-in.
     const errors = alice.errors.filter((e) => !/violates the following Content Security Policy directive|status of 401 \(Unauthorized\)/.test(e));

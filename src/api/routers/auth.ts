@@ -1,12 +1,13 @@
 import { TRPCError } from '@trpc/server';
 import { z } from 'zod';
-import { AddressTakenError, registerAccount, verifyPassword } from '../../accounts/accounts.js';
+import type { UserDoc } from '../../../projections/users.js';
+import { AddressTakenError, changePassword, registerAccount, verifyPassword } from '../../accounts/accounts.js';
 import { isLocalDomain } from '../../accounts/domains.js';
 import { countAttempt, isLoopback } from '../../security/limits.js';
 import { awaitViews } from '../consistency.js';
 import { Email } from '../schemas.js';
 import { effectiveRole, signToken } from '../tokens.js';
-import { authedProcedure, publicProcedure, requestMeta, router } from '../trpc.js';
+import { authedProcedure, publicProcedure, requestMeta, router, type Context } from '../trpc.js';
 
 /** Addresses people write to about the server itself: only an admin (npm run user:add) creates them. */
 export const RESERVED_LOCAL_PARTS = new Set(['postmaster', 'abuse', 'admin', 'administrator', 'root', 'hostmaster', 'webmaster', 'mailer-daemon', 'security', 'noreply', 'no-reply', 'support']);
@@ -16,6 +17,24 @@ const Password = z
   .min(8, 'must be at least 8 characters')
   .refine((p) => Buffer.byteLength(p) <= 72, 'must be at most 72 bytes (bcrypt ignores the rest)');
 
+
+/**
+ * A password check, counted against the client's address and the account before it runs (see
+ * countAttempt); null when either has failed too often lately. Loopback is exempt unless
+ * RATE_LIMIT_LOOPBACK.
+ */
+function passwordAttempt(ctx: Context, email: string): ReturnType<typeof countAttempt> {
+  const { settings, loginFailures } = ctx.deps;
+  const limited = settings.rateLimitLoopback || !isLoopback(ctx.ip);
+  return countAttempt(
+    limited
+      ? [
+          { limiter: loginFailures, key: `ip:${ctx.ip}`, resetOnSuccess: false },
+          { limiter: loginFailures, key: `account:${email.toLowerCase()}`, resetOnSuccess: true },
+        ]
+      : [],
+  );
+}
 
 export const authRouter = router({
   register: publicProcedure
@@ -46,16 +65,8 @@ export const authRouter = router({
     }),
 
   login: publicProcedure.input(z.object({ email: Email, password: z.string().max(1024) })).mutation(async ({ ctx, input }) => {
-    const { settings, store, loginFailures } = ctx.deps;
-    const limited = settings.rateLimitLoopback || !isLoopback(ctx.ip);
-    const attempt = countAttempt(
-      limited
-        ? [
-            { limiter: loginFailures, key: `ip:${ctx.ip}`, resetOnSuccess: false },
-            { limiter: loginFailures, key: `account:${input.email.toLowerCase()}`, resetOnSuccess: true },
-          ]
-        : [],
-    );
+    const { settings, store } = ctx.deps;
+    const attempt = passwordAttempt(ctx, input.email);
     if (!attempt) throw new TRPCError({ code: 'TOO_MANY_REQUESTS', message: 'too many failed logins; wait a few minutes and try again' });
     let user: Awaited<ReturnType<typeof verifyPassword>>;
     try {
@@ -69,6 +80,32 @@ export const authRouter = router({
     attempt.succeeded();
     const authUser = { id: user.id, email: user.email, name: user.name, role: effectiveRole(user, settings.adminEmails) };
     return { token: await signToken({ ...authUser, passwordHash: user.passwordHash }, settings.jwtSecret, settings.jwtExpiresIn), user: authUser };
+  }),
+
+  /**
+   * Changes the signed-in user's password, given the current one. Every session signed in with the
+   * old password ends (see tokens.ts); the answer carries a new token for this one.
+   */
+  changePassword: authedProcedure.input(z.object({ currentPassword: z.string().max(1024), newPassword: Password })).mutation(async ({ ctx, input }) => {
+    const { settings, store } = ctx.deps;
+    const attempt = passwordAttempt(ctx, ctx.user.email);
+    if (!attempt) throw new TRPCError({ code: 'TOO_MANY_REQUESTS', message: 'too many failed password checks; wait a few minutes and try again' });
+    let ok: boolean;
+    try {
+      ok = (await verifyPassword(store, ctx.user.email, input.currentPassword, settings.bcryptCost)) !== null;
+    } catch (error) {
+      attempt.abandoned();
+      throw error;
+    }
+    // Not UNAUTHORIZED: the session is fine, the field is wrong.
+    if (!ok) throw new TRPCError({ code: 'BAD_REQUEST', message: 'currentPassword: that is not your current password' });
+    attempt.succeeded();
+    const position = await changePassword(store, ctx.user.email, input.newPassword, { bcryptCost: settings.bcryptCost, meta: requestMeta(ctx, ctx.user.id) });
+    // The new token is checked against the users view: it must hold the new password first.
+    const users = ctx.deps.projectors.get('users');
+    if (users && !(await users.waitFor(position, 10_000))) throw new TRPCError({ code: 'SERVICE_UNAVAILABLE', message: 'the password was changed, but the server is catching up; sign in again with the new password' });
+    const user = (await store.views.get('users', ctx.user.id)) as UserDoc;
+    return { token: await signToken({ ...ctx.user, passwordHash: user.passwordHash }, settings.jwtSecret, settings.jwtExpiresIn) };
   }),
 
   /** The signed-in user, and the limits a client should check before uploading. */

@@ -23,7 +23,7 @@ function AuthFrame({ title, children }: { title: string; children: ReactNode }) 
   );
 }
 
-function Field(props: { label: string; type: string; value: string; onChange: (v: string) => void; autoComplete: string; hint?: string; minLength?: number; autoFocus?: boolean }) {
+export function Field(props: { label: string; type: string; value: string; onChange: (v: string) => void; autoComplete: string; hint?: string; minLength?: number; autoFocus?: boolean }) {
   const id = useId();
   return (
     <div className="field">

@@ -1,3 +1,4 @@
+import { Account } from './Account.js';
 import { useQuery } from '@tanstack/react-query';
 import { useEffect, useLayoutEffect, useRef, useState } from 'react';
 import { api, type Folder } from './api.js';
@@ -87,6 +88,8 @@ export function Shell({ user }: { user: SessionUser }) {
     const kept = (window.history.state as { composeKey?: unknown } | null)?.composeKey;
     const composeKey = typeof kept === 'string' ? kept : `${visitKey()}:${draftId ?? ''}:${mode}:${source ?? ''}`;
     content = <Compose key={composeKey} composeKey={composeKey} draftId={draftId} mode={mode} sourceId={source} />;
+  } else if (path === '/account') {
+    content = <Account user={user} />;
   } else if (path === '/') {
     content = null;
   } else {
@@ -113,10 +116,10 @@ export function Shell({ user }: { user: SessionUser }) {
           <span className="dot" aria-hidden="true" />
           <span className="live-text">{LIVE_TEXT[live]}</span>
         </span>
-        <span className="who" title={user.email}>
+        <Link to="/account" className="who" title="Your account" aria-current={path === '/account' ? 'page' : undefined}>
           {user.name ? `${user.name} · ` : ''}
           {user.email}
-        </span>
+        </Link>
         <button type="button" className="link-button" onClick={() => session.logout()}>
           Sign out
         </button>

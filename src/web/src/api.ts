@@ -4,7 +4,8 @@
  * (`positionTracker` from `src/api/client.ts`), and the live `mails.changes` subscription over server-sent events.
  */
 import type { InvalidateQueryFilters, QueryClient } from '@tanstack/react-query';
-import { createTRPCClient, httpLink, httpSubscriptionLink, splitLink, TRPCClientError } from '@trpc/client';
+import { createTRPCClient, httpLink, httpSubscriptionLink, splitLink, TRPCClientError, type TRPCLink } from '@trpc/client';
+import { observable } from '@trpc/server/observable';
 import type { inferRouterInputs, inferRouterOutputs } from '@trpc/server';
 import { positionTracker } from '../../api/client.js';
 import type { AppRouter } from '../../api/router.js';
@@ -24,9 +25,32 @@ const positions = positionTracker();
 
 const url = `${window.location.origin}/trpc`;
 
+/**
+ * A call refused as unauthorized while the session got a new token (a password change ends the
+ * old one) is sent once more with the new token, instead of ending the session. The server
+ * refused it before running it, so sending it again is safe.
+ */
+const newTokenRetry: TRPCLink<AppRouter> =
+  () =>
+  ({ op, next }) =>
+    observable((observer) => {
+      const sent = session.token();
+      let sub = next(op).subscribe({
+        next: (value) => observer.next(value),
+        error: (err) => {
+          const now = session.token();
+          if (op.type !== 'subscription' && errorCode(err) === 'UNAUTHORIZED' && now && now !== sent) sub = next(op).subscribe(observer);
+          else observer.error(err);
+        },
+        complete: () => observer.complete(),
+      });
+      return () => sub.unsubscribe();
+    });
+
 export const api = createTRPCClient<AppRouter>({
   links: [
     positions.link,
+    newTokenRetry,
     splitLink({
       condition: (op) => op.type === 'subscription',
       // EventSource sends no headers: the token goes as a connection param (see mails.changes).

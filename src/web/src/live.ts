@@ -65,7 +65,8 @@ export function useLiveUpdates(token: string): LiveState {
       },
       onError(err) {
         if (errorCode(err) === 'UNAUTHORIZED') {
-          session.expire();
+          // Refused for a token the session has since replaced (a password change): the effect starts again with the new one.
+          if (session.token() === token) session.expire();
           return;
         }
         resubscribeLater();
