@@ -58,9 +58,11 @@ test('an admin adds an alias; it must be new, in a local domain, for an existing
   await expectCode(boss.aliases.add.mutate({ address: `sales@${DOMAIN}`, mailbox: `nobody@${DOMAIN}` }), 'NOT_FOUND', /no mailbox nobody@/);
   await expectCode(bob.aliases.add.mutate({ address: `bob2@${DOMAIN}`, mailbox: `bob@${DOMAIN}` }), 'FORBIDDEN');
   await expectCode(createClient(base).auth.register.mutate({ email: `info@${DOMAIN}`, password: PASSWORD, name: 'taken' }), 'CONFLICT');
-  assert.deepEqual((await boss.aliases.list.query()).map((a) => [a.address, a.mailbox]), [[`Info@${DOMAIN}`, `ann@${DOMAIN}`]]);
+  assert.deepEqual((await boss.aliases.list.query({ scope: 'all' })).map((a) => [a.address, a.mailbox]), [[`Info@${DOMAIN}`, `ann@${DOMAIN}`]]);
+  assert.deepEqual(await boss.aliases.list.query(), [], 'an admin’s own list is his own mailbox’s');
   assert.deepEqual((await ann.aliases.list.query()).map((a) => a.address), [`Info@${DOMAIN}`], 'the owner sees her aliases');
   assert.deepEqual(await bob.aliases.list.query(), [], 'others do not');
+  await expectCode(bob.aliases.list.query({ scope: 'all' }), 'FORBIDDEN');
 });
 
 test('mail to the alias and to +tags reaches the mailbox over SMTP, once per mailbox, the copy naming the address it was sent to; an unknown +tag base is 550 5.1.1', async () => {
@@ -125,6 +127,12 @@ test('a draft may go out from an alias of its mailbox, and only from one; an ali
   assert.deepEqual(mailSent?.data.message.from.map((a) => a.address), [`info@${DOMAIN}`]);
   assert.match(mailSent!.data.messageId, /@mail\.test>$/);
 
+  // The same rule as SMTP's: a +tag of one's own address or alias is one's own.
+  assert.ok(await ann.mails.createDraft.mutate({ from: `info+news@${DOMAIN}`, to: ['x@example.net'], subject: 'tagged', text: 'x' }));
+  const talk = await session(`ann@${DOMAIN}`);
+  assert.equal((await talk.cmd(`MAIL FROM:<ann+x@${DOMAIN}>`)).code, 250);
+  await talk.quit();
+
   await boss.aliases.add.mutate({ address: `temp@${DOMAIN}`, mailbox: `ann@${DOMAIN}` });
   const later = await ann.mails.createDraft.mutate({ from: `temp@${DOMAIN}`, to: ['x@example.net'], subject: 'too late', text: 'x' });
   await boss.aliases.remove.mutate({ address: `temp@${DOMAIN}` });
@@ -141,7 +149,7 @@ test('registration: a removed alias\'s address is free again; an address with th
 test('a removed alias is refused again (550 5.1.1) and may be added anew, to another mailbox', async () => {
   await expectCode(boss.aliases.remove.mutate({ address: `nothing@${DOMAIN}` }), 'NOT_FOUND', /not an alias/);
   await boss.aliases.remove.mutate({ address: `INFO@${DOMAIN}` });
-  assert.deepEqual(await boss.aliases.list.query(), []);
+  assert.deepEqual(await boss.aliases.list.query({ scope: 'all' }), []);
   const deadline = Date.now() + 15_000;
   while ((await rcptCode(`info@${DOMAIN}`)) !== 550) {
     assert.ok(Date.now() < deadline, 'the SMTP lookup cache lets the removal through');

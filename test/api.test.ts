@@ -43,6 +43,23 @@ describe('accounts', () => {
   test('change password: the current one is checked (BAD_REQUEST, not a lost session), the new one too; every old session ends, the answer signs this one in again', async () => {
     const { client, token: old } = await signUp('pat@mail.test');
     const other = createClient(base, { token: (await createClient(base).auth.login.mutate({ email: 'pat@mail.test', password: PASSWORD })).token });
+    // A live stream (server-sent events) opened with the old password's token.
+    const hangUp = new AbortController();
+    const stream = await fetch(`${base}/trpc/mails.changes?connectionParams=${encodeURIComponent(JSON.stringify({ token: old }))}`, { signal: hangUp.signal });
+    assert.equal(stream.status, 200);
+    const streamEnded = (async () => {
+      const reader = stream.body!.getReader();
+      let text = '';
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) return text;
+        text += new TextDecoder().decode(value);
+        if (/event: return/.test(text)) {
+          hangUp.abort();
+          return text;
+        }
+      }
+    })();
     await expectCode(client.auth.changePassword.mutate({ currentPassword: 'not it at all', newPassword: 'a new password' }), 'BAD_REQUEST', /^currentPassword: that is not your current password/);
     await expectCode(client.auth.changePassword.mutate({ currentPassword: PASSWORD, newPassword: 'short' }), 'BAD_REQUEST', /^newPassword: must be at least 8/);
     const { token } = await client.auth.changePassword.mutate({ currentPassword: PASSWORD, newPassword: 'a new password' });
@@ -51,6 +68,8 @@ describe('accounts', () => {
     await expectCode(other.auth.me.query(), 'UNAUTHORIZED', undefined);
     await expectCode(createClient(base).auth.login.mutate({ email: 'pat@mail.test', password: PASSWORD }), 'UNAUTHORIZED');
     assert.ok((await createClient(base).auth.login.mutate({ email: 'pat@mail.test', password: 'a new password' })).token);
+    const ended = await Promise.race([streamEnded, new Promise<null>((r) => setTimeout(() => r(null), 20_000).unref())]);
+    assert.notEqual(ended, null, 'the old session’s live stream ends');
   });
 
   test('register, login, and see the new mailbox', async () => {

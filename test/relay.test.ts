@@ -868,8 +868,9 @@ describe('relay: pure parts', () => {
         statusOf('attempt timed out after 30000 ms', 'delayed'),
         statusOf('no MX host for y.test', 'failed'),
         statusOf('attempt timed out after 30000 ms (giving up: retry deadline passed)', 'failed'),
+        statusOf('535 5.7.8 Authentication failed', 'delayed'),
       ],
-      ['5.1.1', '5.7.1', '4.0.0', '2.0.0', '4.0.0', '4.4.1', '4.4.1', '5.4.4', '4.4.7'],
+      ['5.1.1', '5.7.1', '4.0.0', '2.0.0', '4.0.0', '4.4.1', '4.4.1', '5.4.4', '4.4.7', '4.7.8'],
     );
   });
 

@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import net, { type AddressInfo } from 'node:net';
+import { createClient } from '../src/api/client.js';
 import { startApp } from '../src/app.js';
 import { ConfigError, ConfigSchema, loadConfig } from '../src/config.js';
 import { createLogger } from '../src/log.js';
@@ -47,7 +48,7 @@ describe('configuration', () => {
 });
 
 describe('npm start', () => {
-  test('starts on the embedded store with no setup, answers /health, stops cleanly on SIGTERM', async () => {
+  test('starts on the embedded store with no setup, answers /health, stops cleanly on SIGTERM, even with a live stream open', { timeout: 90_000 }, async () => {
     const dataDir = path.join(tempDir(), 'fresh', 'data');
     const server = await startServer({ DATA_DIR: dataDir, PORT: '0', SMTP_PORT: '0', HOST: '127.0.0.1' });
     try {
@@ -65,6 +66,13 @@ describe('npm start', () => {
       const metrics = await (await fetch(`http://127.0.0.1:${server.port}/metrics`)).text();
       assert.match(metrics, /^mailtrail_projector_lag_events\{projector="mails"\} 0$/m);
       assert.equal((await fetch(`http://127.0.0.1:${server.port}/ready`)).status, 200);
+      // A web client's live stream (server-sent events) stays open: it must not hold the shutdown.
+      const base = `http://127.0.0.1:${server.port}`;
+      await createClient(base).auth.register.mutate({ email: 'sse@localhost', password: 'a password of some length', name: 'sse' });
+      const { token } = await createClient(base).auth.login.mutate({ email: 'sse@localhost', password: 'a password of some length' });
+      const live = await fetch(`${base}/trpc/mails.changes?connectionParams=${encodeURIComponent(JSON.stringify({ token }))}`);
+      const reader = live.body!.getReader();
+      assert.match(new TextDecoder().decode((await reader.read()).value), /event: connected/);
       server.child.kill('SIGTERM');
       assert.equal(await server.exited, 0);
     } finally {

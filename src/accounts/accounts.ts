@@ -109,10 +109,12 @@ async function changeAccount(store: Store, email: string, change: (userId: strin
   return r.lastPosition;
 }
 
-export async function changePassword(store: Store, email: string, password: string, opts: { bcryptCost: number; meta: Meta }): Promise<number> {
+/** The position of the change, and the hash it set (what a token issued for it is tied to). */
+export async function changePassword(store: Store, email: string, password: string, opts: { bcryptCost: number; meta: Meta }): Promise<{ position: number; passwordHash: string }> {
   const passwordHash = await bcrypt.hash(password, opts.bcryptCost);
   // A password change is always appended: changeAccount answers its position.
-  return (await changeAccount(store, email, (userId) => ({ type: 'UserPasswordChanged', data: { userId, passwordHash } }), opts.meta))!;
+  const position = (await changeAccount(store, email, (userId) => ({ type: 'UserPasswordChanged', data: { userId, passwordHash } }), opts.meta))!;
+  return { position, passwordHash };
 }
 
 /** Null when the account was disabled already: nothing new to record. */

@@ -61,11 +61,22 @@ async function aliasTarget(store: Store, address: string): Promise<MailboxDoc | 
   return alias ? ((await store.views.get('mailboxes', alias.mailboxId)) as MailboxDoc | null) : null;
 }
 
-/** Whether the mailbox may send as `address`: its own, or one of its aliases. */
-export async function sendsAs(store: Store, mailbox: Pick<MailboxDoc, 'id' | 'address'>, address: string): Promise<boolean> {
-  if (address.toLowerCase() === mailbox.address.toLowerCase()) return true;
-  const alias = (await store.views.get('aliases', address.toLowerCase())) as AliasDoc | null;
-  return alias?.mailboxId === mailbox.id;
+/** The address without its tag: bob+lists@ is bob@ (with delimiter "+"); as it is without one. */
+function untagged(address: string, delimiter: string): string {
+  const at = address.lastIndexOf('@');
+  const cut = delimiter ? address.slice(0, at).indexOf(delimiter) : -1;
+  return cut > 0 ? `${address.slice(0, cut)}${address.slice(at)}` : address;
+}
+
+/**
+ * Whether the mailbox may send as `address`: its own, or one of its aliases, either with a tag.
+ * The one rule for SMTP and the API. Decided from the log (the alias's stream), not a view, so an
+ * alias removed a moment ago is refused at once.
+ */
+export async function sendsAs(store: Store, mailbox: Pick<MailboxDoc, 'id' | 'address'>, address: string, delimiter: string): Promise<boolean> {
+  const base = untagged(address, delimiter).toLowerCase();
+  if (base === mailbox.address.toLowerCase()) return true;
+  return currentAlias(await store.events.readStream(accountStream(base)))?.mailboxId === mailbox.id;
 }
 
 /**
@@ -75,10 +86,7 @@ export async function sendsAs(store: Store, mailbox: Pick<MailboxDoc, 'id' | 'ad
  */
 export async function recipientMailbox(store: Store, address: string, delimiter: string): Promise<MailboxDoc | null> {
   const found = (await findMailboxByAddress(store, address)) ?? (await aliasTarget(store, address));
-  if (found || !delimiter) return found;
-  const at = address.lastIndexOf('@');
-  const cut = address.slice(0, at).indexOf(delimiter);
-  if (cut <= 0) return null;
-  const base = `${address.slice(0, cut)}${address.slice(at)}`;
+  const base = untagged(address, delimiter);
+  if (found || base === address) return found;
   return (await findMailboxByAddress(store, base)) ?? (await aliasTarget(store, base));
 }

@@ -83,7 +83,7 @@ export async function sendDraft(
 
   // An alias removed since the draft named it is refused, not quietly swapped for another address.
   const fromAddress = draft.draft.from ?? cmd.mailbox.address;
-  if (!(await sendsAs(store, cmd.mailbox, fromAddress))) throw new CommandError('BAD_REQUEST', `from: ${fromAddress} is no longer an address of yours; choose another`);
+  if (!(await sendsAs(store, cmd.mailbox, fromAddress, local.recipientDelimiter))) throw new CommandError('BAD_REQUEST', `from: ${fromAddress} is no longer an address of yours; choose another`);
   const messageId = `<${cmd.mailId}@${domainOf(fromAddress)}>`;
   const lastEdit = events.at(-1)!;
   const from = { name: cmd.user.name, address: fromAddress };

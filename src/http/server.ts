@@ -77,6 +77,9 @@ async function metrics(deps: Deps, req: http.IncomingMessage, res: http.ServerRe
   res.end(await deps.metrics.registry.metrics());
 }
 
+/** How long requests in flight at shutdown may take before their connections are closed. */
+const HTTP_SHUTDOWN_GRACE_MS = 5000;
+
 export async function startHttpServer(deps: Deps): Promise<HttpServer> {
   const handle = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
     const url = new URL(req.url ?? '/', 'http://localhost');
@@ -88,7 +91,13 @@ export async function startHttpServer(deps: Deps): Promise<HttpServer> {
     for (const route of deps.routes ?? []) if (await route(req, res, url)) return;
     sendJson(res, 404, { error: 'not found' });
   };
+  /** Live streams (server-sent events) open now: they never finish by themselves. */
+  const streams = new Set<http.ServerResponse>();
   const server = http.createServer((req, res) => {
+    if (/text\/event-stream/.test(req.headers.accept ?? '') || /^\/trpc\/mails\.changes\b/.test(req.url ?? '')) {
+      streams.add(res);
+      res.once('close', () => streams.delete(res));
+    }
     handle(req, res).catch((err: unknown) => {
       deps.logger.error({ err, url: req.url }, 'http request failed');
       if (!res.headersSent) sendJson(res, 500, { error: 'internal error; see the server log' });
@@ -105,6 +114,10 @@ export async function startHttpServer(deps: Deps): Promise<HttpServer> {
       new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeIdleConnections();
+        // A live stream would hold the close forever: its client reconnects (to another instance, or
+        // to this one when it is back). Requests in flight get a moment to finish.
+        for (const res of streams) res.destroy();
+        setTimeout(() => server.closeAllConnections(), HTTP_SHUTDOWN_GRACE_MS).unref();
       }),
   };
 }

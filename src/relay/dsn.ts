@@ -91,8 +91,13 @@ const fieldText = (s: string): string => oneLine(s).replace(/[^\x20-\x7e]/g, '?'
  */
 export function statusOf(response: string, action: NoticeAction): string {
   const reply = /^([245])\d\d(?:[ -]([245]\.\d{1,3}\.\d{1,3})\b)?/.exec(response);
-  if (reply?.[2] && reply[2][0] === reply[1]) return reply[2];
-  if (reply) return `${reply[1]}.0.0`;
+  // The class is the action's (RFC 3464 2.3.4): a 5xx the relay retries (a smart host refusing its
+  // login) is still a delay; a success is 2.
+  const cls = action === 'delayed' ? '4' : action === 'relayed' || action === 'delivered' ? '2' : null;
+  if (reply) {
+    const code = reply[2] && reply[2][0] === reply[1] ? reply[2] : `${reply[1]}.0.0`;
+    return cls ? `${cls}${code.slice(1)}` : code;
+  }
   if (action === 'delayed') return '4.4.1';
   if (action === 'failed') return /retry deadline passed/.test(response) ? '4.4.7' : '5.4.4';
   return '2.0.0';

@@ -7,7 +7,7 @@ import { v7 as uuidv7 } from 'uuid';
 import type { MailboxDoc } from '../../projections/mailboxes.js';
 import type { UserDoc } from '../../projections/users.js';
 import { verifyPassword } from '../accounts/accounts.js';
-import { recipientMailbox } from '../accounts/aliases.js';
+import { recipientMailbox, sendsAs } from '../accounts/aliases.js';
 import { domainOf } from '../accounts/domains.js';
 import type { Config } from '../config.js';
 import type { Meta } from '../events/envelope.js';
@@ -264,8 +264,10 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
     );
   };
 
-  // Every transaction asks these again; a few seconds of staleness is fine (a domain or mailbox
-  // added meanwhile is found through the "views current" re-check below, nothing is ever removed).
+  // Every transaction asks these again; a few seconds of staleness is fine for recipients (a domain,
+  // mailbox or alias added meanwhile is found through the "views current" re-check below; mail to an
+  // alias removed meanwhile may still reach its mailbox for LOOKUP_TTL_MS). Senders are checked
+  // against the log (sendsAs), so a removed alias cannot be sent as.
   const localDomains = new TtlCache<boolean>(LOOKUP_TTL_MS);
   const mailboxes = new TtlCache<LocalMailbox>(LOOKUP_TTL_MS);
   const authOutcomes = new TtlCache<AuthCheckOutcome>(60_000);
@@ -393,7 +395,9 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
         // The domain of an address the policy does not take apart ("bob"@, bob%x@) still says
         // whether it claims to be local: such a sender needs AUTH like any other local one.
         const local = parsed ? await domainIsLocal(parsed.ok ? parsed.domain : domainOf(mailFrom)) : false;
-        const senderMailbox = user && mailFrom ? await findMailbox(mailFrom) : null;
+        // The user's own mailbox, if it may send as this address (the rule the API applies too).
+        const own = user && mailFrom ? await findMailbox(user.email) : null;
+        const senderMailbox = own && (await sendsAs(store, own, mailFrom, config.RECIPIENT_DELIMITER)) ? own : null;
         return decideSender({ address: mailFrom, parsed, domainIsLocal: local, user, senderMailbox });
       })().then(
         (decision) => {

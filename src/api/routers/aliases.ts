@@ -1,3 +1,4 @@
+import { TRPCError } from '@trpc/server';
 import { z } from 'zod';
 import type { AliasDoc } from '../../../projections/aliases.js';
 import type { MailboxDoc } from '../../../projections/mailboxes.js';
@@ -15,12 +16,13 @@ export const aliasesRouter = router({
 
   remove: adminProcedure.input(z.object({ address: Email })).mutation(async ({ ctx, input }) => ({ address: input.address, position: await removeAlias(ctx.deps.store, input.address, requestMeta(ctx, ctx.user.id)) })),
 
-  /** Admins: every alias; others: those of their own mailbox. */
-  list: authedProcedure.query(async ({ ctx }) => {
+  /** The aliases of one's own mailbox; `scope: 'all'`, every alias on the server (admins only). */
+  list: authedProcedure.input(z.object({ scope: z.enum(['mine', 'all']).default('mine') }).default({ scope: 'mine' })).query(async ({ ctx, input }) => {
+    if (input.scope === 'all' && ctx.user.role !== 'admin') throw new TRPCError({ code: 'FORBIDDEN', message: "scope: 'all' is for admins; leave it out for your own aliases" });
     await awaitViews(ctx, ['aliases', 'mailboxes']);
     const { views } = ctx.deps.store;
     const found = (
-      ctx.user.role === 'admin'
+      input.scope === 'all'
         ? await views.all('aliases')
         : await views.list('aliases', { where: { userId: ctx.user.id }, orderBy: { field: 'userId', direction: 'asc' }, limit: 1000 })
     ) as AliasDoc[];

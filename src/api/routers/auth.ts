@@ -4,6 +4,7 @@ import type { UserDoc } from '../../../projections/users.js';
 import { AddressTakenError, changePassword, registerAccount, verifyPassword } from '../../accounts/accounts.js';
 import { isLocalDomain } from '../../accounts/domains.js';
 import { countAttempt, isLoopback } from '../../security/limits.js';
+import { WrongExpectedVersionError } from '../../store/port.js';
 import { awaitViews } from '../consistency.js';
 import { Email } from '../schemas.js';
 import { effectiveRole, signToken } from '../tokens.js';
@@ -100,12 +101,17 @@ export const authRouter = router({
     // Not UNAUTHORIZED: the session is fine, the field is wrong.
     if (!ok) throw new TRPCError({ code: 'BAD_REQUEST', message: 'currentPassword: that is not your current password' });
     attempt.succeeded();
-    const position = await changePassword(store, ctx.user.email, input.newPassword, { bcryptCost: settings.bcryptCost, meta: requestMeta(ctx, ctx.user.id) });
+    const changed = await changePassword(store, ctx.user.email, input.newPassword, { bcryptCost: settings.bcryptCost, meta: requestMeta(ctx, ctx.user.id) }).catch((error: unknown) => {
+      if (error instanceof WrongExpectedVersionError) throw new TRPCError({ code: 'CONFLICT', message: 'the account changed meanwhile (another password change?); sign in again and retry' });
+      throw error;
+    });
     // The new token is checked against the users view: it must hold the new password first.
     const users = ctx.deps.projectors.get('users');
-    if (users && !(await users.waitFor(position, 10_000))) throw new TRPCError({ code: 'SERVICE_UNAVAILABLE', message: 'the password was changed, but the server is catching up; sign in again with the new password' });
-    const user = (await store.views.get('users', ctx.user.id)) as UserDoc;
-    return { token: await signToken({ ...ctx.user, passwordHash: user.passwordHash }, settings.jwtSecret, settings.jwtExpiresIn) };
+    if (users && !(await users.waitFor(changed.position, 10_000))) throw new TRPCError({ code: 'SERVICE_UNAVAILABLE', message: 'the password was changed, but the server is catching up; sign in again with the new password' });
+    // A change made after this one (an admin's reset) ends this session too: no token for it.
+    const user = (await store.views.get('users', ctx.user.id)) as UserDoc | null;
+    if (user?.passwordHash !== changed.passwordHash) throw new TRPCError({ code: 'CONFLICT', message: 'the password was changed again meanwhile; sign in with the current one' });
+    return { token: await signToken({ ...ctx.user, passwordHash: changed.passwordHash }, settings.jwtSecret, settings.jwtExpiresIn) };
   }),
 
   /** The signed-in user, and the limits a client should check before uploading. */

@@ -3,6 +3,7 @@ import { v7 as uuidv7 } from 'uuid';
 import { z } from 'zod';
 import type { MailboxDoc } from '../../../projections/mailboxes.js';
 import type { MailDoc } from '../../../projections/mails.js';
+import type { UserDoc } from '../../../projections/users.js';
 import { sendsAs } from '../../accounts/aliases.js';
 import { CommandError, decideDelete, decideSetRead, decideTrash, mailState, ownDraft, type MailState } from '../../compose/decide.js';
 import { storeDraft } from '../../compose/drafts.js';
@@ -36,8 +37,7 @@ async function userMailbox(ctx: Authed): Promise<MailboxDoc> {
 /** A draft's `from`, when it names one, must be an address the user's mailbox sends as. */
 async function checkFrom(ctx: Authed, mailbox: MailboxDoc, from: string | undefined): Promise<void> {
   if (from === undefined) return;
-  await awaitViews(ctx, ['aliases']);
-  if (!(await sendsAs(ctx.deps.store, mailbox, from))) throw new TRPCError({ code: 'BAD_REQUEST', message: `from: ${from} is not an address of yours (your mailbox's or one of its aliases)` });
+  if (!(await sendsAs(ctx.deps.store, mailbox, from, ctx.deps.settings.recipientDelimiter))) throw new TRPCError({ code: 'BAD_REQUEST', message: `from: ${from} is not an address of yours (your mailbox's or one of its aliases)` });
 }
 
 /**
@@ -213,6 +213,13 @@ export const mailsRouter = router({
   changes: authedProcedure.subscription(async function* ({ ctx, signal }) {
     const { store } = ctx.deps;
     let position = await store.events.head();
+    // The token was checked when the stream began; a password change or a disabled account since
+    // ends the stream (checked at least every 15 s), and the client's reconnect is refused.
+    const credentials = async (): Promise<string | null> => {
+      const user = (await store.views.get('users', ctx.user.id)) as UserDoc | null;
+      return user && !user.disabled ? user.passwordHash : null;
+    };
+    const signedInWith = await credentials();
     const mine = async (e: StoredEvent): Promise<boolean> => {
       if ('userId' in e.data) return e.data.userId === ctx.user.id;
       if (!('mailId' in e.data)) return false;
@@ -221,8 +228,11 @@ export const mailsRouter = router({
     };
     while (!signal?.aborted) {
       await store.events.waitForAppend(position, 15_000, signal);
+      if (signedInWith === null || (await credentials()) !== signedInWith) return;
       const batch = await store.events.readAll({ after: position, limit: 1000 });
       if (batch.length === 0) continue;
+      // Seen in the log at once, before the users view has it.
+      if (batch.some((e) => (e.type === 'UserPasswordChanged' || e.type === 'UserDisabled') && e.data.userId === ctx.user.id)) return;
       position = batch.at(-1)!.position;
       let changed = false;
       for (const e of batch) if (!changed && (await mine(e))) changed = true;

@@ -340,6 +340,10 @@ function ComposeForm({ initial, initialDraftId, mode, composeKey }: { initial: F
   };
 
   const totalSize = fields.attachments.reduce((n, a) => n + a.size, 0);
+  // The mailbox's own address (''), its aliases, and the draft's own From if it is none of those
+  // (an alias removed since, or a +tag set through the API): shown, so that another can be chosen.
+  const fromChoices = ['', ...(aliases.data ?? []).map((a) => a.address)];
+  if (fields.from && !fromChoices.some((a) => a.toLowerCase() === fields.from.toLowerCase())) fromChoices.push(fields.from);
 
   /** Plain text becomes formatted (line by line); formatted becomes plain text, after asking, since formatting is lost. */
   const toggleFormatting = (): void => {
@@ -353,14 +357,14 @@ function ComposeForm({ initial, initialDraftId, mode, composeKey }: { initial: F
         {title}
       </h1>
       <form onSubmit={send} onKeyDown={onKeyDown} noValidate>
-        {(aliases.data?.length ?? 0) > 0 && (
+        {fromChoices.length > 1 && (
           <div className="field row-field">
             <label htmlFor={`${formId}-from`}>From</label>
             <select id={`${formId}-from`} value={fields.from} onChange={(e) => update({ from: e.target.value })}>
               <option value="">{session.user()?.email}</option>
-              {aliases.data!.map((a) => (
-                <option key={a.address} value={a.address}>
-                  {a.address}
+              {fromChoices.slice(1).map((address) => (
+                <option key={address} value={address}>
+                  {address}
                 </option>
               ))}
             </select>

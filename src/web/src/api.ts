@@ -26,20 +26,23 @@ const positions = positionTracker();
 const url = `${window.location.origin}/trpc`;
 
 /**
- * A call refused as unauthorized while the session got a new token (a password change ends the
- * old one) is sent once more with the new token, instead of ending the session. The server
- * refused it before running it, so sending it again is safe.
+ * A call refused as unauthorized while the session got a new token for the same user (a password
+ * change ends the old one) is sent once more with the new token, instead of ending the session.
+ * Outside `auth.*` the server refuses a bad token before it runs anything, so sending it again is
+ * safe; never as another user (a sign-in in another tab meanwhile).
  */
 const newTokenRetry: TRPCLink<AppRouter> =
   () =>
   ({ op, next }) =>
     observable((observer) => {
       const sent = session.token();
+      const user = session.user()?.id;
       let sub = next(op).subscribe({
         next: (value) => observer.next(value),
         error: (err) => {
           const now = session.token();
-          if (op.type !== 'subscription' && errorCode(err) === 'UNAUTHORIZED' && now && now !== sent) sub = next(op).subscribe(observer);
+          const renewed = now !== null && now !== sent && session.user()?.id === user;
+          if (op.type !== 'subscription' && !op.path.startsWith('auth.') && errorCode(err) === 'UNAUTHORIZED' && renewed) sub = next(op).subscribe(observer);
           else observer.error(err);
         },
         complete: () => observer.complete(),
