@@ -364,7 +364,7 @@ describe('web client', () => {
     // Pasted HTML from elsewhere: what loads or runs is dropped, a plain link stays.
     await js(
       page,
-      `(() => { const dt = new DataTransfer(); dt.setData('text/html', '<img src="/x.png" onerror="window.pwned = 1"><a href="javascript:window.pwned = 2">bad link</a> <a href="https://example.org/docs" style="color:red">the docs</a><script>window.pwned = 3</script><pre>function f() {\\n  return 1;\\n}</pre>'); document.querySelector('.editor').dispatchEvent(new ClipboardEvent('paste', { clipboardData: dt, bubbles: true, cancelable: true })); })()`,
+      `(() => { const dt = new DataTransfer(); dt.setData('text/html', '<img src="/x.png" onerror="window.pwned = 1"><a href="javascript:window.pwned = 2">bad link</a> <a href="https://example.org/docs" style="color:red">the docs</a><script>window.pwned = 3</script><pre>function f() {\\n\\n\\n  return 1;\\n}</pre>'); document.querySelector('.editor').dispatchEvent(new ClipboardEvent('paste', { clipboardData: dt, bubbles: true, cancelable: true })); })()`,
     );
     const html = await editor.innerHTML();
     assert.doesNotMatch(html, /<img|onerror|javascript:|<script|style=/i, html);
@@ -389,7 +389,7 @@ describe('web client', () => {
     assert.match(String(parsed.html), /<ul><li>one<\/li><li>two<\/li><\/ul>/);
     assert.match(parsed.text ?? '', /^First line\nvery bold\n- one\n- two\n/);
     assert.match(parsed.text ?? '', /the docs <https:\/\/example\.org\/docs>/, 'the plain-text part keeps the link’s address');
-    assert.match(parsed.text ?? '', /function f\(\) \{\n {2}return 1;\n\}/, '… and the lines and spaces of preformatted text');
+    assert.match(parsed.text ?? '', /function f\(\) \{\n\n\n {2}return 1;\n\}/, '… and the lines, blank ones too, and spaces of preformatted text');
 
     // A draft whose stored HTML carries an image with a handler (made through the API) opens cleaned.
     const { id } = await api.mails.createDraft.mutate({ to: [], subject: 'stored html', html: '<p><b>kept</b></p><img src="https://tracker.example/x.png" onerror="window.pwned = 4"><iframe src="/"></iframe>' });

@@ -169,11 +169,18 @@ export function htmlToText(html: string): string {
   doc.querySelectorAll('script, style, head, title').forEach((n) => n.remove());
   const blocks = new Set('P DIV TR LI H1 H2 H3 H4 H5 H6 BLOCKQUOTE PRE TABLE UL OL SECTION ARTICLE HEADER FOOTER'.split(' '));
   let out = '';
-  /** Inside a <pre>: its spaces and line breaks are the text. */
-  let pre = 0;
+  // Preformatted text is kept aside as it is and put back after the whitespace is tidied, which
+  // must not touch its blank lines or indentation.
+  const kept: string[] = [];
+  const tidy = (s: string): string =>
+    s
+      .replace(/[ \t]+\n/g, '\n')
+      .replace(/\n{3,}/g, '\n\n')
+      .trim()
+      .replace(/\u0000(\d+)\u0000/g, (_, i: string) => kept[Number(i)]!.replace(/\n+$/, ''));
   const walk = (node: Node): void => {
     if (node.nodeType === Node.TEXT_NODE) {
-      out += pre > 0 ? (node.textContent ?? '') : (node.textContent ?? '').replace(/\s+/g, ' ');
+      out += (node.textContent ?? '').replace(/\s+/g, ' ');
       return;
     }
     if (!(node instanceof Element)) return;
@@ -183,26 +190,28 @@ export function htmlToText(html: string): string {
     }
     const block = blocks.has(node.tagName);
     if (block && !out.endsWith('\n')) out += '\n';
+    if (node.tagName === 'PRE') {
+      kept.push(node.textContent ?? '');
+      out += `\u0000${kept.length - 1}\u0000\n`;
+      return;
+    }
     if (node.tagName === 'BLOCKQUOTE') {
       // Quoted text, quoted the plain-text way: "> " before each line.
       const before = out;
       out = '';
       node.childNodes.forEach(walk);
-      const inner = out.replace(/[ \t]+\n/g, '\n').replace(/\n{3,}/g, '\n\n').trim();
-      out = `${before}${inner.split('\n').map((line) => (line ? `> ${line}` : '>')).join('\n')}\n`;
+      out = `${before}${tidy(out).split('\n').map((line) => (line ? `> ${line}` : '>')).join('\n')}\n`;
       return;
     }
     if (node.tagName === 'LI') out += node.parentElement?.tagName === 'OL' ? `${[...node.parentElement.children].indexOf(node) + 1}. ` : '- ';
-    if (node.tagName === 'PRE') pre++;
     node.childNodes.forEach(walk);
-    if (node.tagName === 'PRE') pre--;
     // A link keeps its address in the text, unless its text is the address.
     const href = node.tagName === 'A' ? node.getAttribute('href') : null;
     if (href && SAFE_LINK.test(href) && (node.textContent ?? '').trim() !== href.replace(/^mailto:/i, '')) out += ` <${href.replace(/^mailto:/i, '')}>`;
     if (block && !out.endsWith('\n')) out += '\n';
   };
   walk(doc.body);
-  return out.replace(/[ \t]+\n/g, '\n').replace(/\n{3,}/g, '\n\n').trim();
+  return tidy(out);
 }
 
 /** What the compose editor keeps of HTML: text formatting, lists, quotes and links; nothing that loads or runs. */
