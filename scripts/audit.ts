@@ -8,11 +8,19 @@ import { parseFlags, runCommand, UsageError } from '../src/cli/run.js';
 import { describeEvent, type EventSummary } from '../src/events/describe.js';
 import type { StoredEvent } from '../src/events/envelope.js';
 import type { Store } from '../src/store/port.js';
+import { mailboxes } from '../projections/mailboxes.js';
+import { catchUpViews } from '../src/projection/catch-up.js';
 
 const USAGE = 'npm run audit -- --mail <mailId> | --mailbox <address> | --domain <domain> [--format text|json]';
 
-/** Every event of the mailbox's account and of every mail that was ever in it; one pass over the log. */
+/**
+ * Every event of the mailbox's account, its aliases and every mail that was ever in it; one pass
+ * over the log. An address's stream may hold more than this mailbox's story (an alias removed and
+ * the address registered by someone else since): from those, only the events about this mailbox.
+ */
 async function mailboxHistory(store: Store, address: string): Promise<StoredEvent[]> {
+  // The mailboxes view may lag the log with the server stopped (a user:add just now).
+  await catchUpViews(store, [mailboxes]);
   const mailbox = await findMailboxByAddress(store, address);
   if (!mailbox) throw new UsageError(`no mailbox ${address}; check the address (case does not matter)`);
   const streams = new Set([accountStream(mailbox.address)]);
@@ -21,8 +29,9 @@ async function mailboxHistory(store: Store, address: string): Promise<StoredEven
     const batch = await store.events.readAll({ after, limit: 5000 });
     if (batch.length === 0) return out;
     for (const e of batch) {
+      const ours = ('mailboxId' in e.data && e.data.mailboxId === mailbox.id) || ('userId' in e.data && e.data.userId === mailbox.userId);
       if ('mailboxId' in e.data && e.data.mailboxId === mailbox.id) streams.add(e.streamId);
-      if (streams.has(e.streamId)) out.push(e);
+      if (streams.has(e.streamId) && (ours || !e.streamId.startsWith('account-'))) out.push(e);
     }
     after = batch.at(-1)!.position;
   }

@@ -192,5 +192,14 @@ describe('account commands', () => {
     assert.equal(gone.code, 1);
     assert.match(gone.stderr, /is not an alias/);
     assert.match((await runScript('scripts/alias.ts', ['list'], env)).stdout, /^no aliases$/m);
+    // The address is free again: someone registers it. Each mailbox's audit tells its own story.
+    assert.equal((await runScript('scripts/user.ts', ['add', '--email', 'sales@mail.test', '--name', 'Sal'], env, 'a password for sal\n')).code, 0);
+    const cy = (await runScript('scripts/audit.ts', ['--mailbox', 'cy@mail.test'], env)).stdout;
+    assert.match(cy, /AliasAdded .* address=Sales@mail\.test/);
+    assert.match(cy, /AliasRemoved /);
+    assert.doesNotMatch(cy, /sales@mail\.test.*UserRegistered|UserRegistered .*sales@/, 'not the new owner’s account');
+    const sal = (await runScript('scripts/audit.ts', ['--mailbox', 'sales@mail.test'], env)).stdout;
+    assert.match(sal, /UserRegistered .*email=sales@mail\.test/);
+    assert.doesNotMatch(sal, /Alias(Added|Removed)/, 'not the alias it was before');
   });
 });
