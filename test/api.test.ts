@@ -530,6 +530,20 @@ describe('login limits', () => {
     }
   });
 
+  test('guessing the current password in changePassword counts like failed logins: past the limit even the right one is refused', async () => {
+    const limited = await startTestServer({ RATE_LIMIT_LOOPBACK: 'true', LOGIN_MAX_FAILURES: '3' });
+    try {
+      const url = `http://127.0.0.1:${limited.app.http.port}`;
+      await createClient(url).auth.register.mutate({ email: 'quin@mail.test', password: PASSWORD, name: 'Quin' });
+      const quin = createClient(url, { token: (await createClient(url).auth.login.mutate({ email: 'quin@mail.test', password: PASSWORD })).token });
+      for (let i = 0; i < 3; i++) await expectCode(quin.auth.changePassword.mutate({ currentPassword: `guess ${i}`, newPassword: 'a stolen session' }), 'BAD_REQUEST');
+      await expectCode(quin.auth.changePassword.mutate({ currentPassword: PASSWORD, newPassword: 'a stolen session' }), 'TOO_MANY_REQUESTS');
+      assert.equal((await quin.auth.me.query()).email, 'quin@mail.test', 'the session itself goes on');
+    } finally {
+      await limited.stop();
+    }
+  });
+
   test("a client's own successful login does not wipe the failures it made on other accounts", async () => {
     const limited = await startTestServer({ RATE_LIMIT_LOOPBACK: 'true', LOGIN_MAX_FAILURES: '3' });
     try {
