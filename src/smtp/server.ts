@@ -264,10 +264,10 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
     );
   };
 
-  // Every transaction asks these again; a few seconds of staleness is fine for recipients (a domain,
-  // mailbox or alias added meanwhile is found through the "views current" re-check below; mail to an
-  // alias removed meanwhile may still reach its mailbox for LOOKUP_TTL_MS). Senders are checked
-  // against the log (sendsAs), so a removed alias cannot be sent as.
+  // Every transaction asks these again; a few seconds of staleness is fine (a domain, mailbox or
+  // alias added meanwhile is found through the "views current" re-check below; mailboxes are never
+  // removed, and aliases, which are, are not cached). Senders are checked against the log
+  // (sendsAs), so a removed alias cannot be sent as.
   const localDomains = new TtlCache<boolean>(LOOKUP_TTL_MS);
   const mailboxes = new TtlCache<LocalMailbox>(LOOKUP_TTL_MS);
   const authOutcomes = new TtlCache<AuthCheckOutcome>(60_000);
@@ -299,7 +299,9 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
     }
     if (!found) return null;
     const mailbox = toLocalMailbox(found);
-    mailboxes.set(key, mailbox);
+    // Only a mailbox's own address is cached: an alias (or a +tag of one) can be removed, and its
+    // mail must stop reaching the mailbox as soon as the views say so.
+    if (found.addressKey === key) mailboxes.set(key, mailbox);
     return mailbox;
   };
 
