@@ -25,6 +25,9 @@ export interface RegisteredAccount {
 /** A syntactically plain address: local@domain, no quotes, routes or `%` tricks. */
 export const PLAIN_ADDRESS = /^[A-Za-z0-9.!#$&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$|^[A-Za-z0-9.!#$&'*+/=?^_`{|}~-]+@localhost$/i;
 
+/** A plain address mail may be delivered to: PLAIN_ADDRESS, at most 254 characters, no `%` or `!` relaying tricks. */
+export const isPlainAddress = (address: string): boolean => address.length <= 254 && PLAIN_ADDRESS.test(address) && !/[%!]/.test(address);
+
 /**
  * Registers a user with one mailbox for their address. Both events go in one append to the
  * account's stream with "no stream" expected, so two racing registrations of one address

@@ -3,7 +3,7 @@ import type { MailboxDoc } from '../../projections/mailboxes.js';
 import { CommandError } from '../compose/decide.js';
 import type { Meta, StoredEvent } from '../events/envelope.js';
 import { WrongExpectedVersionError, type Store } from '../store/port.js';
-import { accountStream, findMailboxByAddress, PLAIN_ADDRESS } from './accounts.js';
+import { accountStream, findMailboxByAddress, isPlainAddress } from './accounts.js';
 import { domainOf, isLocalDomain } from './domains.js';
 
 /**
@@ -33,7 +33,7 @@ export function decideAddAlias(events: StoredEvent[], address: string, mailbox: 
 }
 
 export async function addAlias(store: Store, defaultDomain: string, input: { address: string; mailbox: string }, meta: Meta): Promise<{ position: number; alias: { address: string; mailbox: string } }> {
-  if (!PLAIN_ADDRESS.test(input.address) || /[%!]/.test(input.address)) throw new CommandError('BAD_REQUEST', 'address: must be a plain address such as name@example.com');
+  if (!isPlainAddress(input.address)) throw new CommandError('BAD_REQUEST', 'address: must be a plain address such as name@example.com');
   if (!(await isLocalDomain(store, defaultDomain, domainOf(input.address)))) {
     throw new CommandError('BAD_REQUEST', `address: ${domainOf(input.address)} is not a local domain; add it first (domains.add)`);
   }

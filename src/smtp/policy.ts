@@ -1,5 +1,5 @@
 import { domainToASCII } from 'node:url';
-import { PLAIN_ADDRESS } from '../accounts/accounts.js';
+import { isPlainAddress } from '../accounts/accounts.js';
 import type { Address } from '../events/types.js';
 import type { LocalMailbox } from '../mail/commands.js';
 
@@ -59,7 +59,7 @@ export function parseAddress(given: string): ParsedAddress {
   const at = given.lastIndexOf('@');
   const domain = at > 0 && /[^\x00-\x7f]/.test(given.slice(at + 1)) ? domainToASCII(given.slice(at + 1)) : given.slice(at + 1);
   const address = at > 0 && domain ? `${given.slice(0, at)}@${domain}` : given;
-  if (address.length > 254 || !PLAIN_ADDRESS.test(address) || /[%!]/.test(address)) return { ok: false, address: given };
+  if (!isPlainAddress(address)) return { ok: false, address: given };
   return { ok: true, address, local: address.slice(0, at), domain: domain.toLowerCase() };
 }
 

@@ -104,7 +104,7 @@ interface SessionState {
 
 type TransactionResult = 'accepted' | 'refused' | 'aborted' | 'abandoned';
 
-/** MAIL FROM parameters of the extensions offered (SIZE, 8BITMIME, SMTPUTF8, and AUTH= of RFC 4954); RCPT TO takes none (no DSN). */
+/** MAIL and RCPT parameters of the extensions offered: SIZE, 8BITMIME, SMTPUTF8, AUTH= (RFC 4954), DSN (RFC 3461). */
 const MAIL_PARAMETERS = new Set(['SIZE', 'BODY', 'SMTPUTF8', 'AUTH', 'RET', 'ENVID']);
 const RCPT_PARAMETERS = new Set<string>(['NOTIFY', 'ORCPT']);
 /** ENVID and ORCPT as smtp-server hands them over (decoded from xtext): printable ASCII (RFC 3461 4). */

@@ -18,7 +18,6 @@ const Password = z
   .min(8, 'must be at least 8 characters')
   .refine((p) => Buffer.byteLength(p) <= 72, 'must be at most 72 bytes (bcrypt ignores the rest)');
 
-
 /**
  * A password check, counted against the client's address and the account before it runs (see
  * countAttempt); null when either has failed too often lately. Loopback is exempt unless

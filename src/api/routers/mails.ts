@@ -18,7 +18,6 @@ import { authedProcedure, requestMeta, router, type Context } from '../trpc.js';
 
 type Authed = Context & { user: NonNullable<Context['user']> };
 
-
 /** The caller's mail from the view; another user's mail is "not found", never its content. */
 export async function ownMail(ctx: Authed, id: string): Promise<MailDoc> {
   await awaitViews(ctx, ['mails']);
