@@ -9,7 +9,9 @@ import { cidKey, mailDocument } from './sanitize.js';
 import { folderLabel, setFlash, useFocusHeading } from './Shell.js';
 
 export function MailView({ id }: { id: string }) {
-  const mail = useQuery({ queryKey: ['mail', id], queryFn: () => api.mails.get.query({ id }) });
+  // Asked again on every open: a cached copy may predate a change (a mail trashed since still
+  // looks unread in the inbox), and opening acts on what it shows (see MailDetail's auto-read).
+  const mail = useQuery({ queryKey: ['mail', id], queryFn: () => api.mails.get.query({ id }), refetchOnMount: 'always' });
   const code = errorCode(mail.error);
   if (mail.isPending) return <p className="muted">Loading…</p>;
   // Another user's mail, a deleted draft, or not a mail id at all: the same answer, nothing leaks.
@@ -23,7 +25,7 @@ export function MailView({ id }: { id: string }) {
         </button>
       </p>
     );
-  return <MailDetail mail={mail.data} />;
+  return <MailDetail mail={mail.data} current={mail.isFetchedAfterMount} />;
 }
 
 function MailNotFound() {
@@ -89,7 +91,8 @@ function useDeleteForGood(mail: Mail) {
   });
 }
 
-function MailDetail({ mail }: { mail: Mail }) {
+/** `current`: `mail` was fetched since this screen opened (not a cached copy). */
+function MailDetail({ mail, current }: { mail: Mail; current: boolean }) {
   const heading = useFocusHeading(mail.subject || '(no subject)');
   const markRead = useMarkRead(mail);
   const trash = useTrash(mail);
@@ -98,13 +101,13 @@ function MailDetail({ mail }: { mail: Mail }) {
   const autoMarked = useRef(false);
   const received = mail.folder === 'inbox';
 
-  // Opening an unread mail marks it read, once; "Mark as unread" then sticks.
+  // Opening an unread mail marks it read, once, judged on its current state; "Mark as unread" then sticks.
   useEffect(() => {
-    if (received && mail.unread && !autoMarked.current) {
+    if (current && received && mail.unread && !autoMarked.current) {
       autoMarked.current = true;
       markRead.mutate(true);
     }
-  }, [received, mail.unread, markRead]);
+  }, [current, received, mail.unread, markRead]);
 
   return (
     <article className="mail" aria-labelledby="mail-subject">
