@@ -29,9 +29,9 @@ after(async () => {
   await sink?.close();
 });
 
-/** Submits `subject` over STARTTLS with AUTH, with the MAIL and RCPT commands as given; returns its MailSent. */
-async function submit(subject: string, mail: string, rcpts: string[], refusedFirst?: string): Promise<EventOf<'MailSent'>> {
-  const { talk } = await SmtpTalk.open(server.port);
+/** Submits `subject` over STARTTLS with AUTH to `at`, with the MAIL and RCPT commands as given; returns its MailSent. */
+async function submit(subject: string, mail: string, rcpts: string[], refusedFirst?: string, at = server): Promise<EventOf<'MailSent'>> {
+  const { talk } = await SmtpTalk.open(at.port);
   assert.equal((await talk.cmd('EHLO client.example.org')).code, 250);
   assert.equal((await talk.starttls()).code, 220);
   const ehlo = await talk.cmd('EHLO client.example.org');
@@ -43,17 +43,17 @@ async function submit(subject: string, mail: string, rcpts: string[], refusedFir
   const to = rcpts.map((r) => /<([^>]+)>/.exec(r)![1]).join(', ');
   assert.equal((await talk.data(rawMessage({ from: SENDER, to, subject, body: 'the body of the original' }))).code, 250);
   await talk.quit();
-  const [mailSent] = (await sent(server.store)).filter((e) => e.data.message.subject === subject);
+  const [mailSent] = (await sent(at.store)).filter((e) => e.data.message.subject === subject);
   assert.ok(mailSent, 'MailSent appended');
   return mailSent;
 }
 
 /** The raw text of the notice stored under `mailId` in the sender's inbox, once it is there; null after `ms`. */
-async function notice(mailId: string, ms = 15_000): Promise<string | null> {
+async function notice(mailId: string, ms = 15_000, at = server): Promise<string | null> {
   const deadline = Date.now() + ms;
   for (;;) {
-    const [e] = await server.store.events.readStream(`mail-${mailId}`);
-    if (e?.type === 'MailReceived') return (await server.store.blobs.get(e.data.raw.sha256)).toString('utf8');
+    const [e] = await at.store.events.readStream(`mail-${mailId}`);
+    if (e?.type === 'MailReceived') return (await at.store.blobs.get(e.data.raw.sha256)).toString('utf8');
     if (Date.now() > deadline) return null;
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -62,10 +62,10 @@ async function notice(mailId: string, ms = 15_000): Promise<string | null> {
 const finalRecipients = (report: string): string[] => [...report.matchAll(/^Final-Recipient: rfc822; (\S+)\r$/gm)].map((m) => m[1]!);
 
 /** Waits until the relay recorded an outcome for every external recipient of `mailId`. */
-async function settled(mailId: string, recipients: number): Promise<void> {
+async function settled(mailId: string, recipients: number, at = server): Promise<void> {
   const deadline = Date.now() + 15_000;
   for (;;) {
-    const events = await server.store.events.readStream(`mail-${mailId}`);
+    const events = await at.store.events.readStream(`mail-${mailId}`);
     const done = events.flatMap((e) => (e.type === 'MailDelivered' || (e.type === 'MailDeliveryFailed' && e.data.permanent) ? e.data.recipients : []));
     if (done.length >= recipients) return;
     assert.ok(Date.now() < deadline, `relay outcomes for ${mailId}: ${done.join(', ')}`);
@@ -150,4 +150,44 @@ test('NOTIFY=DELAY: a delayed notice at the first deferral (with Will-Retry-Unti
   assert.ok(relayed, 'then the relayed notice, at the attempt that delivered it');
   assert.deepEqual(finalRecipients(relayed), ['slow1@external.example']);
   assert.equal(await notice(noticeMailId(id, 'delayed', 2), 0), null, 'one delay notice, at the first deferral only (not the second)');
+});
+
+test('a next hop that offers DSN gets the parameters, one transaction per NOTIFY and ORCPT, and reports success itself: no relayed notice from us; a refusal at RCPT still bounces', async () => {
+  const dsnSink = await startSink(undefined, { dsn: true });
+  dsnSink.rcptPolicy = (rcpt) => (rcpt.startsWith('gone') ? 550 : 250);
+  const hop = await startTestServer(relayThrough(dsnSink));
+  try {
+    await addUser(hop, SENDER);
+    const mailSent = await submit(
+      'to a dsn hop',
+      'MAIL FROM:<sub@mail.test> RET=HDRS ENVID=E+2B1',
+      [
+        'RCPT TO:<ok@external.example> NOTIFY=SUCCESS ORCPT=rfc822;ok+40original.example',
+        'RCPT TO:<also@external.example> NOTIFY=SUCCESS,FAILURE',
+        'RCPT TO:<plain@external.example>',
+        'RCPT TO:<gone@external.example> NOTIFY=FAILURE',
+      ],
+      undefined,
+      hop,
+    );
+    const id = mailSent.data.mailId;
+    await settled(id, 4, hop);
+    const messageId = mailSent.data.message.messageId!.replace(/^<|>$/g, '');
+    const received = dsnSink.deliveries
+      .filter((d) => d.messageId === messageId)
+      .flatMap((d) => d.dsn!.recipients.map((r) => ({ ...r, ret: d.dsn!.ret, envid: d.dsn!.envid, with: d.rcptTo.length })))
+      .sort((a, b) => a.address.localeCompare(b.address));
+    assert.deepEqual(received, [
+      { address: 'also@external.example', notify: ['SUCCESS', 'FAILURE'], orcpt: null, ret: 'HDRS', envid: 'E+1', with: 1 },
+      { address: 'ok@external.example', notify: ['SUCCESS'], orcpt: 'rfc822;ok@original.example', ret: 'HDRS', envid: 'E+1', with: 1 },
+      { address: 'plain@external.example', notify: null, orcpt: null, ret: 'HDRS', envid: 'E+1', with: 1 },
+    ]);
+    const bounce = await notice(bounceMailId(id, 1), 15_000, hop);
+    assert.ok(bounce, 'the refusal at RCPT is ours to report');
+    assert.deepEqual(finalRecipients(bounce), ['gone@external.example']);
+    assert.equal(await notice(noticeMailId(id, 'relayed', 1), 1000, hop), null, 'the next hop reports the deliveries');
+  } finally {
+    await hop.stop();
+    await dsnSink.close();
+  }
 });

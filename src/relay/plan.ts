@@ -11,6 +11,8 @@ export interface RecipientOutcome {
   kind: OutcomeKind;
   /** The server's reply, or what went wrong before there was one. */
   response: string;
+  /** Delivered to a server that took the DSN parameters: success notices are its to send, not ours. */
+  dsnPassedOn?: boolean;
 }
 
 export interface RetryPolicy {

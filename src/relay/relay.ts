@@ -281,7 +281,7 @@ export class Relay {
     if (raw) {
       const signal = AbortSignal.any([this.abortAttempts.signal, AbortSignal.timeout(this.options.RELAY_SMTP_TIMEOUT_MS)]);
       try {
-        outcomes = await this.deliverer.deliver({ raw, mailFrom: doc.mailFrom, recipients, signal });
+        outcomes = await this.deliverer.deliver({ raw, mailFrom: doc.mailFrom, recipients, dsn: sent.data.dsn, signal });
       } catch (error) {
         if (error instanceof RelayStoppedError) {
           // Abandoned on shutdown: record nothing, the next claimant tries again (possible duplicate).
@@ -308,9 +308,10 @@ export class Relay {
     // number and so the same notice ids, which are already there. A notice that cannot be stored
     // must not stop the recording (recipients accepted in this attempt would be sent again).
     // Without NOTIFY a failure gets a bounce and a success nothing (RFC 3461); NOTIFY=SUCCESS gets
-    // a "relayed" notice, as the DSN parameters are not passed on to the next hop; NOTIFY=DELAY a
-    // "delayed" one at a recipient's first deferral.
+    // a "relayed" notice when the next hop did not take the DSN parameters (one that did reports
+    // the delivery itself, RFC 3461 5.2.2); NOTIFY=DELAY a "delayed" one at a recipient's first deferral.
     const dsn = sent.data.dsn;
+    const passedOn = new Set(outcomes.filter((o) => o.dsnPassedOn).map((o) => o.recipient.toLowerCase()));
     const outcomesOf = (type: 'MailDelivered' | 'MailDeliveryFailed') =>
       plan.events.flatMap((e) => (e.type === type && !(e.type === 'MailDeliveryFailed' && e.data.permanent) ? e.data.recipients.map((recipient) => ({ recipient, response: e.data.response })) : []));
     const before = doc.recipients;
@@ -318,7 +319,7 @@ export class Relay {
     const notices: [NoticeInput['action'], NoticeInput['recipients']][] = [
       ['failed', plan.bounced.filter((b) => noticeRequested(dsn, b.recipient, 'FAILURE'))],
       ['delayed', outcomesOf('MailDeliveryFailed').filter((d) => firstAttempt(d.recipient) && noticeRequested(dsn, d.recipient, 'DELAY'))],
-      ['relayed', outcomesOf('MailDelivered').filter((d) => noticeRequested(dsn, d.recipient, 'SUCCESS'))],
+      ['relayed', outcomesOf('MailDelivered').filter((d) => noticeRequested(dsn, d.recipient, 'SUCCESS') && !passedOn.has(d.recipient.toLowerCase()))],
     ];
     const willRetryUntil = new Date(Date.parse(doc.sentAt) + this.policy.retryDeadlineMs);
     for (const [action, recipients] of notices) {
@@ -338,7 +339,7 @@ export class Relay {
         const result = await this.store.events.append(stream, plan.events, { expectedVersion: read[read.length - 1]!.version, meta });
         version = result.version;
         this.count(plan.events);
-        log.info({ outcomes: outcomes.map((o) => `${o.recipient} ${o.kind}: ${o.response}`) }, 'relay attempt recorded');
+        log.info({ outcomes: outcomes.map((o) => `${o.recipient} ${o.kind}${o.dsnPassedOn ? ' (DSN request passed on)' : ''}: ${o.response}`) }, 'relay attempt recorded');
         break;
       } catch (error) {
         if (!(error instanceof WrongExpectedVersionError)) {

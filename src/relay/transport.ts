@@ -5,8 +5,10 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { domainToASCII } from 'node:url';
 import nodemailer from 'nodemailer';
+import type SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 import type { Logger } from 'pino';
 import { httpsPolicyFetcher, MtaStsPolicies, mxMatches, type MtaStsPolicy, type MtaStsSources, type PolicyArchive } from './mta-sts.js';
+import type { DsnRequest } from '../events/types.js';
 import type { RelayOptions } from './options.js';
 import type { RecipientOutcome } from './plan.js';
 
@@ -33,8 +35,42 @@ export interface DeliveryRequest {
   /** Envelope sender; '' = null sender (`MAIL FROM:<>`). */
   mailFrom: string;
   recipients: string[];
+  /** What the submission asked for with DSN (RFC 3461), passed on to a next hop that offers DSN. */
+  dsn?: DsnRequest | undefined;
   /** Aborts the attempt: a timeout is reported as a temporary failure, a stop is rethrown. */
   signal: AbortSignal;
+}
+
+type NextHopDsn = { ret?: 'FULL' | 'HDRS'; envid?: string; notify?: ('NEVER' | 'SUCCESS' | 'FAILURE' | 'DELAY')[]; orcpt?: string };
+
+/** One SMTP transaction of an attempt: recipients that share the DSN parameters it passes on. */
+interface Transaction extends Omit<DeliveryRequest, 'dsn'> {
+  dsn?: NextHopDsn;
+}
+
+/**
+ * An attempt's transactions. NOTIFY and ORCPT belong to each RCPT, but nodemailer gives one set
+ * per transaction, so recipients that asked differently go in separate transactions (most
+ * messages have none or one set: one transaction, as before).
+ */
+export function transactions(req: DeliveryRequest): Transaction[] {
+  const { dsn, ...rest } = req;
+  if (!dsn) return [rest];
+  const envelope: NextHopDsn = { ...(dsn.ret ? { ret: dsn.ret } : {}), ...(dsn.envid ? { envid: dsn.envid } : {}) };
+  const groups = new Map<string, Transaction>();
+  for (const recipient of req.recipients) {
+    const asked = dsn.recipients.find((r) => r.address.toLowerCase() === recipient.toLowerCase());
+    const own: NextHopDsn = {
+      ...envelope,
+      ...(asked?.notify ? { notify: asked.notify.length > 0 ? asked.notify : ['NEVER' as const] } : {}),
+      ...(asked?.orcpt ? { orcpt: asked.orcpt } : {}),
+    };
+    const key = `${own.notify?.join(',') ?? ''}\n${own.orcpt ?? ''}`;
+    const group = groups.get(key) ?? { ...rest, recipients: [], ...(Object.keys(own).length > 0 ? { dsn: own } : {}) };
+    group.recipients.push(recipient);
+    groups.set(key, group);
+  }
+  return [...groups.values()];
 }
 
 export interface Deliverer {
@@ -56,6 +92,8 @@ type SmtpError = Error & {
 };
 
 interface SendInfo {
+  /** The server's EHLO reply, one extension per line. */
+  ehlo?: string[];
   accepted?: unknown[];
   rejected?: unknown[];
   rejectedErrors?: SmtpError[];
@@ -217,11 +255,15 @@ export function createDeliverer(options: RelayOptions, deps: DelivererDeps): Del
     ...(dkim ? { dkim } : {}),
   };
 
-  async function attempt(transportOptions: TransportOptions, req: DeliveryRequest): Promise<Attempted> {
+  /** One SMTP transaction: `req.recipients` share one set of DSN parameters (see `dsnEnvelopes`). */
+  async function attempt(transportOptions: TransportOptions, req: Transaction): Promise<Attempted> {
     const transport = nodemailer.createTransport(transportOptions);
     try {
-      const info = (await transport.sendMail({ envelope: { from: req.mailFrom, to: req.recipients }, raw: req.raw, signal: req.signal })) as SendInfo;
-      return { outcomes: outcomesFromInfo(req.recipients, info), unreachable: false, tlsFailed: false, tlsRefused: false };
+      const info = (await transport.sendMail({ envelope: { from: req.mailFrom, to: req.recipients }, raw: req.raw, signal: req.signal, ...(req.dsn ? { dsn: req.dsn as SMTPConnection.DSNOptions } : {}) })) as SendInfo;
+      // nodemailer sends the parameters only to a server that offers DSN; that server then reports success itself.
+      const passedOn = req.dsn !== undefined && (info.ehlo ?? []).some((line) => /^DSN\b/i.test(line));
+      const outcomes = outcomesFromInfo(req.recipients, info).map((o) => (passedOn && o.kind === 'delivered' ? { ...o, dsnPassedOn: true } : o));
+      return { outcomes, unreachable: false, tlsFailed: false, tlsRefused: false };
     } catch (error) {
       if (req.signal.aborted && req.signal.reason instanceof RelayStoppedError) throw req.signal.reason;
       const err = (error instanceof Error ? error : new Error(String(error))) as SmtpError;
@@ -245,7 +287,7 @@ export function createDeliverer(options: RelayOptions, deps: DelivererDeps): Del
       tls: { rejectUnauthorized: options.SMTP_RELAY_TLS_REJECT_UNAUTHORIZED },
       ...(options.SMTP_RELAY_USER ? { auth: { user: options.SMTP_RELAY_USER, pass: options.SMTP_RELAY_PASS } } : {}),
     };
-    return { deliver: async (req) => (await attempt(smartHost, req)).outcomes };
+    return { deliver: async (req) => (await Promise.all(transactions(req).map(async (t) => (await attempt(smartHost, t)).outcomes))).flat() };
   }
 
   const resolver = deps.resolver ?? dns.promises;
@@ -261,7 +303,8 @@ export function createDeliverer(options: RelayOptions, deps: DelivererDeps): Del
   const verifiedTls = { requireTLS: true, opportunisticTLS: false, tls: { rejectUnauthorized: true, ...(ca ? { ca: [...tls.rootCertificates, ca] } : {}) } };
 
   /** One domain's recipients through its MX hosts, best first, as its MTA-STS policy allows. */
-  async function deliverToDomain(domain: string, recipients: string[], req: DeliveryRequest): Promise<RecipientOutcome[]> {
+  async function deliverToDomain(domain: string, req: Transaction): Promise<RecipientOutcome[]> {
+    const { recipients } = req;
     const route = await mxHosts(domain, resolver);
     if ('failure' in route) return recipients.map((recipient) => ({ recipient, ...route.failure }));
     let policy: MtaStsPolicy | null = null;
@@ -286,7 +329,7 @@ export function createDeliverer(options: RelayOptions, deps: DelivererDeps): Del
       const testing = policy?.mode === 'testing';
       if (enforce || (testing && matching(host))) {
         // Verified TLS first: what enforce requires, and what testing reports on when it fails.
-        last = await attempt({ ...common, host, port: options.RELAY_MX_PORT, secure: false, ...verifiedTls }, { ...req, recipients });
+        last = await attempt({ ...common, host, port: options.RELAY_MX_PORT, secure: false, ...verifiedTls }, req);
         if (!last.tlsRefused) {
           if (!last.unreachable) break;
           deps.logger.info({ domain, host, response: last.outcomes[0]?.response }, 'relay: MX host unreachable, trying the next');
@@ -304,12 +347,12 @@ export function createDeliverer(options: RelayOptions, deps: DelivererDeps): Del
       } else if (testing) deps.logger.warn({ domain, host, mx: policy?.mx }, 'MTA-STS testing: this MX host does not match the policy (enforce would refuse it)');
       // Opportunistic STARTTLS without certificate checks, as MTAs do without MTA-STS/DANE.
       const mx = { ...common, host, port: options.RELAY_MX_PORT, secure: false, opportunisticTLS: true, tls: { rejectUnauthorized: false } };
-      last = await attempt(mx, { ...req, recipients });
+      last = await attempt(mx, req);
       if (last.tlsFailed && !req.signal.aborted) {
         // Opportunistic security (RFC 7435): a host whose TLS handshake fails gets the message
         // in cleartext, as it would had it not offered STARTTLS.
         deps.logger.info({ domain, host, response: last.outcomes[0]?.response }, 'relay: TLS handshake failed, sending in cleartext');
-        last = await attempt({ ...mx, ignoreTLS: true, opportunisticTLS: false }, { ...req, recipients });
+        last = await attempt({ ...mx, ignoreTLS: true, opportunisticTLS: false }, req);
       }
       if (!last.unreachable) break;
       deps.logger.info({ domain, host, response: last.outcomes[0]?.response }, 'relay: MX host unreachable, trying the next');
@@ -324,7 +367,7 @@ export function createDeliverer(options: RelayOptions, deps: DelivererDeps): Del
         const domain = lower(r.slice(r.lastIndexOf('@') + 1));
         byDomain.set(domain, [...(byDomain.get(domain) ?? []), r]);
       }
-      const results = await Promise.all([...byDomain].map(([domain, recipients]) => deliverToDomain(domain, recipients, req)));
+      const results = await Promise.all([...byDomain].flatMap(([domain, recipients]) => transactions({ ...req, recipients }).map((t) => deliverToDomain(domain, t))));
       return results.flat();
     },
   };

@@ -20,6 +20,8 @@ export interface SinkDelivery {
   user: string | null;
   /** The message came over TLS (STARTTLS). */
   secure: boolean;
+  /** DSN parameters as received (a sink that offers DSN only): MAIL's RET and ENVID, each RCPT's NOTIFY and ORCPT. */
+  dsn: { ret: string | null; envid: string | null; recipients: { address: string; notify: string[] | null; orcpt: string | null }[] } | null;
 }
 
 export interface RcptCall {
@@ -55,11 +57,12 @@ export class RelaySink extends EventEmitter {
   private readonly server: SMTPServer;
   port = 0;
 
-  /** `tls`: offer STARTTLS with this key and certificate (PEM); without, the sink speaks no TLS. */
-  constructor(tls?: { key: string; cert: string }) {
+  /** `tls`: offer STARTTLS with this key and certificate (PEM); without, the sink speaks no TLS. `dsn`: offer DSN (RFC 3461). */
+  constructor(tls?: { key: string; cert: string }, options: { dsn?: boolean } = {}) {
     super();
     this.server = new SMTPServer({
       logger: false,
+      hideDSN: !options.dsn,
       ...(tls ? { key: tls.key, cert: tls.cert } : { disabledCommands: ['STARTTLS'] }),
       authOptional: true,
       allowInsecureAuth: true,
@@ -92,6 +95,13 @@ export class RelaySink extends EventEmitter {
             raw,
             user: typeof session.user === 'string' ? session.user : null,
             secure: session.secure,
+            dsn: options.dsn
+              ? {
+                  ret: session.envelope.dsn?.ret ?? null,
+                  envid: session.envelope.dsn?.envid ?? null,
+                  recipients: session.envelope.rcptTo.map((r) => ({ address: r.address, notify: r.dsn?.notify ?? null, orcpt: r.dsn?.orcpt ?? null })),
+                }
+              : null,
           };
           this.deliveries.push(d);
           const answer = (): void => {
@@ -163,8 +173,8 @@ export const relayThrough = (sink: RelaySink): Record<string, string> => ({
   RELAY_CLAIM_TTL_MS: '120000',
 });
 
-export async function startSink(tls?: { key: string; cert: string }): Promise<RelaySink> {
-  const sink = new RelaySink(tls);
+export async function startSink(tls?: { key: string; cert: string }, options: { dsn?: boolean } = {}): Promise<RelaySink> {
+  const sink = new RelaySink(tls, options);
   await sink.listen();
   return sink;
 }
