@@ -2,7 +2,8 @@
  * Delivery status notifications asked for at submission (DSN, RFC 3461), end to end: a real SMTP
  * session (STARTTLS, AUTH) gives NOTIFY, ORCPT, RET and ENVID; the relay delivers to a relay sink
  * (a real smtp-server) that accepts some recipients and refuses others; the notices arrive in the
- * sender's inbox as RFC 3464 reports.
+ * sender's inbox as RFC 3464 reports. And the other request a submission makes of later hops,
+ * REQUIRETLS (RFC 8689).
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -190,4 +191,28 @@ test('a next hop that offers DSN gets the parameters, one transaction per NOTIFY
     await hop.stop();
     await dsnSink.close();
   }
+});
+
+test('REQUIRETLS: offered over TLS only; a submission with it is kept so, and the relay never sends it to a next hop without TLS', async () => {
+  const plain = (await SmtpTalk.open(server.port)).talk;
+  const ehlo = await plain.cmd('EHLO client.example.org');
+  assert.ok(!ehlo.lines.some((l) => l.slice(4) === 'REQUIRETLS'), 'not offered without TLS');
+  assert.equal((await plain.cmd('MAIL FROM:<someone@elsewhere.example> REQUIRETLS')).code, 530);
+  await plain.quit();
+
+  const mailSent = await submit('requires tls', 'MAIL FROM:<sub@mail.test> REQUIRETLS', ['RCPT TO:<tls@external.example>']);
+  assert.equal(mailSent.data.requireTls, true);
+  assert.match(describeEvent(mailSent).details.requireTls ?? '', /REQUIRETLS/, 'the audit shows it');
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const failed = (await server.store.events.readStream(`mail-${mailSent.data.mailId}`)).find((e) => e.type === 'MailDeliveryFailed');
+    if (failed?.type === 'MailDeliveryFailed') {
+      assert.equal(failed.data.permanent, false, `deferred until a next hop can take it so: ${failed.data.response}`);
+      assert.match(failed.data.response, /STARTTLS/);
+      break;
+    }
+    assert.ok(Date.now() < deadline, 'an attempt was recorded');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.equal(sink.copies(mailSent.data.messageId), 0, 'nothing sent in cleartext');
 });

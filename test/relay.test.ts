@@ -34,7 +34,7 @@ import { openSqliteStore } from '../src/store/sqlite/index.js';
 import { backends } from './support/backends.js';
 import { meta, registerAccount, summary, type Account } from './support/events.js';
 import { ROOT } from './support/process.js';
-import { startSink, type RelaySink } from './support/relay-sink.js';
+import { startSink, type RelaySink, type SinkOptions } from './support/relay-sink.js';
 import { selfSignedCertificate } from '../src/smtp/tls.js';
 
 const logger = pino({ level: 'silent' });
@@ -48,7 +48,7 @@ async function waitUntil(what: string, check: () => Promise<boolean> | boolean, 
 }
 
 /** A message as `mails.send` builds it, appended as MailSent with its raw blob. */
-async function sendMail(store: Store, from: Account, rcptTo: string[], subject = 'hello', messageId = `<${uuidv7()}@sender.test>`): Promise<{ mailId: string; messageId: string; raw: Buffer }> {
+async function sendMail(store: Store, from: Account, rcptTo: string[], subject = 'hello', messageId = `<${uuidv7()}@sender.test>`, requireTls = false): Promise<{ mailId: string; messageId: string; raw: Buffer }> {
   const raw = await new MailComposer({ from: from.address, to: rcptTo, subject, text: `${subject}\r\n.\r\n..dots\r\nbody`, messageId, date: new Date() }).compile().build();
   const ref = await store.blobs.put(raw);
   const mailId = uuidv7();
@@ -67,6 +67,7 @@ async function sendMail(store: Store, from: Account, rcptTo: string[], subject =
           message: summary(subject, { messageId, from: [{ name: '', address: from.address }], to: rcptTo.map((address) => ({ name: '', address })) }),
           bcc: [],
           wasDraft: false,
+          ...(requireTls ? { requireTls: true as const } : {}),
         },
       },
     ],
@@ -269,7 +270,7 @@ describe('relay: sqlite only', () => {
     cleanups = [];
   });
 
-  async function setup(opts: (sink: RelaySink) => RelayOptions, deps: RelayDeps = {}, sinkTls?: { key: string; cert: string }, relayLogger = logger) {
+  async function setup(opts: (sink: RelaySink) => RelayOptions, deps: RelayDeps = {}, sinkTls?: { key: string; cert: string }, relayLogger = logger, sinkOptions: SinkOptions = {}) {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'mailtrail-relay-'));
     cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
     const store = await openSqliteStore({ dataDir: dir, pollIntervalMs: 50 });
@@ -279,7 +280,7 @@ describe('relay: sqlite only', () => {
       await r.start();
       cleanups.push(() => r.stop());
     }
-    const sink = await startSink(sinkTls);
+    const sink = await startSink(sinkTls, sinkOptions);
     cleanups.push(() => sink.close());
     const r = new Relay(store, opts(sink), relayLogger, deps);
     await r.start();
@@ -416,6 +417,69 @@ describe('relay: sqlite only', () => {
         assert.ok(warned, 'reported');
         assert.match(warned.response ?? '', why);
       }
+    });
+
+    describe('REQUIRETLS', () => {
+      const requiring = async (sinkTls: { key: string; cert: string } | undefined, offer: boolean, relay: (sink: RelaySink) => RelayOptions, policyText = policy('testing')) => {
+        const s = await setup(relay, deps(policyText), sinkTls, logger, { requireTls: offer });
+        const { mailId } = await sendMail(s.store, s.alice, ['carol@secure.test'], 'requires tls', undefined, true);
+        return { ...s, mailId };
+      };
+
+      test('direct to MX: a host an MTA-STS policy names (testing mode will do), over verified TLS, offering REQUIRETLS, gets it with REQUIRETLS', async () => {
+        const { store, sink, mailId } = await requiring(localhostCert, true, (sink) => direct(sink, { RELAY_TLS_CA: caFile() }));
+        await waitUntil('mail sent', async () => (await mailDoc(store, mailId))?.status === 'sent');
+        assert.equal(sink.deliveries.length, 1);
+        assert.equal(sink.deliveries[0]!.secure, true);
+        assert.equal(sink.deliveries[0]!.requireTls, true, 'passed on');
+      });
+
+      test('a host that does not offer it gets nothing, and the message bounces with 5.7.30', async () => {
+        const { store, sink, mailId } = await requiring(localhostCert, false, (sink) => direct(sink, { RELAY_TLS_CA: caFile() }), policy('enforce'));
+        const failed = await failedWith(store, mailId);
+        assert.equal(failed.data.permanent, true);
+        assert.match(failed.data.response, /^550 5\.7\.30 REQUIRETLS support required: localhost does not offer it$/);
+        assert.equal(sink.deliveries.length, 0);
+        assert.equal(sink.rcptCalls.length, 0, 'not even an envelope');
+      });
+
+      test('a domain without an MTA-STS policy (DNSSEC is not checked): bounces with 5.7.30, nothing sent', async () => {
+        const { store, sink, mailId } = await requiring(localhostCert, true, (sink) => direct(sink, { RELAY_TLS_CA: caFile() }), policy('none'));
+        const failed = await failedWith(store, mailId);
+        assert.equal(failed.data.permanent, true);
+        assert.match(failed.data.response, /^550 5\.7\.30 REQUIRETLS support required: the MX hosts of secure\.test cannot be validated: it publishes no MTA-STS policy/);
+        assert.equal(sink.deliveries.length, 0);
+      });
+
+      test('a certificate that does not verify, or no STARTTLS: deferred, never sent in cleartext', async () => {
+        for (const [sinkTls, why] of [
+          [localhostCert, /self-signed/],
+          [undefined, /STARTTLS/],
+        ] as const) {
+          const { store, sink, mailId } = await requiring(sinkTls, true, (sink) => direct(sink));
+          const failed = await failedWith(store, mailId);
+          assert.equal(failed.data.permanent, false);
+          assert.match(failed.data.response, /^451 4\.7\.5 REQUIRETLS: no verified TLS with localhost: /);
+          assert.match(failed.data.response, why);
+          assert.equal(sink.deliveries.length, 0);
+        }
+      });
+
+      test('smart host: verified TLS even where SMTP_RELAY_TLS_REJECT_UNAUTHORIZED=false lets ordinary mail through', async () => {
+        const loose = (sink: RelaySink, over: Record<string, string> = {}) => options(sink, { SMTP_RELAY_HOST: 'localhost', SMTP_RELAY_TLS_REJECT_UNAUTHORIZED: 'false', ...over });
+        const untrusted = await requiring(localhostCert, true, (sink) => loose(sink));
+        const failed = await failedWith(untrusted.store, untrusted.mailId);
+        assert.equal(failed.data.permanent, false, 'deferred');
+        assert.match(failed.data.response, /self-signed/);
+        const ordinary = await sendMail(untrusted.store, untrusted.alice, ['carol@secure.test'], 'ordinary');
+        await waitUntil('ordinary mail sent', async () => (await mailDoc(untrusted.store, ordinary.mailId))?.status === 'sent');
+        assert.deepEqual(untrusted.sink.deliveries.map((d) => [d.messageId, d.requireTls]), [[ordinary.messageId.replace(/^<|>$/g, ''), false]]);
+
+        const trusted = await requiring(localhostCert, true, (sink) => loose(sink, { RELAY_TLS_CA: caFile() }));
+        await waitUntil('mail sent', async () => (await mailDoc(trusted.store, trusted.mailId))?.status === 'sent');
+        assert.equal(trusted.sink.deliveries[0]!.requireTls, true);
+        assert.equal(trusted.sink.deliveries[0]!.secure, true);
+      });
     });
 
     test('RELAY_MTA_STS=false: no policy is looked at', async () => {

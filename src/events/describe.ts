@@ -71,6 +71,7 @@ export function describeEvent(e: StoredEvent): EventSummary {
           rcptTo: e.data.envelope.rcptTo.join(', '),
           ...(e.data.localCopies ? { localCopies: e.data.localCopies.recipients.map((r) => r.address).join(', ') } : {}),
           ...(e.data.dsn ? { dsn: describeDsn(e.data.dsn) } : {}),
+          ...(e.data.requireTls ? { requireTls: 'REQUIRETLS: verified TLS on every hop' } : {}),
           subject: e.data.message.subject,
         },
       };

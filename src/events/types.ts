@@ -141,6 +141,11 @@ export const eventSchemas = {
     /** An SMTP submission's DSN parameters for the relayed recipients, when it gave any. */
     dsn: DsnRequest.optional(),
     /**
+     * The submission asked with REQUIRETLS (RFC 8689) that every hop use TLS with a verified
+     * certificate and pass the request on: the relay delivers it only so, and bounces it otherwise.
+     */
+    requireTls: z.literal(true).optional(),
+    /**
      * A send from the API: its local recipients, decided when it was sent. Each gets a
      * `MailReceived` copy, stored once per mailbox (keyed by Message-ID and content). The API
      * appends the copies right after this event; the local delivery follower appends any that a

@@ -113,6 +113,8 @@ export function planSent(input: {
   bcc: Address[];
   /** The DSN parameters the client gave for the relayed recipients, if any. */
   dsn?: DsnRequest | undefined;
+  /** The client gave REQUIRETLS. */
+  requireTls?: boolean;
 }): PlannedAppend {
   const mailId = sentMailId(input.sender.id, input.dedupe.messageId ?? '', input.dedupe.sha256, input.relayTo);
   return {
@@ -131,6 +133,7 @@ export function planSent(input: {
         bcc: input.bcc,
         wasDraft: false,
         ...(input.dsn ? { dsn: input.dsn } : {}),
+        ...(input.requireTls ? { requireTls: true as const } : {}),
       },
     },
   };

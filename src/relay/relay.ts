@@ -281,7 +281,7 @@ export class Relay {
     if (raw) {
       const signal = AbortSignal.any([this.abortAttempts.signal, AbortSignal.timeout(this.options.RELAY_SMTP_TIMEOUT_MS)]);
       try {
-        outcomes = await this.deliverer.deliver({ raw, mailFrom: doc.mailFrom, recipients, dsn: sent.data.dsn, signal });
+        outcomes = await this.deliverer.deliver({ raw, mailFrom: doc.mailFrom, recipients, dsn: sent.data.dsn, requireTls: sent.data.requireTls, signal });
       } catch (error) {
         if (error instanceof RelayStoppedError) {
           // Abandoned on shutdown: record nothing, the next claimant tries again (possible duplicate).

@@ -37,6 +37,8 @@ export interface DeliveryRequest {
   recipients: string[];
   /** What the submission asked for with DSN (RFC 3461), passed on to a next hop that offers DSN. */
   dsn?: DsnRequest | undefined;
+  /** REQUIRETLS (RFC 8689): only over verified TLS to a next hop that offers REQUIRETLS, which gets it too. */
+  requireTls?: boolean | undefined;
   /** Aborts the attempt: a timeout is reported as a temporary failure, a stop is rethrown. */
   signal: AbortSignal;
 }
@@ -128,7 +130,8 @@ function isPermanent(err: SmtpError): boolean {
 
 /** What a failure without a usable SMTP reply looks like in the log. */
 function describe(err: SmtpError): string {
-  if (err.response) return err.response;
+  // A refused STARTTLS is answered "500 command not recognized": say which command it was.
+  if (err.response) return err.code === 'ETLS' && !/TLS/i.test(err.response) ? `STARTTLS: ${err.response}` : err.response;
   const code = [err.code, err.originalCode, err.timeoutType].filter(Boolean).join(' ');
   return `${code ? `${code}: ` : ''}${err.message}`;
 }
@@ -136,9 +139,10 @@ function describe(err: SmtpError): string {
 /**
  * A refused login at the smart host is our configuration, not the recipient's address: deferred
  * (as Postfix's smtp_sasl_auth_soft_bounce does) so that fixing the password lets the queue drain.
+ * So is a STARTTLS that was required and refused ("500 command not recognized"): Postfix defers it too.
  */
 function outcomeOfError(recipient: string, err: SmtpError): RecipientOutcome {
-  const permanent = err.responseCode !== undefined && err.code !== 'EAUTH' && isPermanent(err);
+  const permanent = err.responseCode !== undefined && err.code !== 'EAUTH' && err.code !== 'ETLS' && isPermanent(err);
   return { recipient, kind: permanent ? 'permanent' : 'temporary', response: describe(err) };
 }
 
@@ -211,7 +215,12 @@ interface Attempted {
   tlsRefused: boolean;
   /** What went wrong with it, when the reply alone does not say (a STARTTLS refused with "500 command not recognized"). */
   tlsError?: string;
+  /** REQUIRETLS was asked for and the host does not offer it: nothing was handed over. */
+  requireTlsRefused?: boolean;
 }
+
+/** The reply of a REQUIRETLS message that cannot go on with it (RFC 8689 5). */
+const requireTlsFailure = (why: string): string => `550 5.7.30 REQUIRETLS support required: ${why}`;
 
 /** A STARTTLS handshake that failed (nodemailer's ETLS, or the TLS socket's own error). */
 export const tlsHandshakeFailed = (err: SmtpError): boolean =>
@@ -259,7 +268,13 @@ export function createDeliverer(options: RelayOptions, deps: DelivererDeps): Del
   async function attempt(transportOptions: TransportOptions, req: Transaction): Promise<Attempted> {
     const transport = nodemailer.createTransport(transportOptions);
     try {
-      const info = (await transport.sendMail({ envelope: { from: req.mailFrom, to: req.recipients }, raw: req.raw, signal: req.signal, ...(req.dsn ? { dsn: req.dsn as SMTPConnection.DSNOptions } : {}) })) as SendInfo;
+      const info = (await transport.sendMail({
+        envelope: { from: req.mailFrom, to: req.recipients },
+        raw: req.raw,
+        signal: req.signal,
+        ...(req.dsn ? { dsn: req.dsn as SMTPConnection.DSNOptions } : {}),
+        ...(req.requireTls ? { requireTLSExtensionEnabled: true } : {}),
+      })) as SendInfo;
       // nodemailer sends the parameters only to a server that offers DSN; that server then reports success itself.
       const passedOn = req.dsn !== undefined && (info.ehlo ?? []).some((line) => /^DSN\b/i.test(line));
       const outcomes = outcomesFromInfo(req.recipients, info).map((o) => (passedOn && o.kind === 'delivered' ? { ...o, dsnPassedOn: true } : o));
@@ -267,6 +282,10 @@ export function createDeliverer(options: RelayOptions, deps: DelivererDeps): Del
     } catch (error) {
       if (req.signal.aborted && req.signal.reason instanceof RelayStoppedError) throw req.signal.reason;
       const err = (error instanceof Error ? error : new Error(String(error))) as SmtpError;
+      if (err.code === 'EREQUIRETLS') {
+        const response = requireTlsFailure(`${(transportOptions as { host?: string }).host ?? 'the server'} does not offer it`);
+        return { outcomes: req.recipients.map((recipient) => ({ recipient, kind: 'permanent', response })), unreachable: false, tlsFailed: false, tlsRefused: false, requireTlsRefused: true };
+      }
       if (req.signal.aborted) {
         return { outcomes: req.recipients.map((recipient) => ({ recipient, kind: 'temporary', response: `attempt timed out after ${timeout} ms` })), unreachable: false, tlsFailed: false, tlsRefused: false };
       }
@@ -276,6 +295,10 @@ export function createDeliverer(options: RelayOptions, deps: DelivererDeps): Del
       transport.close();
     }
   }
+
+  const ca = options.RELAY_TLS_CA ? loadTlsCa(options.RELAY_TLS_CA) : undefined;
+  /** STARTTLS required, the certificate valid for the host name: MX hosts under an enforced MTA-STS policy, and REQUIRETLS. */
+  const verifiedTls = { requireTLS: true, opportunisticTLS: false, tls: { rejectUnauthorized: true, ...(ca ? { ca: [...tls.rootCertificates, ca] } : {}) } };
 
   if (options.SMTP_RELAY_HOST) {
     const smartHost: TransportOptions = {
@@ -287,11 +310,12 @@ export function createDeliverer(options: RelayOptions, deps: DelivererDeps): Del
       tls: { rejectUnauthorized: options.SMTP_RELAY_TLS_REJECT_UNAUTHORIZED },
       ...(options.SMTP_RELAY_USER ? { auth: { user: options.SMTP_RELAY_USER, pass: options.SMTP_RELAY_PASS } } : {}),
     };
-    return { deliver: async (req) => (await Promise.all(transactions(req).map(async (t) => (await attempt(smartHost, t)).outcomes))).flat() };
+    // REQUIRETLS holds whatever the smart host settings say: TLS, and a certificate that verifies.
+    const verifiedSmartHost: TransportOptions = { ...smartHost, ...(options.SMTP_RELAY_SECURE ? { tls: verifiedTls.tls } : verifiedTls) };
+    return { deliver: async (req) => (await Promise.all(transactions(req).map(async (t) => (await attempt(t.requireTls ? verifiedSmartHost : smartHost, t)).outcomes))).flat() };
   }
 
   const resolver = deps.resolver ?? dns.promises;
-  const ca = options.RELAY_TLS_CA ? loadTlsCa(options.RELAY_TLS_CA) : undefined;
   const stsSources: MtaStsSources | null = !options.RELAY_MTA_STS
     ? null
     : (deps.mtaSts ??
@@ -299,8 +323,6 @@ export function createDeliverer(options: RelayOptions, deps: DelivererDeps): Del
         ? { resolveTxt: (name) => resolver.resolveTxt!(name), fetchPolicy: httpsPolicyFetcher({ timeoutMs: Math.min(timeout, 60_000), ...(ca ? { ca } : {}) }) }
         : null));
   const policies = stsSources ? new MtaStsPolicies(stsSources, deps.logger, Math.min(timeout, 30_000), deps.policyArchive ? { archive: deps.policyArchive } : {}) : null;
-  /** MX hosts under an enforced policy: STARTTLS required, the certificate valid for the host name. */
-  const verifiedTls = { requireTLS: true, opportunisticTLS: false, tls: { rejectUnauthorized: true, ...(ca ? { ca: [...tls.rootCertificates, ca] } : {}) } };
 
   /** One domain's recipients through its MX hosts, best first, as its MTA-STS policy allows. */
   async function deliverToDomain(domain: string, req: Transaction): Promise<RecipientOutcome[]> {
@@ -316,7 +338,13 @@ export function createDeliverer(options: RelayOptions, deps: DelivererDeps): Del
       if (!req.signal.aborted) throw error;
       return recipients.map((recipient) => ({ recipient, kind: 'temporary', response: `attempt timed out after ${timeout} ms` }));
     }
-    const enforce = policy?.mode === 'enforce';
+    // REQUIRETLS needs MX hosts validated (RFC 8689 4.2.1): without DNSSEC here, by the MX names
+    // of an MTA-STS policy (enforce or testing), which then holds as if enforced.
+    if (req.requireTls && (!policy || policy.mode === 'none')) {
+      const response = requireTlsFailure(`the MX hosts of ${domain} cannot be validated: ${policies ? 'it publishes no MTA-STS policy' : 'RELAY_MTA_STS=false'} (DNSSEC is not checked)`);
+      return recipients.map((recipient) => ({ recipient, kind: 'permanent', response }));
+    }
+    const enforce = policy?.mode === 'enforce' || req.requireTls === true;
     const matching = (host: string): boolean => !policy || policy.mode === 'none' || policy.mx.some((p) => mxMatches(p, host));
     const hosts = enforce ? route.hosts.filter(matching) : route.hosts;
     if (hosts.length === 0) {
@@ -330,6 +358,10 @@ export function createDeliverer(options: RelayOptions, deps: DelivererDeps): Del
       if (enforce || (testing && matching(host))) {
         // Verified TLS first: what enforce requires, and what testing reports on when it fails.
         last = await attempt({ ...common, host, port: options.RELAY_MX_PORT, secure: false, ...verifiedTls }, req);
+        if (last.requireTlsRefused) {
+          deps.logger.info({ domain, host }, 'relay: REQUIRETLS: this MX host does not offer it, trying the next');
+          continue;
+        }
         if (!last.tlsRefused) {
           if (!last.unreachable) break;
           deps.logger.info({ domain, host, response: last.outcomes[0]?.response }, 'relay: MX host unreachable, trying the next');
@@ -339,8 +371,9 @@ export function createDeliverer(options: RelayOptions, deps: DelivererDeps): Del
         const why = last.tlsError && !reply.includes(last.tlsError) ? `${last.tlsError}: ${reply}` : reply;
         if (enforce) {
           // No verified TLS: the next host, never cleartext; deferred if none will.
-          last = { ...last, outcomes: recipients.map((recipient) => ({ recipient, kind: 'temporary', response: `451 4.7.5 MTA-STS (enforce): no verified TLS with ${host}: ${why}` })) };
-          deps.logger.info({ domain, host, response: why }, 'relay: MTA-STS enforce: no verified TLS with this MX host, trying the next');
+          const rule = req.requireTls ? 'REQUIRETLS' : 'MTA-STS (enforce)';
+          last = { ...last, outcomes: recipients.map((recipient) => ({ recipient, kind: 'temporary', response: `451 4.7.5 ${rule}: no verified TLS with ${host}: ${why}` })) };
+          deps.logger.info({ domain, host, response: why }, `relay: ${rule}: no verified TLS with this MX host, trying the next`);
           continue;
         }
         deps.logger.warn({ domain, host, response: why }, 'MTA-STS testing: no verified TLS with this MX host (enforce would defer the message); delivering with opportunistic TLS');

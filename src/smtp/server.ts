@@ -94,6 +94,8 @@ interface Transaction {
   recipients: Map<string, { kind: 'local'; address: string; mailbox: LocalMailbox } | { kind: 'relay'; address: string }>;
   /** DSN parameters (RFC 3461): RET and ENVID of MAIL, NOTIFY and ORCPT of each RCPT (by lower-cased address). */
   dsn: { ret: 'FULL' | 'HDRS' | null; envid: string | null; recipients: Map<string, Omit<DsnRequest['recipients'][number], 'address'>> };
+  /** MAIL gave REQUIRETLS (RFC 8689; smtp-server accepts it over TLS only). */
+  requireTls: boolean;
   refusedRecipients: number;
   done: boolean;
 }
@@ -104,8 +106,8 @@ interface SessionState {
 
 type TransactionResult = 'accepted' | 'refused' | 'aborted' | 'abandoned';
 
-/** MAIL and RCPT parameters of the extensions offered: SIZE, 8BITMIME, SMTPUTF8, AUTH= (RFC 4954), DSN (RFC 3461). */
-const MAIL_PARAMETERS = new Set(['SIZE', 'BODY', 'SMTPUTF8', 'AUTH', 'RET', 'ENVID']);
+/** MAIL and RCPT parameters of the extensions offered: SIZE, 8BITMIME, SMTPUTF8, AUTH= (RFC 4954), DSN (RFC 3461), REQUIRETLS (RFC 8689). */
+const MAIL_PARAMETERS = new Set(['SIZE', 'BODY', 'SMTPUTF8', 'AUTH', 'RET', 'ENVID', 'REQUIRETLS']);
 const RCPT_PARAMETERS = new Set<string>(['NOTIFY', 'ORCPT']);
 /** ENVID and ORCPT as smtp-server hands them over (decoded from xtext): printable ASCII (RFC 3461 4). */
 const PRINTABLE = /^[\x20-\x7e]*$/;
@@ -390,6 +392,7 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
       const ret = typeof address.args === 'object' && typeof address.args.RET === 'string' ? address.args.RET.toUpperCase() : null;
       const envid = typeof address.args === 'object' && typeof address.args.ENVID === 'string' ? address.args.ENVID : null;
       if (envid !== null && (envid.length > 100 || !PRINTABLE.test(envid))) return callback(replyError(replies.badDsnParameter('ENVID', 'must be printable ASCII of at most 100 characters')));
+      const requireTls = typeof address.args === 'object' && address.args.REQUIRETLS === true;
       const user = sessionUser(session);
       const mailFrom = address.address;
       const parsed = mailFrom ? parseAddress(mailFrom) : null;
@@ -405,7 +408,7 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
         (decision) => {
           if (!decision.ok) return callback(replyError(decision.reply));
           const dsn: Transaction['dsn'] = { ret: ret === 'FULL' || ret === 'HDRS' ? ret : null, envid, recipients: new Map() };
-          state.tx = { id: uuidv7(), startedAt: Date.now(), mailFrom, sender: decision.mailbox, recipients: new Map(), dsn, refusedRecipients: 0, done: false };
+          state.tx = { id: uuidv7(), startedAt: Date.now(), mailFrom, sender: decision.mailbox, recipients: new Map(), dsn, requireTls, refusedRecipients: 0, done: false };
           callback();
         },
         (error: unknown) => callback(replyError(lookupFailed(error, 'MAIL FROM'))),
@@ -583,6 +586,7 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
           mailFrom: tx.mailFrom,
           relayTo,
           dsn: dsnRequest(tx.dsn, relayTo),
+          requireTls: tx.requireTls,
           dedupe,
           messageId: summary.messageId ?? added.messageId ?? `<${tx.id}@${config.SMTP_HOSTNAME}>`,
           raw: blobs.raw,
@@ -647,7 +651,9 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
     // Requests are honoured for submissions; inbound mail is decided before the 250, so it has no
     // failure to report later, and its success requests are not answered (see the README).
     hideDSN: false,
-    hideREQUIRETLS: true,
+    // Offered over TLS only (smtp-server); a submission's request is kept for the relay, and
+    // inbound mail is for local mailboxes, which it reaches without another hop.
+    hideREQUIRETLS: false,
     disableReverseLookup: true,
     maxClients: config.SMTP_MAX_CONNECTIONS,
     maxRecipients: config.SMTP_MAX_RECIPIENTS,

@@ -22,6 +22,8 @@ export interface SinkDelivery {
   secure: boolean;
   /** DSN parameters as received (a sink that offers DSN only): MAIL's RET and ENVID, each RCPT's NOTIFY and ORCPT. */
   dsn: { ret: string | null; envid: string | null; recipients: { address: string; notify: string[] | null; orcpt: string | null }[] } | null;
+  /** MAIL gave REQUIRETLS (RFC 8689). */
+  requireTls: boolean;
 }
 
 export interface RcptCall {
@@ -41,6 +43,11 @@ export function messageIdOf(raw: Buffer): string {
   return m ? m[1]!.trim() : '';
 }
 
+export interface SinkOptions {
+  dsn?: boolean;
+  requireTls?: boolean;
+}
+
 export class RelaySink extends EventEmitter {
   readonly deliveries: SinkDelivery[] = [];
   readonly rcptCalls: RcptCall[] = [];
@@ -57,12 +64,13 @@ export class RelaySink extends EventEmitter {
   private readonly server: SMTPServer;
   port = 0;
 
-  /** `tls`: offer STARTTLS with this key and certificate (PEM); without, the sink speaks no TLS. `dsn`: offer DSN (RFC 3461). */
-  constructor(tls?: { key: string; cert: string }, options: { dsn?: boolean } = {}) {
+  /** `tls`: offer STARTTLS with this key and certificate (PEM); without, the sink speaks no TLS. `dsn`: offer DSN (RFC 3461); `requireTls`: offer REQUIRETLS (RFC 8689, over TLS). */
+  constructor(tls?: { key: string; cert: string }, options: SinkOptions = {}) {
     super();
     this.server = new SMTPServer({
       logger: false,
       hideDSN: !options.dsn,
+      hideREQUIRETLS: !options.requireTls,
       ...(tls ? { key: tls.key, cert: tls.cert } : { disabledCommands: ['STARTTLS'] }),
       authOptional: true,
       allowInsecureAuth: true,
@@ -102,6 +110,7 @@ export class RelaySink extends EventEmitter {
                   recipients: session.envelope.rcptTo.map((r) => ({ address: r.address, notify: r.dsn?.notify ?? null, orcpt: r.dsn?.orcpt ?? null })),
                 }
               : null,
+            requireTls: session.envelope.requireTLS === true,
           };
           this.deliveries.push(d);
           const answer = (): void => {
@@ -173,7 +182,7 @@ export const relayThrough = (sink: RelaySink): Record<string, string> => ({
   RELAY_CLAIM_TTL_MS: '120000',
 });
 
-export async function startSink(tls?: { key: string; cert: string }, options: { dsn?: boolean } = {}): Promise<RelaySink> {
+export async function startSink(tls?: { key: string; cert: string }, options: SinkOptions = {}): Promise<RelaySink> {
   const sink = new RelaySink(tls, options);
   await sink.listen();
   return sink;
