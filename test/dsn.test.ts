@@ -167,12 +167,15 @@ test('a next hop that offers DSN gets the parameters, one transaction per NOTIFY
         'RCPT TO:<also@external.example> NOTIFY=SUCCESS,FAILURE',
         'RCPT TO:<plain@external.example>',
         'RCPT TO:<gone@external.example> NOTIFY=FAILURE',
+        // Same NOTIFY, and an ORCPT that only repeats the address: one transaction for both.
+        'RCPT TO:<same1@external.example> NOTIFY=SUCCESS ORCPT=rfc822;same1@external.example',
+        'RCPT TO:<same2@external.example> NOTIFY=SUCCESS',
       ],
       undefined,
       hop,
     );
     const id = mailSent.data.mailId;
-    await settled(id, 4, hop);
+    await settled(id, 6, hop);
     const messageId = mailSent.data.message.messageId!.replace(/^<|>$/g, '');
     const received = dsnSink.deliveries
       .filter((d) => d.messageId === messageId)
@@ -182,6 +185,8 @@ test('a next hop that offers DSN gets the parameters, one transaction per NOTIFY
       { address: 'also@external.example', notify: ['SUCCESS', 'FAILURE'], orcpt: null, ret: 'HDRS', envid: 'E+1', with: 1 },
       { address: 'ok@external.example', notify: ['SUCCESS'], orcpt: 'rfc822;ok@original.example', ret: 'HDRS', envid: 'E+1', with: 1 },
       { address: 'plain@external.example', notify: null, orcpt: null, ret: 'HDRS', envid: 'E+1', with: 1 },
+      { address: 'same1@external.example', notify: ['SUCCESS'], orcpt: null, ret: 'HDRS', envid: 'E+1', with: 2 },
+      { address: 'same2@external.example', notify: ['SUCCESS'], orcpt: null, ret: 'HDRS', envid: 'E+1', with: 2 },
     ]);
     const bounce = await notice(bounceMailId(id, 1), 15_000, hop);
     assert.ok(bounce, 'the refusal at RCPT is ours to report');
@@ -215,4 +220,8 @@ test('REQUIRETLS: offered over TLS only; a submission with it is kept so, and th
     await new Promise((r) => setTimeout(r, 50));
   }
   assert.equal(sink.copies(mailSent.data.messageId), 0, 'nothing sent in cleartext');
+
+  // A refused MAIL's REQUIRETLS does not carry over to the next one.
+  const next = await submit('no longer requires tls', 'MAIL FROM:<sub@mail.test>', ['RCPT TO:<fine@external.example>'], 'MAIL FROM:<someone-else@mail.test> REQUIRETLS');
+  assert.equal(next.data.requireTls, undefined);
 });

@@ -443,11 +443,27 @@ describe('relay: sqlite only', () => {
         assert.equal(sink.rcptCalls.length, 0, 'not even an envelope');
       });
 
-      test('a domain without an MTA-STS policy (DNSSEC is not checked): bounces with 5.7.30, nothing sent', async () => {
-        const { store, sink, mailId } = await requiring(localhostCert, true, (sink) => direct(sink, { RELAY_TLS_CA: caFile() }), policy('none'));
-        const failed = await failedWith(store, mailId);
+      test('a domain without an MTA-STS policy, or with mode none (DNSSEC is not checked): bounces with 5.7.30, nothing sent', async () => {
+        const none = await requiring(localhostCert, true, (sink) => direct(sink, { RELAY_TLS_CA: caFile() }), policy('none'));
+        const failed = await failedWith(none.store, none.mailId);
         assert.equal(failed.data.permanent, true);
-        assert.match(failed.data.response, /^550 5\.7\.30 REQUIRETLS support required: the MX hosts of secure\.test cannot be validated: it publishes no MTA-STS policy/);
+        assert.match(failed.data.response, /^550 5\.7\.30 REQUIRETLS support required: the MX hosts of secure\.test cannot be validated: its MTA-STS policy is mode none/);
+        const { mailId } = await sendMail(none.store, none.alice, ['carol@nopolicy.test'], 'no policy', undefined, true);
+        const unpublished = await failedWith(none.store, mailId);
+        assert.equal(unpublished.data.permanent, true);
+        assert.match(unpublished.data.response, /^550 5\.7\.30 REQUIRETLS support required: the MX hosts of nopolicy\.test cannot be validated: it publishes no MTA-STS policy/);
+        assert.equal(none.sink.deliveries.length, 0);
+      });
+
+      test('a policy that cannot be looked up now (the TXT lookup fails): deferred, not bounced', async () => {
+        const { store, sink, alice } = await setup((sink) => direct(sink, { RELAY_TLS_CA: caFile() }), {
+          ...deps(policy('enforce')),
+          mtaSts: { resolveTxt: async () => Promise.reject(Object.assign(new Error('servfail'), { code: 'ESERVFAIL' })), fetchPolicy: async () => policy('enforce') },
+        }, localhostCert, logger, { requireTls: true });
+        const { mailId } = await sendMail(store, alice, ['carol@secure.test'], 'lookup fails', undefined, true);
+        const failed = await failedWith(store, mailId);
+        assert.equal(failed.data.permanent, false);
+        assert.match(failed.data.response, /^451 4\.7\.5 REQUIRETLS: the MTA-STS policy of secure\.test could not be looked up/);
         assert.equal(sink.deliveries.length, 0);
       });
 

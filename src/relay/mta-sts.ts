@@ -198,10 +198,19 @@ export class MtaStsPolicies {
     return (this.opts.now ?? Date.now)();
   }
 
-  /** The policy of `domain` (null: none); throws only the signal's reason when it aborts. */
+  /** The policy of `domain` (null: none, or not known now); throws only the signal's reason when it aborts. */
   async policyFor(domain: string, signal?: AbortSignal): Promise<MtaStsPolicy | null> {
+    return (await this.lookup(domain, signal)).policy;
+  }
+
+  /**
+   * The policy of `domain`, and whether the answer is sure: `known` false when a lookup or fetch
+   * failed (or is waiting to be tried again) and no valid policy is kept, so the domain may have
+   * one. Ordinary mail goes on without one then; mail that requires one waits.
+   */
+  async lookup(domain: string, signal?: AbortSignal): Promise<{ policy: MtaStsPolicy | null; known: boolean }> {
     const key = domain.toLowerCase();
-    if (key.startsWith('[')) return null; // an address literal has no DNS name to publish one
+    if (key.startsWith('[')) return { policy: null, known: true }; // an address literal has no DNS name to publish one
     if (this.opts.archive && !this.cache.has(key) && !this.archiveRead.has(key)) {
       // First use in this process: what an earlier one (or another instance) fetched still holds.
       this.archiveRead.add(key);
@@ -225,25 +234,26 @@ export class MtaStsPolicies {
       id = policyId(await bounded(this.sources.resolveTxt(`_mta-sts.${key}`), this.timeoutMs, signal, 'the MTA-STS TXT lookup'));
     } catch (error) {
       if (signal?.aborted) throw signal.reason;
-      if (!noRecord(error)) this.logger.info({ domain: key, err: error }, 'MTA-STS: TXT lookup failed');
-      return valid?.policy ?? null;
+      if (noRecord(error)) return { policy: valid?.policy ?? null, known: true };
+      this.logger.info({ domain: key, err: error }, 'MTA-STS: TXT lookup failed');
+      return { policy: valid?.policy ?? null, known: valid !== null };
     }
-    if (id === null) return valid?.policy ?? null;
+    if (id === null) return { policy: valid?.policy ?? null, known: true };
     const fresh = valid?.id === id && this.now() - valid.fetchedAt < Math.min(REFRESH_AFTER_MS, (valid.policy.maxAge * 1000) / 2);
     const failedAt = this.failed.get(`${key} ${id}`);
-    if (fresh || (failedAt !== undefined && this.now() - failedAt < FETCH_BACKOFF_MS)) return valid?.policy ?? null;
+    if (fresh || (failedAt !== undefined && this.now() - failedAt < FETCH_BACKOFF_MS)) return { policy: valid?.policy ?? null, known: valid !== null };
     try {
       const policy = parsePolicy(await bounded(this.sources.fetchPolicy(key, signal), this.timeoutMs, signal, 'the MTA-STS policy fetch'));
       this.remember(key, { id, policy, fetchedAt: this.now(), expiresAt: this.now() + policy.maxAge * 1000 });
       this.failed.delete(`${key} ${id}`);
       await this.opts.archive?.save(key, { id, policy }).catch((error: unknown) => this.logger.warn({ domain: key, err: error }, 'MTA-STS: the policy could not be kept in the log'));
-      return policy;
+      return { policy, known: true };
     } catch (error) {
       if (signal?.aborted) throw signal.reason;
       this.failed.set(`${key} ${id}`, this.now());
       if (this.failed.size > MAX_DOMAINS) this.failed.delete(this.failed.keys().next().value!);
       this.logger.warn({ domain: key, err: error }, 'MTA-STS: the policy could not be fetched or read');
-      return valid?.policy ?? null;
+      return { policy: valid?.policy ?? null, known: valid !== null };
     }
   }
 

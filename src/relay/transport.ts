@@ -52,8 +52,9 @@ interface Transaction extends Omit<DeliveryRequest, 'dsn'> {
 
 /**
  * An attempt's transactions. NOTIFY and ORCPT belong to each RCPT, but nodemailer gives one set
- * per transaction, so recipients that asked differently go in separate transactions (most
- * messages have none or one set: one transaction, as before).
+ * per transaction, so recipients that asked differently go in separate transactions, sent one
+ * after the other. An ORCPT that only repeats the recipient's address (what clients that give one
+ * mostly send) is left out, which says the same; so most messages take one transaction.
  */
 export function transactions(req: DeliveryRequest): Transaction[] {
   const { dsn, ...rest } = req;
@@ -65,7 +66,7 @@ export function transactions(req: DeliveryRequest): Transaction[] {
     const own: NextHopDsn = {
       ...envelope,
       ...(asked?.notify ? { notify: asked.notify.length > 0 ? asked.notify : ['NEVER' as const] } : {}),
-      ...(asked?.orcpt ? { orcpt: asked.orcpt } : {}),
+      ...(asked?.orcpt && asked.orcpt.toLowerCase() !== `rfc822;${recipient.toLowerCase()}` ? { orcpt: asked.orcpt } : {}),
     };
     const key = `${own.notify?.join(',') ?? ''}\n${own.orcpt ?? ''}`;
     const group = groups.get(key) ?? { ...rest, recipients: [], ...(Object.keys(own).length > 0 ? { dsn: own } : {}) };
@@ -192,7 +193,7 @@ export function loadDkimKey(value: string): string {
   }
 }
 
-/** Extra certificate authorities (RELAY_TLS_CA, a PEM file) for verified TLS: MTA-STS policies and the MX hosts they name. */
+/** Extra certificate authorities (RELAY_TLS_CA, a PEM file) for verified TLS: MTA-STS policies, the MX hosts they name, and REQUIRETLS. */
 export function loadTlsCa(file: string): string {
   try {
     const pem = readFileSync(file, 'utf8');
@@ -264,7 +265,7 @@ export function createDeliverer(options: RelayOptions, deps: DelivererDeps): Del
     ...(dkim ? { dkim } : {}),
   };
 
-  /** One SMTP transaction: `req.recipients` share one set of DSN parameters (see `dsnEnvelopes`). */
+  /** One SMTP transaction: `req.recipients` share one set of DSN parameters (see `transactions`). */
   async function attempt(transportOptions: TransportOptions, req: Transaction): Promise<Attempted> {
     const transport = nodemailer.createTransport(transportOptions);
     try {
@@ -312,7 +313,13 @@ export function createDeliverer(options: RelayOptions, deps: DelivererDeps): Del
     };
     // REQUIRETLS holds whatever the smart host settings say: TLS, and a certificate that verifies.
     const verifiedSmartHost: TransportOptions = { ...smartHost, ...(options.SMTP_RELAY_SECURE ? { tls: verifiedTls.tls } : verifiedTls) };
-    return { deliver: async (req) => (await Promise.all(transactions(req).map(async (t) => (await attempt(t.requireTls ? verifiedSmartHost : smartHost, t)).outcomes))).flat() };
+    return {
+      async deliver(req) {
+        const outcomes: RecipientOutcome[] = [];
+        for (const t of transactions(req)) outcomes.push(...(await attempt(t.requireTls ? verifiedSmartHost : smartHost, t)).outcomes);
+        return outcomes;
+      },
+    };
   }
 
   const resolver = deps.resolver ?? dns.promises;
@@ -324,38 +331,52 @@ export function createDeliverer(options: RelayOptions, deps: DelivererDeps): Del
         : null));
   const policies = stsSources ? new MtaStsPolicies(stsSources, deps.logger, Math.min(timeout, 30_000), deps.policyArchive ? { archive: deps.policyArchive } : {}) : null;
 
-  /** One domain's recipients through its MX hosts, best first, as its MTA-STS policy allows. */
-  async function deliverToDomain(domain: string, req: Transaction): Promise<RecipientOutcome[]> {
-    const { recipients } = req;
+  /**
+   * One domain's recipients through its MX hosts, best first, as its MTA-STS policy allows: the
+   * route and the policy are looked up once, then the attempt's transactions for the domain go
+   * one after the other (see `transactions`).
+   */
+  async function deliverToDomain(domain: string, group: Transaction[]): Promise<RecipientOutcome[]> {
+    const all = (response: string, kind: RecipientOutcome['kind']): RecipientOutcome[] => group.flatMap((t) => t.recipients.map((recipient) => ({ recipient, kind, response })));
+    const signal = group[0]!.signal;
+    const requireTls = group[0]!.requireTls === true;
     const route = await mxHosts(domain, resolver);
-    if ('failure' in route) return recipients.map((recipient) => ({ recipient, ...route.failure }));
+    if ('failure' in route) return all(route.failure.response, route.failure.kind);
     let policy: MtaStsPolicy | null = null;
+    let known = true;
     try {
-      policy = policies ? await policies.policyFor(domain, req.signal) : null;
+      ({ policy, known } = policies ? await policies.lookup(domain, signal) : { policy: null, known: true });
     } catch (error) {
       // Only the attempt's signal ends a policy lookup early: a stop is rethrown, a timeout defers.
-      if (req.signal.reason instanceof RelayStoppedError) throw req.signal.reason;
-      if (!req.signal.aborted) throw error;
-      return recipients.map((recipient) => ({ recipient, kind: 'temporary', response: `attempt timed out after ${timeout} ms` }));
+      if (signal.reason instanceof RelayStoppedError) throw signal.reason;
+      if (!signal.aborted) throw error;
+      return all(`attempt timed out after ${timeout} ms`, 'temporary');
     }
     // REQUIRETLS needs MX hosts validated (RFC 8689 4.2.1): without DNSSEC here, by the MX names
     // of an MTA-STS policy (enforce or testing), which then holds as if enforced.
-    if (req.requireTls && (!policy || policy.mode === 'none')) {
-      const response = requireTlsFailure(`the MX hosts of ${domain} cannot be validated: ${policies ? 'it publishes no MTA-STS policy' : 'RELAY_MTA_STS=false'} (DNSSEC is not checked)`);
-      return recipients.map((recipient) => ({ recipient, kind: 'permanent', response }));
+    if (requireTls && (!policy || policy.mode === 'none')) {
+      if (!known) return all(`451 4.7.5 REQUIRETLS: the MTA-STS policy of ${domain} could not be looked up; trying again later`, 'temporary');
+      const why = !policies ? 'RELAY_MTA_STS=false' : policy ? 'its MTA-STS policy is mode none' : 'it publishes no MTA-STS policy';
+      return all(requireTlsFailure(`the MX hosts of ${domain} cannot be validated: ${why} (DNSSEC is not checked)`), 'permanent');
     }
-    const enforce = policy?.mode === 'enforce' || req.requireTls === true;
-    const matching = (host: string): boolean => !policy || policy.mode === 'none' || policy.mx.some((p) => mxMatches(p, host));
-    const hosts = enforce ? route.hosts.filter(matching) : route.hosts;
+    const enforce = policy?.mode === 'enforce' || requireTls;
+    const hosts = enforce ? route.hosts.filter((host) => allowedBy(policy, host)) : route.hosts;
     if (hosts.length === 0) {
-      const response = `451 4.7.5 MTA-STS: no MX host of ${domain} (${route.hosts.join(', ')}) matches its policy (${policy!.mx.join(', ')})`;
-      return recipients.map((recipient) => ({ recipient, kind: 'temporary', response }));
+      return all(`451 4.7.5 MTA-STS: no MX host of ${domain} (${route.hosts.join(', ')}) matches its policy (${policy!.mx.join(', ')})`, 'temporary');
     }
+    const outcomes: RecipientOutcome[] = [];
+    for (const req of group) outcomes.push(...(await throughHosts(domain, hosts, policy, enforce, req)));
+    return outcomes;
+  }
+
+  /** One transaction to the first of `hosts` that takes it, as the policy allows. */
+  async function throughHosts(domain: string, hosts: string[], policy: MtaStsPolicy | null, enforce: boolean, req: Transaction): Promise<RecipientOutcome[]> {
+    const { recipients } = req;
     let last: Attempted | null = null;
     for (const host of hosts) {
       if (req.signal.aborted) break;
       const testing = policy?.mode === 'testing';
-      if (enforce || (testing && matching(host))) {
+      if (enforce || (testing && allowedBy(policy, host))) {
         // Verified TLS first: what enforce requires, and what testing reports on when it fails.
         last = await attempt({ ...common, host, port: options.RELAY_MX_PORT, secure: false, ...verifiedTls }, req);
         if (last.requireTlsRefused) {
@@ -400,11 +421,14 @@ export function createDeliverer(options: RelayOptions, deps: DelivererDeps): Del
         const domain = lower(r.slice(r.lastIndexOf('@') + 1));
         byDomain.set(domain, [...(byDomain.get(domain) ?? []), r]);
       }
-      const results = await Promise.all([...byDomain].flatMap(([domain, recipients]) => transactions({ ...req, recipients }).map((t) => deliverToDomain(domain, t))));
+      const results = await Promise.all([...byDomain].map(([domain, recipients]) => deliverToDomain(domain, transactions({ ...req, recipients }))));
       return results.flat();
     },
   };
 }
+
+/** Whether a policy lets `host` have the domain's mail (no policy, or mode none: any host). */
+const allowedBy = (policy: MtaStsPolicy | null, host: string): boolean => !policy || policy.mode === 'none' || policy.mx.some((p) => mxMatches(p, host));
 
 type Route = { hosts: string[] } | { failure: Omit<RecipientOutcome, 'recipient'> };
 
