@@ -10,6 +10,7 @@ import { z } from 'zod';
 import type { Projection } from '../projection/projection.js';
 import { rebuild, type RebuildProgress, type RebuildResult } from '../projection/rebuild.js';
 import { fsyncDir, packFileName } from '../store/sqlite/blob-store.js';
+import { openAlone, StoreInUseError } from '../store/sqlite/database.js';
 import { dropLegacyViews, LOG_FILE, openSqliteStore, VIEWS_FILE } from '../store/sqlite/index.js';
 import { requireEventLog, requireOutputFolder } from './paths.js';
 import { readTar, TAR_END, tarHeader, TarFormatError, tarPadding } from './tar.js';
@@ -122,6 +123,9 @@ export async function writeBackup(dataDir: string, out: string, onProgress?: Pro
   const dbFile = requireEventLog(dataDir);
   if (existsSync(out)) throw new Error(`${out} exists; a backup never overwrites a file: give --out a new name`);
   requireOutputFolder(out);
+  // Open (and read once) until the packs are copied: blobs:gc, which rewrites packs, cannot start meanwhile.
+  const guard = new Database(dbFile, { fileMustExist: true, readonly: true });
+  guard.prepare('SELECT count(*) FROM sqlite_master').get();
   // Work next to the output: same file system for the final rename, and no surprise in a small /tmp.
   const work = await mkdtemp(path.join(path.dirname(path.resolve(out)), '.mailtrail-backup-'));
   try {
@@ -150,23 +154,17 @@ export async function writeBackup(dataDir: string, out: string, onProgress?: Pro
     return { ...written.manifest!, bytes: statSync(out).size };
   } finally {
     await rm(work, { recursive: true, force: true });
+    guard.close();
   }
 }
 
 /** Fails if another process (a running server, replay, audit) has the database open. */
 function assertNotInUse(dbFile: string): void {
-  const db = new Database(dbFile, { fileMustExist: true, timeout: 0 });
   try {
-    // An exclusive lock is refused while any other connection is open, even an idle one.
-    db.pragma('locking_mode = EXCLUSIVE');
-    db.exec('BEGIN EXCLUSIVE; COMMIT');
+    openAlone(dbFile).close();
   } catch (error) {
-    if ((error as { code?: string }).code === 'SQLITE_BUSY') {
-      throw new Error(`${dbFile} is in use by another process (a running mailtrail?); stop it first (systemctl stop mailtrail) and restore again`);
-    }
     // Anything else (say, a damaged file) does not mean it is in use, and --force replaces it anyway.
-  } finally {
-    db.close();
+    if (error instanceof StoreInUseError) throw error;
   }
 }
 

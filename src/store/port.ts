@@ -49,8 +49,9 @@ export interface BlobStore {
    * durable no later than the next append that follows the put (MongoDB: durable on resolve; the
    * embedded store: a large blob's bytes are fsync'd before it resolves, and its index entry, with
    * a small blob's bytes in it, commits with that append). Storing the same bytes twice is a no-op.
-   * A blob named by a durable event is always there; one that no event names yet may be gone
-   * after a crash, as if it had not been stored.
+   * A blob named by a durable event is always there (until only mail deleted for good names it and
+   * `npm run blobs:gc` frees it); one that no event names yet may be gone after a crash, as if it
+   * had not been stored.
    */
   put(data: Buffer | Readable): Promise<BlobRef>;
   get(sha256: string): Promise<Buffer>;

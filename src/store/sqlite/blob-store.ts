@@ -38,7 +38,7 @@ export const INLINE_MAX = 32 * 1024;
 export const packFileName = (n: number): string => `pack-${String(n).padStart(6, '0')}`;
 
 /** A pack is closed for appends past this size and the next one started. */
-const PACK_LIMIT = 1024 ** 3;
+export const PACK_LIMIT = 1024 ** 3;
 
 export async function fsyncDir(dir: string): Promise<void> {
   const fh = await open(dir, 'r');
@@ -61,7 +61,8 @@ interface Pack {
   writing: Promise<void> | null;
 }
 
-const PACK_NAME = /^pack-(\d{6,})$/;
+/** A pack's file name; the group is its number. */
+export const PACK_NAME = /^pack-(\d{6,})$/;
 
 export type IndexRow = { pack: number; offset: number; size: number };
 

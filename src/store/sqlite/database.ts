@@ -1,5 +1,30 @@
 import Database from 'better-sqlite3';
 
+export class StoreInUseError extends Error {
+  constructor(file: string) {
+    super(`${file} is in use by another process (a running mailtrail?); stop it first (systemctl stop mailtrail), and any backup or other command, then run this again`);
+    this.name = 'StoreInUseError';
+  }
+}
+
+/**
+ * Opens `file` for this connection alone, in SQLite's exclusive locking mode: refused while any
+ * other connection has it open, even an idle one, and keeping every other one out until closed.
+ */
+export function openAlone(file: string): Database.Database {
+  const db = new Database(file, { fileMustExist: true, timeout: 0 });
+  try {
+    db.pragma('locking_mode = EXCLUSIVE');
+    // The lock is taken here and, in exclusive locking mode, kept after the transaction.
+    db.exec('BEGIN EXCLUSIVE; COMMIT');
+    return db;
+  } catch (error) {
+    db.close();
+    if ((error as { code?: string }).code === 'SQLITE_BUSY') throw new StoreInUseError(file);
+    throw error;
+  }
+}
+
 /** Opens one of the embedded store's files with the settings every connection to it shares. */
 export function openDatabase(file: string): Database.Database {
   const db = new Database(file);
