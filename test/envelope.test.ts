@@ -44,3 +44,12 @@ test('malformed data, meta, an unknown type or schema version are errors', () =>
   assert.throws(() => decodeStored(raw(received(), { type: 'MailTeleported' })), /unknown event type/);
   assert.throws(() => decodeStored(raw(received(), { schemaVersion: 2 })), /schema version 2/);
 });
+
+test('a literal field (MailSent.requireTls) is checked in place as zod checks it', () => {
+  const received = mailReceived(account, 'sent').data as Record<string, unknown> & { message: unknown; raw: unknown };
+  const sent = { mailId: 'm-1', mailboxId: 'm1', userId: 'u1', messageId: '<a@b>', raw: received.raw, envelope: { mailFrom: 'bob@mail.test', rcptTo: ['c@d.example'] }, message: received.message, bcc: [], wasDraft: false };
+  const asSent = (data: unknown): RawEvent => raw(data, { type: 'MailSent' });
+  assert.equal((decodeStored(asSent({ ...sent, requireTls: true })).data as { requireTls?: boolean }).requireTls, true);
+  assert.equal('requireTls' in decodeStored(asSent(structuredClone(sent))).data, false);
+  for (const bad of [false, 'true', 1]) assert.throws(() => decodeStored(asSent({ ...sent, requireTls: bad })), MalformedEventError, String(bad));
+});

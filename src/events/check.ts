@@ -56,6 +56,11 @@ export function compileCheck(schema: z.core.$ZodType): Check | null {
         base = values.every((x) => typeof x === 'string') ? `${ref(new Set(values))}.has(${v})` : null;
         break;
       }
+      case 'literal': {
+        const values = def.values as unknown[];
+        base = values.every((x) => x === null || ['string', 'number', 'boolean'].includes(typeof x)) ? `${ref(new Set(values))}.has(${v})` : null;
+        break;
+      }
       case 'nullable':
       case 'optional': {
         const inner = helper(def.innerType as z.core.$ZodType);
