@@ -4,7 +4,7 @@
  * it refuses to run beside anything else that has the store open.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
@@ -13,7 +13,7 @@ import type { NewEvent } from '../src/events/envelope.js';
 import type { Attachment, BlobRef } from '../src/events/types.js';
 import { openSqliteStore } from '../src/store/sqlite/index.js';
 import type { Store } from '../src/store/port.js';
-import { draftSendDeliver, mailReceived, meta, registerAccount, summary, type Account } from './support/events.js';
+import { mailReceived, meta, registerAccount, summary, type Account } from './support/events.js';
 import { runScript } from './support/process.js';
 
 const dataDir = mkdtempSync(path.join(os.tmpdir(), 'mailtrail-gc-'));
@@ -32,6 +32,28 @@ async function receive(raw: BlobRef, text: BlobRef, attachments: Attachment[]): 
   event.data.raw = raw;
   event.data.message = summary(`mail ${mailId}`, { text, attachments });
   await store!.events.append(`mail-${mailId}`, [event], { expectedVersion: 'no_stream', meta: meta() });
+  return mailId;
+}
+
+/** A sent mail naming `raw` to carol@remote.example, with `localCopies` to local recipients if given; `delivered`: the relay is done with it. */
+async function send(raw: BlobRef, delivered: boolean, localCopies?: { address: string; mailboxId: string; userId: string }[]): Promise<string> {
+  const mailId = uuidv7();
+  const messageId = `<${mailId}@mail.test>`;
+  const data = {
+    mailId,
+    mailboxId: alice.mailboxId,
+    userId: alice.userId,
+    messageId,
+    raw,
+    envelope: { mailFrom: alice.address, rcptTo: ['carol@remote.example'] },
+    message: summary('sent', { messageId }),
+    bcc: [],
+    wasDraft: false,
+    ...(localCopies ? { localCopies: { authUser: alice.address, recipients: localCopies } } : {}),
+  };
+  const events: NewEvent[] = [{ type: 'MailSent', data }];
+  if (delivered) events.push({ type: 'MailDelivered', data: { mailId, messageId, recipients: ['carol@remote.example'], attempt: 1, response: '250 2.0.0 OK' } });
+  await store!.events.append(`mail-${mailId}`, events, { expectedVersion: 'no_stream', meta: meta() });
   return mailId;
 }
 
@@ -64,8 +86,8 @@ function storeBytes(): Buffer {
 before(async () => {
   store = await openSqliteStore({ dataDir });
   alice = await registerAccount(store, 'alice@mail.test');
-  // Deleted: its raw message, text and big attachment are its own; the small attachment is shared with a kept mail.
-  const gone = await receive(await put('GONE-RAW'), await put('GONE-TEXT'), [attachment(await put('SHARED-ATTACHMENT'), 'a.bin'), attachment(await put('GONE-BIG', 100_000), 'big.bin')]);
+  // Deleted: its raw message, text (inline, on overflow pages) and big attachment are its own; the small attachment is shared with a kept mail.
+  const gone = await receive(await put('GONE-RAW'), await put('GONE-TEXT', 20_000), [attachment(await put('SHARED-ATTACHMENT'), 'a.bin'), attachment(await put('GONE-BIG', 100_000), 'big.bin')]);
   await deleteForGood(gone, 'inbox', 1);
   // Kept: its blobs, one in the same pack as the deleted big one.
   await receive(await put('KEPT-RAW'), await put('KEPT-TEXT'), [attachment(blobs['SHARED-ATTACHMENT']!.ref, 'a.bin'), attachment(await put('KEPT-BIG', 120_000), 'big.bin')]);
@@ -74,26 +96,23 @@ before(async () => {
   await deleteForGood(await receive(twice, twice, []), 'inbox', 1);
   await receive(twice, twice, []);
   // A deleted sent mail the relay has still to deliver: stays until it has.
-  const queued = uuidv7();
-  const messageId = `<${queued}@mail.test>`;
-  const sent: NewEvent = {
-    type: 'MailSent',
-    data: {
-      mailId: queued,
-      mailboxId: alice.mailboxId,
-      userId: alice.userId,
-      messageId,
-      raw: await put('QUEUED-RAW'),
-      envelope: { mailFrom: alice.address, rcptTo: ['carol@remote.example'] },
-      message: summary('queued', { messageId }),
-      bcc: [],
-      wasDraft: false,
-    },
-  };
-  await store.events.append(`mail-${queued}`, [sent], { expectedVersion: 'no_stream', meta: meta() });
-  await deleteForGood(queued, 'sent', 1);
+  await deleteForGood(await send(await put('QUEUED-RAW'), false), 'sent', 1);
+  // A deleted sent mail whose local copy a crash left out (the follower stores it later): stays.
+  const bob = await registerAccount(store, 'bob@mail.test');
+  await deleteForGood(await send(await put('COPIES-RAW'), true, [{ address: bob.address, mailboxId: bob.mailboxId, userId: bob.userId }]), 'sent', 2);
   // A deleted sent mail that was delivered: goes.
-  await deleteForGood(await draftSendDeliver(store, alice, 'delivered'), 'sent', 4);
+  await deleteForGood(await send(await put('SENT-RAW'), true), 'sent', 2);
+  // A deleted draft: its text and attachment go.
+  const draftId = uuidv7();
+  const draft = { to: [], cc: [], bcc: [], subject: 'draft', text: await put('DRAFT-TEXT'), html: null, attachments: [attachment(await put('DRAFT-ATT', 40_000), 'd.bin')], inReplyTo: null, references: [] };
+  await store.events.append(
+    `mail-${draftId}`,
+    [
+      { type: 'DraftCreated', data: { mailId: draftId, mailboxId: alice.mailboxId, userId: alice.userId, draft } },
+      { type: 'DraftDeleted', data: { mailId: draftId, mailboxId: alice.mailboxId } },
+    ],
+    { expectedVersion: 'no_stream', meta: meta() },
+  );
   // An upload no draft names yet: stays.
   await put('UPLOAD');
 });
@@ -116,26 +135,29 @@ test('--dry-run reports and changes nothing', async () => {
   const before = storeBytes().length;
   const dry = await runScript('scripts/blobs-gc.ts', ['--dry-run', 'true'], env);
   assert.equal(dry.code, 0, dry.stderr);
-  assert.match(dry.stdout, /^deleted: +3 mails and drafts \(1 more kept: the relay has still to deliver them\)$/m);
-  assert.match(dry.stdout, /^blobs: +would free 3 /m);
+  assert.match(dry.stdout, /^deleted: +4 mails and drafts \(2 more kept: the relay has still to deliver them\)$/m);
+  assert.match(dry.stdout, /^blobs: +would free 6 /m);
   assert.match(dry.stdout, /nothing was changed/);
   assert.equal(storeBytes().length, before);
   assert.equal((await runScript('scripts/blobs-gc.ts', ['--dry-run', 'maybe'], env)).code, 1, 'a bad flag value is a usage error');
 });
 
 test('frees what only deleted mail names, zeroed and out of the packs; everything else stays readable', async () => {
+  // A pack no row names (left by a crash): it goes too.
+  writeFileSync(path.join(dataDir, 'blobs', 'pack-000900'), content('ORPHAN', 5000));
   const ran = await runScript('scripts/blobs-gc.ts', [], env);
   assert.equal(ran.code, 0, ran.stderr);
-  assert.match(ran.stdout, /^blobs: +freed 3 \(0\.0 MiB in the database, 0\.1 MiB in packs\)$/m);
-  assert.match(ran.stdout, /^packs: +1 \(0\.2 MiB\) -> 1 \(0\.1 MiB\)$/m);
+  assert.match(ran.stdout, /^blobs: +freed 6 \(0\.0 MiB in the database, 0\.1 MiB in packs\)$/m);
+  assert.match(ran.stdout, /^packs: +2 \(0\.3 MiB\) -> 1 \(0\.1 MiB\)$/m);
+  assert.deepEqual(readdirSync(path.join(dataDir, 'blobs')), ['pack-000901'], 'the kept blobs moved above every number in use');
 
   const bytes = storeBytes();
-  for (const gone of ['GONE-RAW:', 'GONE-TEXT:', 'GONE-BIG:']) assert.ok(!bytes.includes(gone), `${gone} is nowhere in the store's files`);
+  for (const gone of ['GONE-RAW:', 'GONE-TEXT:', 'GONE-BIG:', 'SENT-RAW:', 'DRAFT-TEXT:', 'DRAFT-ATT:', 'ORPHAN:']) assert.ok(!bytes.includes(gone), `${gone} is nowhere in the store's files`);
 
   const reopened = await openSqliteStore({ dataDir });
   store = reopened;
-  for (const name of ['GONE-RAW', 'GONE-TEXT', 'GONE-BIG']) assert.equal(await reopened.blobs.has(blobs[name]!.ref.sha256), false, name);
-  for (const name of ['SHARED-ATTACHMENT', 'KEPT-RAW', 'KEPT-TEXT', 'KEPT-BIG', 'NAMED-TWICE', 'QUEUED-RAW', 'UPLOAD']) {
+  for (const name of ['GONE-RAW', 'GONE-TEXT', 'GONE-BIG', 'SENT-RAW', 'DRAFT-TEXT', 'DRAFT-ATT']) assert.equal(await reopened.blobs.has(blobs[name]!.ref.sha256), false, name);
+  for (const name of ['SHARED-ATTACHMENT', 'KEPT-RAW', 'KEPT-TEXT', 'KEPT-BIG', 'NAMED-TWICE', 'QUEUED-RAW', 'COPIES-RAW', 'UPLOAD']) {
     assert.deepEqual(await reopened.blobs.get(blobs[name]!.ref.sha256), blobs[name]!.bytes, `${name} is intact`);
   }
   // New puts after a rewrite go to a pack of their own, and the log is as it was.
@@ -145,7 +167,18 @@ test('frees what only deleted mail names, zeroed and out of the packs; everythin
   await reopened.close();
   store = null;
 
-  const again = await runScript('scripts/blobs-gc.ts', [], env);
+  // The highest pack, when no row names it, is emptied, not deleted: its number is never used again.
+  const highest = path.join(dataDir, 'blobs', 'pack-000999');
+  writeFileSync(highest, content('ORPHAN-HIGH', 5000));
+  const again = await runScript('scripts/blobs-gc.ts', ['--vacuum', 'true'], env);
   assert.equal(again.code, 0, again.stderr);
   assert.match(again.stdout, /^blobs: +freed 0 /m, 'a second run finds nothing more');
+  assert.ok(existsSync(highest) && statSync(highest).size === 0);
+  assert.ok(!storeBytes().includes('ORPHAN-HIGH:'));
+  const last = await openSqliteStore({ dataDir });
+  store = last;
+  await last.blobs.put(content('AFTER', 60_000));
+  await last.close();
+  store = null;
+  assert.ok(existsSync(path.join(dataDir, 'blobs', 'pack-001000')), 'the next pack takes the next number');
 });

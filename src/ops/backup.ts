@@ -11,7 +11,7 @@ import type { Projection } from '../projection/projection.js';
 import { rebuild, type RebuildProgress, type RebuildResult } from '../projection/rebuild.js';
 import { fsyncDir, packFileName } from '../store/sqlite/blob-store.js';
 import { openAlone, StoreInUseError } from '../store/sqlite/database.js';
-import { dropLegacyViews, LOG_FILE, openSqliteStore, VIEWS_FILE } from '../store/sqlite/index.js';
+import { dropLegacyViews, LOG_FILE, openSqliteStore, RESTORE_STAGING_PREFIX, VIEWS_FILE } from '../store/sqlite/index.js';
 import { requireEventLog, requireOutputFolder } from './paths.js';
 import { readTar, TAR_END, tarHeader, TarFormatError, tarPadding } from './tar.js';
 
@@ -124,11 +124,17 @@ export async function writeBackup(dataDir: string, out: string, onProgress?: Pro
   if (existsSync(out)) throw new Error(`${out} exists; a backup never overwrites a file: give --out a new name`);
   requireOutputFolder(out);
   // Open (and read once) until the packs are copied: blobs:gc, which rewrites packs, cannot start meanwhile.
-  const guard = new Database(dbFile, { fileMustExist: true, readonly: true });
-  guard.prepare('SELECT count(*) FROM sqlite_master').get();
-  // Work next to the output: same file system for the final rename, and no surprise in a small /tmp.
-  const work = await mkdtemp(path.join(path.dirname(path.resolve(out)), '.mailtrail-backup-'));
+  const guard = new Database(dbFile, { fileMustExist: true, readonly: true, timeout: 2000 });
+  let work: string | null = null;
   try {
+    try {
+      guard.prepare('SELECT count(*) FROM sqlite_master').get();
+    } catch (error) {
+      if ((error as { code?: string }).code === 'SQLITE_BUSY') throw new Error(`${dbFile} is held by npm run blobs:gc; back up once it has finished`);
+      throw error;
+    }
+    // Work next to the output: same file system for the final rename, and no surprise in a small /tmp.
+    work = await mkdtemp(path.join(path.dirname(path.resolve(out)), '.mailtrail-backup-'));
     const snapshot = path.join(work, LOG_FILE);
     const takenAt = new Date().toISOString();
     await snapshotDatabase(dbFile, snapshot);
@@ -153,7 +159,7 @@ export async function writeBackup(dataDir: string, out: string, onProgress?: Pro
     await fsyncDir(path.dirname(path.resolve(out)));
     return { ...written.manifest!, bytes: statSync(out).size };
   } finally {
-    await rm(work, { recursive: true, force: true });
+    if (work) await rm(work, { recursive: true, force: true });
     guard.close();
   }
 }
@@ -190,11 +196,12 @@ export async function restoreBackup(
     throw new Error(`${dataDir} is not empty (${present.slice(0, 5).join(', ')}${present.length > 5 ? ', …' : ''}); restore into a new folder, or add --force true to replace its event log and blobs`);
   }
   const dbFile = path.join(dataDir, LOG_FILE);
-  if (existsSync(dbFile)) assertNotInUse(dbFile);
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   // Inside dataDir: the final renames stay on one file system even when dataDir is a mount point.
-  const staging = await mkdtemp(path.join(dataDir, '.restore-'));
+  // Made before the check below: blobs:gc refuses to start while it exists.
+  const staging = await mkdtemp(path.join(dataDir, RESTORE_STAGING_PREFIX));
   try {
+    if (existsSync(dbFile)) assertNotInUse(dbFile);
     const manifest = await unpack(from, staging, opts.onExtract);
     // Backups from before views.db carry views and leases (naming processes of the machine the
     // backup came from, which would make this folder's projectors wait): the views are rebuilt anyway.

@@ -1,11 +1,12 @@
-import { closeSync, fsyncSync, openSync, readdirSync, readSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, ftruncateSync, openSync, readdirSync, readSync, rmSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
-import { decodeStored } from '../../events/envelope.js';
+import { decodeStored, type EventOf } from '../../events/envelope.js';
+import { planLocalCopies } from '../../mail/commands.js';
 import { outboxFromStream } from '../../../projections/outbox.js';
 import { PACK_LIMIT, PACK_NAME, packFileName } from './blob-store.js';
 import { openAlone } from './database.js';
-import { LOG_FILE } from './index.js';
+import { LOG_FILE, RESTORE_STAGING_PREFIX } from './index.js';
 
 /**
  * Reclaims the blobs of mail deleted for good (`npm run blobs:gc`): the raw message, bodies and
@@ -48,6 +49,8 @@ export interface BlobGcResult {
 /** How an event names a blob: a BlobRef serialized by JSON.stringify, whatever the event type. */
 const BLOB_REF = /"sha256":"([0-9a-f]{64})"/g;
 const refsIn = (json: string): string[] => Array.from(json.matchAll(BLOB_REF), (m) => m[1]!);
+/** What may be a blob's name anywhere in an event: what keeps a blob errs on the side of keeping. */
+const ANY_SHA256 = /[0-9a-f]{64}/g;
 
 
 interface Row {
@@ -63,6 +66,9 @@ export function collectBlobs(dataDir: string, opts: BlobGcOptions = {}): BlobGcR
   const progress = opts.onProgress ?? (() => undefined);
   const db = openAlone(file);
   try {
+    // A restore swaps the files under us: it makes this folder first, then checks that nothing has the store open.
+    const restoring = readdirSync(dataDir).find((name) => name.startsWith(RESTORE_STAGING_PREFIX));
+    if (restoring) throw new Error(`a restore is running into ${dataDir} (or one was cut short: then remove ${path.join(dataDir, restoring)}); run this once it has finished`);
     db.pragma('synchronous = FULL');
     // Freed index rows (an inline blob's bytes are in its row) are overwritten, not just unlinked.
     db.pragma('secure_delete = ON');
@@ -72,21 +78,26 @@ export function collectBlobs(dataDir: string, opts: BlobGcOptions = {}): BlobGcR
     const streamRows = db.prepare<[string], EventRow>(
       'SELECT position, event_id AS eventId, stream_id AS streamId, version, type, schema_version AS schemaVersion, data, meta, recorded_at AS recordedAt FROM events WHERE stream_id = ? ORDER BY version',
     );
+    const exists = db.prepare<[string], { found: number }>('SELECT 1 AS found FROM events WHERE stream_id = ? LIMIT 1');
     const dead = new Set<string>();
     const candidates = new Set<string>();
     let pendingDeliveries = 0;
     deleted.forEach((stream, i) => {
+      progress('deleted mails', i + 1, deleted.length);
       const rows = streamRows.all(stream);
       if (rows.some((r) => r.type === 'MailSent')) {
         const events = rows.map((r) => decodeStored({ ...r, data: JSON.parse(r.data), meta: JSON.parse(r.meta) }));
-        if (outboxFromStream(events)?.status === 'pending') {
+        const sent = events.find((e): e is EventOf<'MailSent'> => e.type === 'MailSent')!;
+        // Still to be delivered: by the relay, or to local recipients whose copies a crash left
+        // out (the local delivery follower stores them from this send's blobs).
+        const copiesMissing = planLocalCopies(sent.data).some((copy) => exists.get(copy.streamId) === undefined);
+        if (outboxFromStream(events)?.status === 'pending' || copiesMissing) {
           pendingDeliveries += 1;
           return;
         }
       }
       dead.add(stream);
       for (const r of rows) for (const sha of refsIn(r.data)) candidates.add(sha);
-      progress('deleted mails', i + 1, deleted.length);
     });
 
     // Anything else that names one of them keeps it.
@@ -96,7 +107,7 @@ export function collectBlobs(dataDir: string, opts: BlobGcOptions = {}): BlobGcR
       if (++scanned % 10_000 === 0) progress('log', scanned, total);
       if (candidates.size === 0) break;
       if (dead.has(r.stream_id)) continue;
-      for (const sha of refsIn(r.data)) candidates.delete(sha);
+      for (const [sha] of r.data.matchAll(ANY_SHA256)) candidates.delete(sha);
     }
     progress('log', total, total);
 
@@ -135,9 +146,16 @@ export function collectBlobs(dataDir: string, opts: BlobGcOptions = {}): BlobGcR
       for (const m of moved) relocate.run(m.pack, m.offset, m.sha256);
     })();
     // Packs no row names any more: the rewritten ones, and leftovers of an earlier run or a crash.
+    // The highest is emptied rather than deleted, so that its number is never used again.
     const named = new Set(db.prepare<[], { pack: number }>('SELECT DISTINCT pack FROM blobs WHERE pack > 0').all().map((r) => r.pack));
-    const unnamed = packFiles(blobsDir).filter((p) => !named.has(p.number));
-    for (const p of unnamed) unlinkSync(path.join(blobsDir, packFileName(p.number)));
+    const present = packFiles(blobsDir);
+    const highest = present.reduce((n, p) => Math.max(n, p.number), 0);
+    const unnamed = present.filter((p) => !named.has(p.number));
+    for (const p of unnamed) {
+      const packPath = path.join(blobsDir, packFileName(p.number));
+      if (p.number < highest) unlinkSync(packPath);
+      else if (p.bytes > 0) emptyFile(packPath);
+    }
     if (unnamed.length > 0) syncDir(blobsDir);
     // Freed rows leave the WAL too (secure_delete zeroed them in the pages it now writes back).
     db.pragma('wal_checkpoint(TRUNCATE)');
@@ -147,6 +165,16 @@ export function collectBlobs(dataDir: string, opts: BlobGcOptions = {}): BlobGcR
     return result;
   } finally {
     db.close();
+  }
+}
+
+function emptyFile(file: string): void {
+  const fd = openSync(file, 'r+');
+  try {
+    ftruncateSync(fd, 0);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
   }
 }
 
@@ -191,6 +219,7 @@ function copyIntoNewPacks(dir: string, rows: Row[], existing: { number: number }
         if (out.fd >= 0) {
           fsyncSync(out.fd);
           closeSync(out.fd);
+          out.fd = -1;
         }
         const number = next++;
         out = { number, fd: openSync(path.join(dir, packFileName(number)), 'wx'), size: 0 };
@@ -207,8 +236,8 @@ function copyIntoNewPacks(dir: string, rows: Row[], existing: { number: number }
     }
     fsyncSync(out.fd);
   } catch (error) {
-    // Nothing points at the new packs yet: they go, the old ones stay as they were.
-    for (const n of written) unlinkSync(path.join(dir, packFileName(n)));
+    // Nothing points at the new packs yet: they go (or the next run clears them), the old ones stay as they were.
+    for (const n of written) rmSync(path.join(dir, packFileName(n)), { force: true });
     throw error;
   } finally {
     for (const fd of readers.values()) closeSync(fd);

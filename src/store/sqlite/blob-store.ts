@@ -201,7 +201,7 @@ export class PackBlobStore implements BlobStore, StagedRows {
 
   /**
    * A blob the log writer thread has put (stored, its index row staged or committed there): readable here at
-   * once. Locations never change, so a remembered one stays right; the oldest are forgotten, by
+   * once. Locations never change while the store is open (blobs:gc, which moves blobs, runs alone), so a remembered one stays right; the oldest are forgotten, by
    * then their rows have long committed.
    */
   remember(sha256: string, row: IndexRow): void {

@@ -30,6 +30,8 @@ export interface SqliteOptions {
 /** Files of the embedded store in DATA_DIR: the log (with the blob index) and the views. */
 export const LOG_FILE = 'mailtrail.db';
 export const VIEWS_FILE = 'views.db';
+/** A restore unpacks into a folder named so inside DATA_DIR while it runs (blobs:gc will not start then). */
+export const RESTORE_STAGING_PREFIX = '.restore-';
 
 /**
  * The embedded store: `<dataDir>/mailtrail.db` (the log and the blob index, WAL),
