@@ -53,6 +53,7 @@ export const mailboxes = defineProjection<MailboxDoc>({
       case 'MailDeleted':
         return count(doc, { trash: -1 });
       case 'MailSent':
+        if (e.data.notice) return doc;
         return count(doc, e.data.wasDraft ? { sent: 1, drafts: -1 } : { sent: 1 });
       default:
         return doc;

@@ -145,6 +145,7 @@ export const mails = defineProjection<MailDoc>({
           ...fromSummary(e.data.message, e.recordedAt),
         };
       case 'MailSent': {
+        if (e.data.notice) return doc;
         const recipients = Object.fromEntries(
           e.data.envelope.rcptTo.map((r): [string, RecipientState] => [r.toLowerCase(), { state: 'queued', attempts: 0, response: null }]),
         );

@@ -72,6 +72,7 @@ export function describeEvent(e: StoredEvent): EventSummary {
           ...(e.data.localCopies ? { localCopies: e.data.localCopies.recipients.map((r) => r.address).join(', ') } : {}),
           ...(e.data.dsn ? { dsn: describeDsn(e.data.dsn) } : {}),
           ...(e.data.requireTls ? { requireTls: 'REQUIRETLS: verified TLS on every hop' } : {}),
+          ...(e.data.notice ? { notice: 'a delivery status notice this server sends to the sender' } : {}),
           subject: e.data.message.subject,
         },
       };

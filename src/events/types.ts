@@ -146,6 +146,12 @@ export const eventSchemas = {
      */
     requireTls: z.literal(true).optional(),
     /**
+     * A delivery status notice this server sends, from the null sender, to a sender elsewhere who
+     * asked for one (NOTIFY=SUCCESS on mail to a local mailbox). Not mail of the mailbox it is filed
+     * under (the recipient's): it is in no folder; the relay delivers it like any other.
+     */
+    notice: z.literal(true).optional(),
+    /**
      * A send from the API: its local recipients, decided when it was sent. Each gets a
      * `MailReceived` copy, stored once per mailbox (keyed by Message-ID and content). The API
      * appends the copies right after this event; the local delivery follower appends any that a

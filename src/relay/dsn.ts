@@ -2,8 +2,8 @@ import { Readable } from 'node:stream';
 import MimeNode from 'nodemailer/lib/mime-node';
 import { v5 as uuidv5 } from 'uuid';
 import type { OutboxDoc } from '../../projections/outbox.js';
-import type { Meta } from '../events/envelope.js';
-import type { DsnRequest, EventData } from '../events/types.js';
+import type { Meta, NewEvent } from '../events/envelope.js';
+import type { BlobRef, DsnRequest, EventData, MessageSummary } from '../events/types.js';
 import { messageSummary } from '../mail/commands.js';
 import { rfc5322Date } from '../mail/headers.js';
 import { mailStream } from '../mail/ids.js';
@@ -15,7 +15,8 @@ import { WrongExpectedVersionError, type Store } from '../store/port.js';
  * recipient failed for good, and, when the submission asked for it (DSN, RFC 3461: NOTIFY=SUCCESS),
  * a report that the mail was relayed or delivered. From MAILER-DAEMON@<sender's domain>, stored
  * like any received mail (raw blob, then a `MailReceived` with a summary made by the same intake
- * SMTP uses).
+ * SMTP uses). A sender elsewhere who asked for a success notice on mail to a local mailbox gets
+ * it through the relay instead (`sendNotice`).
  */
 
 const BOUNCE_NAMESPACE = '3d6f2b8e-9c41-4a7e-b5d0-8e1f4c2a7b63';
@@ -74,6 +75,8 @@ export interface NoticeInput {
   /** The original message, for its header section (or all of it); null if its blob is unavailable. */
   raw: Buffer | null;
   heloName: string;
+  /** The domain of the notice's MAILER-DAEMON: by default the sender's (local); a notice to a sender elsewhere comes from ours. */
+  reportingDomain?: string;
   now: Date;
   meta: Meta;
 }
@@ -194,7 +197,7 @@ const SUBJECTS: Record<NoticeAction, string> = {
  * is not too big.
  */
 export async function composeNotice(input: NoticeInput, mailId: string): Promise<Buffer> {
-  const domain = domainOf(input.entry.mailFrom) ?? input.heloName;
+  const domain = input.reportingDomain ?? domainOf(input.entry.mailFrom) ?? input.heloName;
   const whole = input.raw !== null && input.action === 'failed' && input.sent.dsn?.ret === 'FULL' && input.raw.length <= RETURN_FULL_MAX_BYTES;
   const returned = input.raw === null ? null : whole ? 'whole' : 'headers';
   // Boundaries from the notice's id: the same notice is the same bytes.
@@ -227,6 +230,46 @@ export async function composeNotice(input: NoticeInput, mailId: string): Promise
  * when none was due.
  */
 export async function deliverNotice(store: Store, input: NoticeInput): Promise<string | null> {
+  return storeNotice(store, input, (mailId, raw, message) => ({
+    type: 'MailReceived',
+    data: {
+      mailId,
+      mailboxId: input.entry.mailboxId,
+      userId: input.entry.userId,
+      raw,
+      envelope: { mailFrom: '', rcptTo: [input.entry.mailFrom], remoteAddress: '127.0.0.1', helo: input.heloName, tls: false, authUser: null },
+      message,
+      authResults: null,
+    },
+  }));
+}
+
+/**
+ * Sends the notice to a sender elsewhere (a success they asked for on mail to a local mailbox):
+ * from the null sender, through the relay, as a `MailSent` marked `notice` and filed under the
+ * recipient's mailbox (`entry`). Once per received message, like `deliverNotice`; a notice that
+ * cannot be delivered bounces to no one.
+ */
+export async function sendNotice(store: Store, input: NoticeInput): Promise<string | null> {
+  return storeNotice(store, input, (mailId, raw, message) => ({
+    type: 'MailSent',
+    data: {
+      mailId,
+      mailboxId: input.entry.mailboxId,
+      userId: input.entry.userId,
+      messageId: message.messageId ?? `<${mailId}@${input.heloName}>`,
+      raw,
+      envelope: { mailFrom: '', rcptTo: [input.entry.mailFrom] },
+      message,
+      bcc: [],
+      wasDraft: false,
+      notice: true,
+    },
+  }));
+}
+
+/** Composes the notice, stores its blobs and appends `event` for it under its own id, unless it is there already. */
+async function storeNotice(store: Store, input: NoticeInput, event: (mailId: string, raw: BlobRef, message: MessageSummary) => NewEvent): Promise<string | null> {
   if (!domainOf(input.entry.mailFrom) || input.recipients.length === 0) return null;
   const mailId = noticeMailId(input.entry.id, input.action, input.attempt);
   const stream = mailStream(mailId);
@@ -238,24 +281,7 @@ export async function deliverNotice(store: Store, input: NoticeInput): Promise<s
   }
   const blobs = await outcome.message.commit();
   try {
-    await store.events.append(
-      stream,
-      [
-        {
-          type: 'MailReceived',
-          data: {
-            mailId,
-            mailboxId: input.entry.mailboxId,
-            userId: input.entry.userId,
-            raw: blobs.raw,
-            envelope: { mailFrom: '', rcptTo: [input.entry.mailFrom], remoteAddress: '127.0.0.1', helo: input.heloName, tls: false, authUser: null },
-            message: messageSummary(outcome.message.summary, blobs),
-            authResults: null,
-          },
-        },
-      ],
-      { expectedVersion: 'no_stream', meta: input.meta },
-    );
+    await store.events.append(stream, [event(mailId, blobs.raw, messageSummary(outcome.message.summary, blobs))], { expectedVersion: 'no_stream', meta: input.meta });
   } catch (error) {
     if (!(error instanceof WrongExpectedVersionError)) throw error; // someone else stored this notice
   }

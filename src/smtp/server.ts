@@ -12,7 +12,7 @@ import { domainOf } from '../accounts/domains.js';
 import type { Config } from '../config.js';
 import type { Meta } from '../events/envelope.js';
 import type { DsnRequest, MessageSummary } from '../events/types.js';
-import { deliverNotice, noticeRequested } from '../relay/dsn.js';
+import { deliverNotice, noticeRequested, sendNotice } from '../relay/dsn.js';
 import type { Logger } from '../log.js';
 import { appendMails, messageSummary, planInbound, planSent, submissionBcc, type LocalDelivery, type LocalMailbox, type PlannedAppend } from '../mail/commands.js';
 import { headerFacts, rewriteHeaderSection, rfc5322Date } from '../mail/headers.js';
@@ -603,6 +603,7 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
     try {
       const stored = await appendMails(store, planned, meta);
       if (user && tx.sender) await noticeLocalDeliveries(tx, tx.sender, planned[0]!.mailId, deliveries, summary, blobs, meta);
+      else if (!user && deliveries.length > 0) await answerSuccessRequests(tx, planned[0]!.mailId, deliveries, summary, blobs, auth?.results?.spf ?? null, meta);
       const fresh = stored.filter((s) => s.stored === 'new');
       const queueId = fresh.length > 0 ? tx.id : stored[0]?.stored === 'duplicate' ? stored[0].correlationId : tx.id;
       const text = `Ok: queued as ${queueId}`;
@@ -639,6 +640,40 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
     }
   }
 
+  /**
+   * Mail from elsewhere whose sender asked for a success notice (NOTIFY=SUCCESS, RFC 3461 6.2):
+   * this is the final delivery, so the notice is ours to send, through the relay. Only to an
+   * envelope sender whose domain's SPF vouched for the sending host, so that a forged sender
+   * cannot turn this into a way to mail others; stored once per received message. A failure is
+   * logged; the mail is stored.
+   */
+  async function answerSuccessRequests(tx: Transaction, receivedMailId: string, deliveries: LocalDelivery[], message: MessageSummary, blobs: StoredBlobs, spf: string | null, meta: Meta): Promise<void> {
+    const dsn = dsnRequest(tx.dsn, deliveries.map((d) => d.recipient));
+    const asked = deliveries.filter((d) => noticeRequested(dsn, d.recipient, 'SUCCESS'));
+    if (asked.length === 0 || !tx.mailFrom) return;
+    if (spf !== 'pass' || !config.RELAY_ENABLED) {
+      log.info({ tx: tx.id, mailFrom: tx.mailFrom, spf }, `no success notice sent: ${config.RELAY_ENABLED ? 'the sender is not vouched for by SPF' : 'the relay is off'}`);
+      return;
+    }
+    const owner = asked[0]!.mailbox;
+    try {
+      await sendNotice(store, {
+        action: 'delivered',
+        entry: { id: receivedMailId, messageId: message.messageId ?? '', mailboxId: owner.id, userId: owner.userId, mailFrom: tx.mailFrom, sentAt: new Date(tx.startedAt).toISOString() },
+        sent: { message, dsn },
+        recipients: asked.map((d) => ({ recipient: d.recipient, response: '2.0.0 delivered to the mailbox' })),
+        attempt: 0,
+        raw: await store.blobs.get(blobs.raw.sha256),
+        heloName: config.SMTP_HOSTNAME,
+        reportingDomain: domainOf(asked[0]!.recipient),
+        now: new Date(),
+        meta,
+      });
+    } catch (error) {
+      log.error({ err: error, tx: tx.id }, 'the delivery status notice for the sender could not be stored');
+    }
+  }
+
   const options: SMTPServerOptions = {
     name: config.SMTP_HOSTNAME,
     banner: 'mailtrail',
@@ -649,7 +684,7 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
     allowInsecureAuth: config.SMTP_ALLOW_INSECURE_AUTH,
     hideENHANCEDSTATUSCODES: false,
     // Requests are honoured for submissions; inbound mail is decided before the 250, so it has no
-    // failure to report later, and its success requests are not answered (see the README).
+    // failure to report later, and its success requests are answered (answerSuccessRequests).
     hideDSN: false,
     // Offered over TLS only (smtp-server); a submission's request is kept for the relay, and
     // inbound mail is for local mailboxes, which it reaches without another hop.
