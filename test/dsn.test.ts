@@ -7,6 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { mailState } from '../src/compose/decide.js';
 import { describeEvent } from '../src/events/describe.js';
 import type { EventOf } from '../src/events/envelope.js';
 import { bounceMailId, noticeMailId } from '../src/relay/dsn.js';
@@ -227,17 +228,17 @@ test('REQUIRETLS: offered over TLS only; a submission with it is kept so, and th
 });
 
 test('mail from elsewhere with NOTIFY=SUCCESS: a delivered notice goes back through the relay from the null sender, once, only to a sender SPF vouches for, and in no folder', async () => {
-  const dsnSink = await startSink();
+  const dsnSink = await startSink(undefined, { dsn: true });
   const spf = fakeResolver({ 'good.example': { TXT: [['v=spf1 ip4:127.0.0.1 -all']] } });
   const mx = await startTestServer(relayThrough(dsnSink), spf);
   try {
     const bob = await addUser(mx, `bob@${DOMAIN}`);
-    const deliverFrom = async (from: string, subject: string, messageId: string, rcpt: string): Promise<void> => {
+    const deliverFrom = async (from: string, subject: string, messageId: string, rcpt: string, headers: string[] = []): Promise<void> => {
       const { talk } = await SmtpTalk.open(mx.port);
       await talk.cmd('EHLO mta.good.example');
       assert.equal((await talk.cmd(`MAIL FROM:<${from}> ENVID=in-1`)).code, 250);
       assert.equal((await talk.cmd(rcpt)).code, 250);
-      assert.equal((await talk.data(rawMessage({ from, subject, messageId }))).code, 250);
+      assert.equal((await talk.data(rawMessage({ from, subject, messageId, headers }))).code, 250);
       await talk.quit();
     };
     const asked = `RCPT TO:<bob@${DOMAIN}> NOTIFY=SUCCESS ORCPT=rfc822;bob+40${DOMAIN}`;
@@ -245,6 +246,7 @@ test('mail from elsewhere with NOTIFY=SUCCESS: a delivered notice goes back thro
     await deliverFrom('news@good.example', 'please confirm', '<confirm-1@good.example>', asked); // a retry: stored once, answered once
     await deliverFrom('someone@forged.example', 'forged', '<forged-1@forged.example>', asked);
     await deliverFrom('news@good.example', 'not asked', '<plain-1@good.example>', `RCPT TO:<bob@${DOMAIN}>`);
+    await deliverFrom('news@good.example', 'out of office', '<auto-1@good.example>', asked, ['Auto-Submitted: auto-replied']);
 
     const deadline = Date.now() + 15_000;
     while (dsnSink.deliveries.length === 0) {
@@ -252,21 +254,24 @@ test('mail from elsewhere with NOTIFY=SUCCESS: a delivered notice goes back thro
       await new Promise((r) => setTimeout(r, 50));
     }
     await new Promise((r) => setTimeout(r, 1000)); // room for any notice that should not come
-    assert.equal(dsnSink.deliveries.length, 1, 'one notice: not for the retry, the forged sender or the mail that did not ask');
+    assert.equal(dsnSink.deliveries.length, 1, 'one notice: not for the retry, the forged sender, the mail that did not ask or an automatic one');
     const [notice] = dsnSink.deliveries;
     assert.equal(notice!.mailFrom, '', 'from the null sender');
+    assert.deepEqual(notice!.dsn, { ret: null, envid: null, recipients: [{ address: 'news@good.example', notify: null, orcpt: null }] }, 'asking for no notice in turn');
     assert.deepEqual(notice!.rcptTo, ['news@good.example']);
     const text = notice!.raw.toString('utf8');
     assert.match(text, new RegExp(`^From: Mail Delivery System <MAILER-DAEMON@${DOMAIN.replace('.', '\\.')}>\\r$`, 'm'));
     assert.match(text, /^Subject: Successful Mail Delivery Report\r$/m);
-    assert.match(text, /Original-Envelope-Id: in-1\r\n/);
+    assert.match(text, /Original-Envelope-Id: in-1\r\nReporting-MTA: dns; /);
+    assert.match(text, new RegExp(`Original-Recipient: rfc822;bob@${DOMAIN.replace('.', '\\.')}\\r\\n`));
     assert.match(text, new RegExp(`Final-Recipient: rfc822; bob@${DOMAIN.replace('.', '\\.')}\\r\\nAction: delivered\\r\\nStatus: 2\\.0\\.0\\r\\n`));
     assert.match(text, /^In-Reply-To: <confirm-1@good\.example>\r$/m);
 
     const sentNotices = (await sent(mx.store)).filter((e) => e.data.notice === true);
     assert.equal(sentNotices.length, 1, 'one MailSent, marked a notice');
+    assert.equal(mailState(await mx.store.events.readStream(`mail-${sentNotices[0]!.data.mailId}`)).status, 'none', 'no command of the mailbox owner touches it');
     const mailbox = await mx.store.views.get('mailboxes', bob.mailboxId);
-    assert.deepEqual((mailbox as { counts?: unknown } | null)?.counts, { inbox: 3, unread: 3, sent: 0, drafts: 0, trash: 0 }, 'three mails in the inbox (the retry stored once), the notice in no folder');
+    assert.deepEqual((mailbox as { counts?: unknown } | null)?.counts, { inbox: 4, unread: 4, sent: 0, drafts: 0, trash: 0 }, 'four mails in the inbox (the retry stored once), the notice in no folder');
     assert.equal((await mx.store.views.list('mails', { where: { mailboxId: bob.mailboxId, folder: 'sent' }, orderBy: { field: 'sortAt', direction: 'desc' }, limit: 10 })).length, 0);
   } finally {
     await mx.stop();

@@ -24,6 +24,8 @@ function evolve(state: MailState, e: StoredEvent): MailState {
     case 'MailUnread':
       return state.status === 'received' ? { ...state, unread: e.type === 'MailUnread', version } : state;
     case 'MailSent':
+      // A notice this server sends is no mail of the mailbox it is filed under: no command touches it.
+      if (e.data.notice) return state;
       return { status: 'sent', userId: e.data.userId, mailboxId: e.data.mailboxId, messageId: e.data.messageId, trashed: false, version };
     case 'MailTrashed':
     case 'MailRestored':

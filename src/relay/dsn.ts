@@ -248,9 +248,9 @@ export async function deliverNotice(store: Store, input: NoticeInput): Promise<s
  * Sends the notice to a sender elsewhere (a success they asked for on mail to a local mailbox):
  * from the null sender, through the relay, as a `MailSent` marked `notice` and filed under the
  * recipient's mailbox (`entry`). Once per received message, like `deliverNotice`; a notice that
- * cannot be delivered bounces to no one.
+ * cannot be delivered bounces to no one. Smart hosts that refuse the null sender drop it.
  */
-export async function sendNotice(store: Store, input: NoticeInput): Promise<string | null> {
+export async function sendNotice(store: Store, input: NoticeInput, opts: { requireTls?: boolean } = {}): Promise<string | null> {
   return storeNotice(store, input, (mailId, raw, message) => ({
     type: 'MailSent',
     data: {
@@ -264,6 +264,8 @@ export async function sendNotice(store: Store, input: NoticeInput): Promise<stri
       bcc: [],
       wasDraft: false,
       notice: true,
+      // Its header section is the original's: it goes on as the original had to (RFC 8689 5).
+      ...(opts.requireTls ? { requireTls: true as const } : {}),
     },
   }));
 }

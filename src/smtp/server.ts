@@ -128,6 +128,18 @@ function unknownParameters(address: SMTPServerAddress, known: Set<string>): stri
   return given.find((name) => !known.has(name.toUpperCase())) ?? null;
 }
 
+/** Success notices to one sender domain per hour, at most (per process). */
+const NOTICES_PER_HOUR = 60;
+/** The largest original whose header section a success notice carries. */
+const NOTICE_ORIGINAL_MAX = 1024 * 1024;
+
+/** Mail a machine sent (RFC 3834 Auto-Submitted, a delivery or disposition report): never answered with a notice. */
+function isAutomatic(raw: Buffer): boolean {
+  const end = raw.indexOf('\r\n\r\n');
+  const head = raw.subarray(0, end < 0 ? raw.length : end).toString('latin1').replace(/\r?\n[ \t]+/g, ' ');
+  return /^auto-submitted:[ \t]*(?!no\b)\S/im.test(head) || /^content-type:[ \t]*multipart\/report\b/im.test(head);
+}
+
 /** How long a local-domain or mailbox answer is reused. */
 const LOOKUP_TTL_MS = 5000;
 
@@ -211,6 +223,7 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
   const resolver = cachingResolver(deps.resolver ?? systemResolver(config.SMTP_DNS_TIMEOUT_MS));
   const connectionRate = new RateLimiter(config.SMTP_CONNECTION_RATE_PER_IP, 60_000);
   const messageRate = new RateLimiter(config.SMTP_MESSAGE_RATE_PER_IP, 60_000);
+  const noticeRate = new RateLimiter(NOTICES_PER_HOUR, 3_600_000);
   const accountFailures = new FailureLimiter(config.SMTP_AUTH_MAX_FAILURES, config.SMTP_AUTH_FAILURE_WINDOW_MS);
   const ipFailures = new FailureLimiter(config.SMTP_AUTH_MAX_FAILURES_PER_IP, config.SMTP_AUTH_FAILURE_WINDOW_MS);
   const rateExempt = (ip: string): boolean => !config.RATE_LIMIT_LOOPBACK && isLoopback(ip);
@@ -603,7 +616,7 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
     try {
       const stored = await appendMails(store, planned, meta);
       if (user && tx.sender) await noticeLocalDeliveries(tx, tx.sender, planned[0]!.mailId, deliveries, summary, blobs, meta);
-      else if (!user && deliveries.length > 0) await answerSuccessRequests(tx, planned[0]!.mailId, deliveries, summary, blobs, auth?.results?.spf ?? null, meta);
+      else if (!user && deliveries.length > 0) await answerSuccessRequests(tx, planned, deliveries, summary, blobs, auth?.results?.spf ?? null, meta);
       const fresh = stored.filter((s) => s.stored === 'new');
       const queueId = fresh.length > 0 ? tx.id : stored[0]?.stored === 'duplicate' ? stored[0].correlationId : tx.id;
       const text = `Ok: queued as ${queueId}`;
@@ -642,33 +655,38 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
 
   /**
    * Mail from elsewhere whose sender asked for a success notice (NOTIFY=SUCCESS, RFC 3461 6.2):
-   * this is the final delivery, so the notice is ours to send, through the relay. Only to an
-   * envelope sender whose domain's SPF vouched for the sending host, so that a forged sender
-   * cannot turn this into a way to mail others; stored once per received message. A failure is
-   * logged; the mail is stored.
+   * this is the final delivery, so the notice is ours to send, through the relay (wherever one
+   * runs). Only to an envelope sender whose domain's SPF vouched for the sending host, at most
+   * NOTICES_PER_HOUR per sender domain, and never for mail that is itself automatic (a report, an
+   * auto-reply), so that it cannot be aimed at someone else or loop. Stored once per received
+   * message; a failure is logged, the mail is stored.
    */
-  async function answerSuccessRequests(tx: Transaction, receivedMailId: string, deliveries: LocalDelivery[], message: MessageSummary, blobs: StoredBlobs, spf: string | null, meta: Meta): Promise<void> {
+  async function answerSuccessRequests(tx: Transaction, planned: PlannedAppend[], deliveries: LocalDelivery[], message: MessageSummary, blobs: StoredBlobs, spf: string | null, meta: Meta): Promise<void> {
     const dsn = dsnRequest(tx.dsn, deliveries.map((d) => d.recipient));
     const asked = deliveries.filter((d) => noticeRequested(dsn, d.recipient, 'SUCCESS'));
     if (asked.length === 0 || !tx.mailFrom) return;
-    if (spf !== 'pass' || !config.RELAY_ENABLED) {
-      log.info({ tx: tx.id, mailFrom: tx.mailFrom, spf }, `no success notice sent: ${config.RELAY_ENABLED ? 'the sender is not vouched for by SPF' : 'the relay is off'}`);
-      return;
-    }
+    const skip = (why: string): void => log.info({ tx: tx.id, mailFrom: tx.mailFrom, spf }, `no success notice sent: ${why}`);
+    if (spf !== 'pass') return skip('SPF does not vouch for the sender');
+    // Its header section goes into the notice; a bigger message's is left out rather than read whole.
+    const raw = blobs.raw.size <= NOTICE_ORIGINAL_MAX ? await store.blobs.get(blobs.raw.sha256) : null;
+    if (raw && isAutomatic(raw)) return skip('the mail is itself automatic');
+    if (!noticeRate.hit(domainOf(tx.mailFrom))) return skip('too many notices to this domain this hour');
     const owner = asked[0]!.mailbox;
+    // Keyed by the copy of the mailbox it is filed under: the same message received again is answered once.
+    const keyedBy = planned.find((p) => p.event.type === 'MailReceived' && p.event.data.mailboxId === owner.id)?.mailId ?? planned[0]!.mailId;
     try {
       await sendNotice(store, {
         action: 'delivered',
-        entry: { id: receivedMailId, messageId: message.messageId ?? '', mailboxId: owner.id, userId: owner.userId, mailFrom: tx.mailFrom, sentAt: new Date(tx.startedAt).toISOString() },
+        entry: { id: keyedBy, messageId: message.messageId ?? '', mailboxId: owner.id, userId: owner.userId, mailFrom: tx.mailFrom, sentAt: new Date(tx.startedAt).toISOString() },
         sent: { message, dsn },
         recipients: asked.map((d) => ({ recipient: d.recipient, response: '2.0.0 delivered to the mailbox' })),
         attempt: 0,
-        raw: await store.blobs.get(blobs.raw.sha256),
+        raw,
         heloName: config.SMTP_HOSTNAME,
         reportingDomain: domainOf(asked[0]!.recipient),
         now: new Date(),
         meta,
-      });
+      }, { requireTls: tx.requireTls });
     } catch (error) {
       log.error({ err: error, tx: tx.id }, 'the delivery status notice for the sender could not be stored');
     }
