@@ -9,7 +9,9 @@ import nodemailer from 'nodemailer';
 import { createClient, type MailtrailClient } from '../src/api/client.js';
 import { mailStream } from '../src/mail/ids.js';
 import { changePassword } from '../src/accounts/accounts.js';
+import { awaitViews } from '../src/api/consistency.js';
 import { clientAddress } from '../src/api/http.js';
+import type { Context } from '../src/api/trpc.js';
 import { systemMeta } from '../src/events/envelope.js';
 import { expectCode } from './support/api.js';
 import { rawMessage, startTestServer, waitForViews, type TestServer } from './support/smtp.js';
@@ -558,6 +560,25 @@ describe('login limits', () => {
     } finally {
       await limited.stop();
     }
+  });
+
+  test('X-Mailtrail-Position: queries wait for it on MongoDB; on the embedded store a position past the head is no reason to wait', async () => {
+    const waitedFor = async (kind: 'sqlite' | 'mongo', seenPosition: number): Promise<number[]> => {
+      const targets: number[] = [];
+      const ctx = {
+        seenPosition,
+        deps: {
+          store: { kind, events: { head: async () => 40 } },
+          projectors: new Map([['mails', { waitFor: async (target: number) => void targets.push(target) }]]),
+          settings: { readYourWritesMs: 2000 },
+        },
+      } as unknown as Context;
+      await awaitViews(ctx, ['mails']);
+      return targets;
+    };
+    assert.deepEqual(await waitedFor('sqlite', 1_000_000), [40], 'the head, not a made-up position');
+    assert.deepEqual(await waitedFor('sqlite', 12), [40]);
+    assert.deepEqual(await waitedFor('mongo', 45), [45], 'a position written elsewhere may be just past the visible head');
   });
 
   test('X-Real-IP names the client only when it comes from the proxy on this host', () => {
