@@ -455,7 +455,8 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
             return callback(replyError(decision.reply));
           }
           tx.recipients.set(address.address.toLowerCase(), decision);
-          tx.dsn.recipients.set(address.address.toLowerCase(), { notify, orcpt });
+          // By the address as decided (postmaster → postmaster@DEFAULT_DOMAIN), which deliveries and relayTo name.
+          tx.dsn.recipients.set(decision.address.toLowerCase(), { notify, orcpt });
           callback();
         },
         (error: unknown) => callback(replyError(lookupFailed(error, 'RCPT TO'))),
