@@ -273,6 +273,23 @@ describe('mail', () => {
     assert.equal((history[2] as { response?: string }).response, '451 4.7.1 try later');
   });
 
+  test('a delivery receipt: a local recipient’s delivered notice in the sender’s inbox at once; external ones asked of the relay (NOTIFY=SUCCESS,FAILURE)', async () => {
+    const { id } = await eve.client.mails.createDraft.mutate({ to: ['fred@mail.test', 'x@remote.example'], subject: 'with a receipt', text: 'hi' });
+    await eve.client.mails.send.mutate({ id, deliveryReceipt: true });
+    const sentEvent = (await server.store.events.readStream(mailStream(id))).find((e) => e.type === 'MailSent');
+    assert.deepEqual(sentEvent?.type === 'MailSent' && sentEvent.data.dsn, { ret: null, envid: null, recipients: [{ address: 'x@remote.example', notify: ['SUCCESS', 'FAILURE'], orcpt: null }] });
+    const inbox = await eve.client.mails.list.query({ folder: 'inbox', limit: 5 });
+    const receipt = inbox.items.find((m) => m.subject === 'Successful Mail Delivery Report');
+    assert.ok(receipt, 'the receipt is in the inbox when send returns');
+    const raw = await (await fetch(`${base}/original/${receipt.id}`, { headers: { authorization: `Bearer ${eve.token}` } })).text();
+    assert.match(raw, /Final-Recipient: rfc822; fred@mail\.test\r\nAction: delivered\r\n/);
+
+    const { id: plain } = await eve.client.mails.createDraft.mutate({ to: ['fred@mail.test'], subject: 'without a receipt', text: 'hi' });
+    await eve.client.mails.send.mutate({ id: plain });
+    const after = await eve.client.mails.list.query({ folder: 'inbox', limit: 5 });
+    assert.equal(after.items.filter((m) => m.subject === 'Successful Mail Delivery Report').length, 1, 'none unasked');
+  });
+
   test('sending to a local address with no mailbox is refused and sends nothing', async () => {
     const { id } = await eve.client.mails.createDraft.mutate({ to: ['ghost@mail.test'], subject: 'boo' });
     await expectCode(eve.client.mails.send.mutate({ id }), 'BAD_REQUEST', /no mailbox ghost@mail\.test/);

@@ -326,9 +326,13 @@ describe('web client', () => {
     assert.equal(await page.getByLabel('Cc', { exact: true }).inputValue(), 'Dan <dan@example.net>');
     assert.equal(await page.getByLabel('Message', { exact: true }).inputValue(), 'See the attached plan.');
     await page.getByRole('button', { name: 'Remove plan.txt' }).waitFor();
+    await page.getByLabel('Delivery receipt').check();
     await page.getByRole('button', { name: 'Send' }).click();
     await page.getByText('Message sent.').waitFor();
     await until('the sink to get the mail with the attachment', () => sink.deliveries.some((d) => d.rcptTo.includes('carol@example.net')));
+    const events = await server.app.store.events.readAll({ after: 0, limit: 10_000 });
+    const sentEvent = events.find((e) => e.type === 'MailSent' && e.data.message.subject === 'Plans with a picture');
+    assert.deepEqual(sentEvent?.type === 'MailSent' && sentEvent.data.dsn?.recipients.map((r) => [r.address, r.notify]), [['carol@example.net', ['SUCCESS', 'FAILURE']], ['dan@example.net', ['SUCCESS', 'FAILURE']]], 'the receipt was asked for');
     const parsed = await simpleParser(sink.deliveries.find((d) => d.rcptTo.includes('carol@example.net'))!.raw);
     assert.equal(parsed.subject, 'Plans with a picture');
     assert.equal(parsed.attachments[0]?.filename, 'plan.txt');

@@ -5,10 +5,11 @@ import { recipientMailbox, sendsAs } from '../accounts/aliases.js';
 import { domainOf, isLocalDomain } from '../accounts/domains.js';
 import type { Meta } from '../events/envelope.js';
 import type { BlobStore, Store } from '../store/port.js';
-import type { Draft, EventData, MessageSummary } from '../events/types.js';
+import type { Draft, DsnRequest, EventData, MessageSummary } from '../events/types.js';
 import { appendMails, planLocalCopies } from '../mail/commands.js';
 import { mailStream } from '../mail/ids.js';
 import { snippetOf } from '../mail/summary.js';
+import { noticeLocalDelivered } from '../relay/dsn.js';
 import { CommandError, mailState, ownDraft } from './decide.js';
 
 export interface SendResult {
@@ -50,6 +51,9 @@ async function buildMime(blobs: BlobStore, draft: Draft, from: { name: string; a
   return composer.compile().build();
 }
 
+/** A delivery receipt as SMTP clients ask for one: success and failure notices for every recipient. */
+const receiptRequest = (recipients: string[]): DsnRequest => ({ ret: null, envid: null, recipients: recipients.map((address) => ({ address, notify: ['SUCCESS', 'FAILURE'], orcpt: null })) });
+
 /**
  * mails.send: the draft becomes a `MailSent` (appended with the draft's version expected, so it is
  * sent once however often send is called), then every local recipient gets a `MailReceived` copy;
@@ -57,11 +61,20 @@ async function buildMime(blobs: BlobStore, draft: Draft, from: { name: string; a
  */
 export async function sendDraft(
   store: Store,
-  /** Which domains are local, and the recipient delimiter (bob+tag@ is bob@; empty: off). */
-  local: { defaultDomain: string; recipientDelimiter: string },
-  cmd: { mailId: string; user: { id: string; email: string; name: string }; mailbox: MailboxDoc; meta: Meta },
+  /** Which domains are local, and the recipient delimiter (bob+tag@ is bob@; empty: off); the host name notices report from. */
+  local: { defaultDomain: string; recipientDelimiter: string; smtpHostname?: string },
+  cmd: {
+    mailId: string;
+    user: { id: string; email: string; name: string };
+    mailbox: MailboxDoc;
+    meta: Meta;
+    /** Ask for a notice of each recipient's delivery, or of its failure (DSN NOTIFY=SUCCESS,FAILURE). */
+    deliveryReceipt?: boolean;
+  },
   /** Told when the copies could not be appended after MailSent: the send stands, the local delivery follower stores them. */
   copiesLeftOut: (error: unknown) => void = () => undefined,
+  /** Told when the delivery receipt for the local recipients could not be stored: the send stands. */
+  noticeFailed: (error: unknown) => void = () => undefined,
 ): Promise<SendResult> {
   const stream = mailStream(cmd.mailId);
   const events = await store.events.readStream(stream);
@@ -119,11 +132,26 @@ export async function sendDraft(
     message,
     bcc: d.bcc,
     wasDraft: true,
+    ...(cmd.deliveryReceipt && external.length > 0 ? { dsn: receiptRequest(external) } : {}),
     ...(copies.length > 0 ? { localCopies: { authUser: cmd.user.email, recipients: copies } } : {}),
   };
   const sent = await store.events.append(stream, [{ type: 'MailSent', data }], { expectedVersion: draft.version, meta: cmd.meta });
   // The mail is sent from here on: an error now must not tell the sender otherwise (a retry would
   // only hear "already sent"). Copies left out are the follower's to store, as after a crash.
-  await appendMails(store, planLocalCopies(data), cmd.meta).catch(copiesLeftOut);
+  const stored = await appendMails(store, planLocalCopies(data), cmd.meta).then(
+    () => true,
+    (error: unknown) => (copiesLeftOut(error), false),
+  );
+  if (cmd.deliveryReceipt && stored && copies.length > 0) {
+    const recipients = copies.map((c) => c.address);
+    await noticeLocalDelivered(store, {
+      entry: { id: cmd.mailId, messageId, mailboxId: cmd.mailbox.id, userId: cmd.user.id, mailFrom: fromAddress, sentAt: new Date().toISOString() },
+      sent: { message, dsn: receiptRequest(recipients) },
+      recipients,
+      raw,
+      heloName: local.smtpHostname ?? local.defaultDomain,
+      meta: cmd.meta,
+    }).catch(noticeFailed);
+  }
   return { id: cmd.mailId, messageId: messageId.slice(1, -1), status: external.length ? 'queued' : 'sent', position: sent.lastPosition };
 }

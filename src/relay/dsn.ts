@@ -245,6 +245,20 @@ export async function deliverNotice(store: Store, input: NoticeInput): Promise<s
 }
 
 /**
+ * The sender's "delivered" notice for the local recipients of a send that asked for one
+ * (NOTIFY=SUCCESS), once their copies are stored (the relay reports on the others). Stored once
+ * per sent mail, whoever retries.
+ */
+export async function noticeLocalDelivered(
+  store: Store,
+  input: Pick<NoticeInput, 'entry' | 'sent' | 'heloName' | 'meta'> & { recipients: string[]; raw: BlobRef },
+): Promise<string | null> {
+  const recipients = input.recipients.filter((r) => noticeRequested(input.sent.dsn, r, 'SUCCESS')).map((recipient) => ({ recipient, response: '2.0.0 delivered to the mailbox' }));
+  if (recipients.length === 0) return null;
+  return deliverNotice(store, { ...input, action: 'delivered', recipients, attempt: 0, raw: await store.blobs.get(input.raw.sha256), now: new Date() });
+}
+
+/**
  * Sends the notice to a sender elsewhere (a success they asked for on mail to a local mailbox):
  * from the null sender, through the relay, as a `MailSent` marked `notice` and filed under the
  * recipient's mailbox (`entry`). Once per received message, like `deliverNotice`; a notice that

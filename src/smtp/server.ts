@@ -12,7 +12,7 @@ import { domainOf } from '../accounts/domains.js';
 import type { Config } from '../config.js';
 import type { Meta } from '../events/envelope.js';
 import type { DsnRequest, MessageSummary } from '../events/types.js';
-import { deliverNotice, noticeRequested, sendNotice } from '../relay/dsn.js';
+import { noticeLocalDelivered, noticeRequested, sendNotice } from '../relay/dsn.js';
 import type { Logger } from '../log.js';
 import { appendMails, messageSummary, planInbound, planSent, submissionBcc, type LocalDelivery, type LocalMailbox, type PlannedAppend } from '../mail/commands.js';
 import { headerFacts, rewriteHeaderSection, rfc5322Date } from '../mail/headers.js';
@@ -628,25 +628,16 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
     }
   }
 
-  /**
-   * A submission's local recipients that asked for a success notice (NOTIFY=SUCCESS) get a
-   * "delivered" one in the sender's inbox once their copies are stored (the relay reports on the
-   * others). Stored once per sent mail, whoever retries; a failure is logged, the mail is stored.
-   */
+  /** A submission's local recipients that asked for a success notice get it (noticeLocalDelivered); a failure is logged, the mail is stored. */
   async function noticeLocalDeliveries(tx: Transaction, sender: LocalMailbox, sentMailId: string, deliveries: LocalDelivery[], message: MessageSummary, blobs: StoredBlobs, meta: Meta): Promise<void> {
-    const dsn = dsnRequest(tx.dsn, deliveries.map((d) => d.recipient));
-    const recipients = deliveries.filter((d) => noticeRequested(dsn, d.recipient, 'SUCCESS')).map((d) => ({ recipient: d.recipient, response: '2.0.0 delivered to the mailbox' }));
-    if (recipients.length === 0) return;
+    const recipients = deliveries.map((d) => d.recipient);
     try {
-      await deliverNotice(store, {
-        action: 'delivered',
+      await noticeLocalDelivered(store, {
         entry: { id: sentMailId, messageId: message.messageId ?? '', mailboxId: sender.id, userId: sender.userId, mailFrom: tx.mailFrom, sentAt: new Date(tx.startedAt).toISOString() },
-        sent: { message, dsn },
+        sent: { message, dsn: dsnRequest(tx.dsn, recipients) },
         recipients,
-        attempt: 0,
-        raw: await store.blobs.get(blobs.raw.sha256),
+        raw: blobs.raw,
         heloName: config.SMTP_HOSTNAME,
-        now: new Date(),
         meta,
       });
     } catch (error) {

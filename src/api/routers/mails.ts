@@ -239,10 +239,15 @@ export const mailsRouter = router({
     }
   }),
 
-  send: authedProcedure.input(z.object({ id: Id })).mutation(async ({ ctx, input }) => {
+  /** `deliveryReceipt`: notices of each recipient's delivery (or failure) in the sender's inbox (DSN NOTIFY=SUCCESS,FAILURE). */
+  send: authedProcedure.input(z.object({ id: Id, deliveryReceipt: z.boolean().optional() })).mutation(async ({ ctx, input }) => {
     const mailbox = await userMailbox(ctx);
-    return sendDraft(ctx.deps.store, ctx.deps.settings, { mailId: input.id, user: ctx.user, mailbox, meta: requestMeta(ctx, ctx.user.id) }, (err) =>
-      ctx.deps.logger.warn({ err, mailId: input.id, correlationId: ctx.correlationId }, 'mail sent, its local copies were not stored yet; the local delivery follower stores them'),
+    return sendDraft(
+      ctx.deps.store,
+      ctx.deps.settings,
+      { mailId: input.id, user: ctx.user, mailbox, meta: requestMeta(ctx, ctx.user.id), deliveryReceipt: input.deliveryReceipt === true },
+      (err) => ctx.deps.logger.warn({ err, mailId: input.id, correlationId: ctx.correlationId }, 'mail sent, its local copies were not stored yet; the local delivery follower stores them'),
+      (err) => ctx.deps.logger.warn({ err, mailId: input.id, correlationId: ctx.correlationId }, 'mail sent, the delivery receipt for its local recipients could not be stored'),
     );
   }),
 });

@@ -203,6 +203,7 @@ function ComposeForm({ initial, initialDraftId, mode, composeKey }: { initial: F
   const [save, setSave] = useState<SaveState>({ kind: 'idle' });
   const [problems, setProblems] = useState<string[]>([]);
   const [sending, setSending] = useState(false);
+  const [deliveryReceipt, setDeliveryReceipt] = useState(false);
   const draftId = useRef<string | null>(initialDraftId);
   const dirty = useRef(false);
   const chain = useRef<Promise<unknown>>(Promise.resolve());
@@ -309,7 +310,7 @@ function ComposeForm({ initial, initialDraftId, mode, composeKey }: { initial: F
     setSending(true);
     try {
       const id = await saveNow();
-      await api.mails.send.mutate({ id });
+      await api.mails.send.mutate({ id, deliveryReceipt });
       dirty.current = false;
       setFlash('Message sent.');
       void refetchAfterChange(queryClient);
@@ -454,6 +455,9 @@ function ComposeForm({ initial, initialDraftId, mode, composeKey }: { initial: F
           <button type="button" className="danger" onClick={() => void discard()} disabled={sending}>
             Discard
           </button>
+          <label className="small" title="A report in your inbox when each recipient's server has the mail, or could not deliver it">
+            <input type="checkbox" checked={deliveryReceipt} onChange={(e) => setDeliveryReceipt(e.target.checked)} disabled={sending} /> Delivery receipt
+          </label>
           <span className="save-state muted small" role="status" aria-live="polite">
             {save.kind === 'saving' && 'Saving draft…'}
             {save.kind === 'saved' && `Draft saved at ${save.at.toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' })}`}
