@@ -277,7 +277,11 @@ describe('mail', () => {
     const { id } = await eve.client.mails.createDraft.mutate({ to: ['fred@mail.test', 'x@remote.example'], subject: 'with a receipt', text: 'hi' });
     await eve.client.mails.send.mutate({ id, deliveryReceipt: true });
     const sentEvent = (await server.store.events.readStream(mailStream(id))).find((e) => e.type === 'MailSent');
-    assert.deepEqual(sentEvent?.type === 'MailSent' && sentEvent.data.dsn, { ret: null, envid: null, recipients: [{ address: 'x@remote.example', notify: ['SUCCESS', 'FAILURE'], orcpt: null }] });
+    assert.deepEqual(sentEvent?.type === 'MailSent' && sentEvent.data.dsn, {
+      ret: null,
+      envid: null,
+      recipients: ['fred@mail.test', 'x@remote.example'].map((address) => ({ address, notify: ['SUCCESS', 'FAILURE'], orcpt: null })),
+    });
     const inbox = await eve.client.mails.list.query({ folder: 'inbox', limit: 5 });
     const receipt = inbox.items.find((m) => m.subject === 'Successful Mail Delivery Report');
     assert.ok(receipt, 'the receipt is in the inbox when send returns');

@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { mailState } from '../src/compose/decide.js';
+import { isAutomatic } from '../src/smtp/server.js';
 import { describeEvent } from '../src/events/describe.js';
 import type { EventOf } from '../src/events/envelope.js';
 import { bounceMailId, noticeMailId } from '../src/relay/dsn.js';
@@ -276,5 +277,15 @@ test('mail from elsewhere with NOTIFY=SUCCESS: a delivered notice goes back thro
   } finally {
     await mx.stop();
     await dsnSink.close();
+  }
+});
+
+test('automatic mail, by its header section (RFC 3834): never answered with a success notice', () => {
+  const head = (...fields: string[]): Buffer => Buffer.from(`${['From: a@b.example', 'Subject: s', ...fields].join('\r\n')}\r\n`);
+  for (const field of ['Auto-Submitted: auto-replied', 'auto-submitted: Auto-Generated', 'Auto-Submitted:\r\n auto-notified', 'Auto-Submitted : no-reply', 'Content-Type: multipart/report; report-type=delivery-status; boundary=x']) {
+    assert.equal(isAutomatic(head(field)), true, field);
+  }
+  for (const field of ['Auto-Submitted: no', 'Auto-Submitted: NO (a person wrote this)', 'Content-Type: multipart/mixed; boundary=x', 'X-Auto-Submitted: auto-replied']) {
+    assert.equal(isAutomatic(head(field)), false, field);
   }
 });

@@ -15,6 +15,7 @@ import { loadConfig } from '../src/config.js';
 import { systemMeta, type StoredEvent } from '../src/events/envelope.js';
 import { createLogger } from '../src/log.js';
 import { LOCAL_DELIVERY } from '../src/mail/local-delivery.js';
+import { noticeMailId } from '../src/relay/dsn.js';
 import { openStore } from '../src/store/open.js';
 import type { Store } from '../src/store/port.js';
 import { expectCode } from './support/api.js';
@@ -89,6 +90,15 @@ test('a send whose local copies were not appended: the send still answers that i
   assert.equal(copies.length, 1);
   assert.equal(copies[0]!.meta.causationId, mailSentOf(events, id).eventId, 'stored by the follower, naming the MailSent it comes from');
   assert.deepEqual(copies[0]!.type === 'MailReceived' && copies[0]!.data.envelope.rcptTo, [`fred@${DOMAIN}`]);
+});
+
+test('a send with a delivery receipt whose copies were not appended: the follower stores the copies and then the receipt, once', async () => {
+  const { id } = await eve.mails.createDraft.mutate({ to: [`fred@${DOMAIN}`], subject: 'receipt cut short', text: 'still reported' });
+  await copiesLost(server.store, () => eve.mails.send.mutate({ id, deliveryReceipt: true }));
+  assert.equal(await inboxCount(fred, 'receipt cut short'), 1, 'fred gets the copy');
+  assert.equal(await inboxCount(eve, 'Successful Mail Delivery Report'), 1, 'eve gets the receipt the send could not store');
+  const notice = (await allEvents(server.store)).find((e) => e.type === 'MailReceived' && e.data.mailId === noticeMailId(id, 'delivered', 0));
+  assert.ok(notice, 'under the sent mail’s notice id: a retry or the send itself lands on the same one');
 });
 
 test('a send that finished: the follower goes over it and adds nothing', async () => {

@@ -132,7 +132,8 @@ export async function sendDraft(
     message,
     bcc: d.bcc,
     wasDraft: true,
-    ...(cmd.deliveryReceipt && external.length > 0 ? { dsn: receiptRequest(external) } : {}),
+    // For every recipient: the relay reads its own, the local delivery follower the local ones (a receipt a crash left out).
+    ...(cmd.deliveryReceipt ? { dsn: receiptRequest(recipients) } : {}),
     ...(copies.length > 0 ? { localCopies: { authUser: cmd.user.email, recipients: copies } } : {}),
   };
   const sent = await store.events.append(stream, [{ type: 'MailSent', data }], { expectedVersion: draft.version, meta: cmd.meta });
@@ -143,11 +144,10 @@ export async function sendDraft(
     (error: unknown) => (copiesLeftOut(error), false),
   );
   if (cmd.deliveryReceipt && stored && copies.length > 0) {
-    const recipients = copies.map((c) => c.address);
     await noticeLocalDelivered(store, {
       entry: { id: cmd.mailId, messageId, mailboxId: cmd.mailbox.id, userId: cmd.user.id, mailFrom: fromAddress, sentAt: new Date().toISOString() },
-      sent: { message, dsn: receiptRequest(recipients) },
-      recipients,
+      sent: { message, dsn: data.dsn },
+      recipients: copies.map((c) => c.address),
       raw,
       heloName: local.smtpHostname ?? local.defaultDomain,
       meta: cmd.meta,

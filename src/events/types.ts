@@ -138,7 +138,11 @@ export const eventSchemas = {
     bcc: z.array(Address),
     /** The mail left the drafts folder (false for SMTP submissions, which never were drafts). */
     wasDraft: z.boolean(),
-    /** An SMTP submission's DSN parameters for the relayed recipients, when it gave any. */
+    /**
+     * The DSN parameters asked for, when any: an SMTP submission's, for its relayed recipients
+     * (its local ones were answered before the 250); an API send's delivery receipt, for every
+     * recipient (the local delivery follower answers for local copies a crash left out).
+     */
     dsn: DsnRequest.optional(),
     /**
      * The submission asked with REQUIRETLS (RFC 8689) that every hop use TLS with a verified

@@ -1,10 +1,12 @@
 import { EventEmitter } from 'node:events';
+import os from 'node:os';
 import type { Logger } from 'pino';
 import { MalformedEventError, type EventOf } from '../events/envelope.js';
 import type { Projector, RunnerStatus } from '../projection/runner.js';
 import { followUnderLease } from '../projection/follow.js';
 import type { Store, ViewSpec } from '../store/port.js';
 import { sleep, waitForWakeUp } from '../store/wait.js';
+import { noticeLocalDelivered } from '../relay/dsn.js';
 import { appendMails, planLocalCopies } from './commands.js';
 
 /** Its name among the followers of the log, its lease (one process at a time) and its checkpoint. */
@@ -53,6 +55,8 @@ export class LocalDelivery implements Projector {
     private readonly owner: string,
     /** Where batches come from: the projectors' SharedLogReader in their thread. */
     private readonly reader: Pick<Store['events'], 'readAll'> = store.events,
+    /** The host name delivery receipts report from (SMTP_HOSTNAME). */
+    private readonly reportingHost: string = os.hostname(),
   ) {
     this.progressed.setMaxListeners(0);
   }
@@ -83,17 +87,27 @@ export class LocalDelivery implements Projector {
     this.progressed.emit('progress');
   }
 
-  /** The copies of `sent` that are not in the log yet, appended. */
+  /** The copies of `sent` that are not in the log yet, appended; then the delivery receipt it asked for, if that is missing too. */
   private async deliver(sent: EventOf<'MailSent'>): Promise<void> {
     const planned = planLocalCopies(sent.data);
     // Reads first: nearly always the API has stored them all, and a read costs no write or fsync.
     const exists = await Promise.all(planned.map(async (p) => (await this.store.events.readStream(p.streamId)).length > 0));
     const missing = planned.filter((_, i) => !exists[i]);
-    if (missing.length === 0) return;
-    const outcomes = await appendMails(this.store, missing, { ...sent.meta, causationId: sent.eventId });
-    const stored = outcomes.filter((o) => o.stored === 'new');
-    if (stored.length === 0) return;
-    this.logger.warn({ mailId: sent.data.mailId, messageId: sent.data.messageId, copies: stored.map((o) => o.mailId) }, 'stored local copies that their send had left out');
+    if (missing.length > 0) {
+      const outcomes = await appendMails(this.store, missing, { ...sent.meta, causationId: sent.eventId });
+      const stored = outcomes.filter((o) => o.stored === 'new');
+      if (stored.length > 0) this.logger.warn({ mailId: sent.data.mailId, messageId: sent.data.messageId, copies: stored.map((o) => o.mailId) }, 'stored local copies that their send had left out');
+    }
+    // Stored once (under the sent mail's id), whether the send got to it or not.
+    const { data } = sent;
+    await noticeLocalDelivered(this.store, {
+      entry: { id: data.mailId, messageId: data.messageId, mailboxId: data.mailboxId, userId: data.userId, mailFrom: data.envelope.mailFrom, sentAt: sent.recordedAt },
+      sent: { message: data.message, dsn: data.dsn },
+      recipients: data.localCopies?.recipients.map((r) => r.address) ?? [],
+      raw: data.raw,
+      heloName: this.reportingHost,
+      meta: { ...sent.meta, causationId: sent.eventId },
+    });
   }
 
   private run(): Promise<void> {

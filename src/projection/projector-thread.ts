@@ -39,7 +39,7 @@ try {
     runners.push(r);
     byName.set(r.name, r);
   }
-  localDelivery = new LocalDelivery(store, logger, config.INSTANCE_ID, reader);
+  localDelivery = new LocalDelivery(store, logger, config.INSTANCE_ID, reader, config.SMTP_HOSTNAME);
   const followers = [...runners, localDelivery];
   // One message per tick at most, for every follower that changed: a batch moves the position,
   // status and error of all the views together.

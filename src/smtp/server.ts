@@ -133,11 +133,10 @@ const NOTICES_PER_HOUR = 60;
 /** The largest original whose header section a success notice carries. */
 const NOTICE_ORIGINAL_MAX = 1024 * 1024;
 
-/** Mail a machine sent (RFC 3834 Auto-Submitted, a delivery or disposition report): never answered with a notice. */
-function isAutomatic(raw: Buffer): boolean {
-  const end = raw.indexOf('\r\n\r\n');
-  const head = raw.subarray(0, end < 0 ? raw.length : end).toString('latin1').replace(/\r?\n[ \t]+/g, ' ');
-  return /^auto-submitted:[ \t]*(?!no\b)\S/im.test(head) || /^content-type:[ \t]*multipart\/report\b/im.test(head);
+/** Mail a machine sent (RFC 3834 Auto-Submitted other than "no", a delivery or disposition report), by its header section: never answered with a notice. */
+export function isAutomatic(head: Buffer): boolean {
+  const text = head.toString('latin1').replace(/\r?\n[ \t]+/g, ' ');
+  return /^auto-submitted[ \t]*:[ \t]*(?!no(?![\w-]))\S/im.test(text) || /^content-type[ \t]*:[ \t]*multipart\/report\b/im.test(text);
 }
 
 /** How long a local-domain or mailbox answer is reused. */
@@ -518,9 +517,13 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
     });
     const added: { messageId?: string; date?: string; from?: string } = {};
     let fromFields = 0;
+    let automatic = false;
     const rewriteHeader = (head: Buffer): Buffer => {
       const prepend = [trace];
-      if (!user || !tx.sender) return rewriteHeaderSection(head, { prepend, dropBcc: false });
+      if (!user || !tx.sender) {
+        automatic = isAutomatic(head);
+        return rewriteHeaderSection(head, { prepend, dropBcc: false });
+      }
       const facts = headerFacts(head);
       fromFields = facts.fromFields;
       if (!facts.hasMessageId) prepend.push(`Message-ID: ${(added.messageId = `<${uuidv7()}@${config.SMTP_HOSTNAME}>`)}`);
@@ -617,7 +620,7 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
     try {
       const stored = await appendMails(store, planned, meta);
       if (user && tx.sender) await noticeLocalDeliveries(tx, tx.sender, planned[0]!.mailId, deliveries, summary, blobs, meta);
-      else if (!user && deliveries.length > 0) await answerSuccessRequests(tx, planned, deliveries, summary, blobs, auth?.results?.spf ?? null, meta);
+      else if (!user && deliveries.length > 0) await answerSuccessRequests(tx, planned, deliveries, summary, blobs, { spf: auth?.results?.spf ?? null, automatic }, meta);
       const fresh = stored.filter((s) => s.stored === 'new');
       const queueId = fresh.length > 0 ? tx.id : stored[0]?.stored === 'duplicate' ? stored[0].correlationId : tx.id;
       const text = `Ok: queued as ${queueId}`;
@@ -653,20 +656,28 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
    * auto-reply), so that it cannot be aimed at someone else or loop. Stored once per received
    * message; a failure is logged, the mail is stored.
    */
-  async function answerSuccessRequests(tx: Transaction, planned: PlannedAppend[], deliveries: LocalDelivery[], message: MessageSummary, blobs: StoredBlobs, spf: string | null, meta: Meta): Promise<void> {
+  async function answerSuccessRequests(
+    tx: Transaction,
+    planned: PlannedAppend[],
+    deliveries: LocalDelivery[],
+    message: MessageSummary,
+    blobs: StoredBlobs,
+    facts: { spf: string | null; automatic: boolean },
+    meta: Meta,
+  ): Promise<void> {
     const dsn = dsnRequest(tx.dsn, deliveries.map((d) => d.recipient));
     const asked = deliveries.filter((d) => noticeRequested(dsn, d.recipient, 'SUCCESS'));
     if (asked.length === 0 || !tx.mailFrom) return;
-    const skip = (why: string): void => log.info({ tx: tx.id, mailFrom: tx.mailFrom, spf }, `no success notice sent: ${why}`);
-    if (spf !== 'pass') return skip('SPF does not vouch for the sender');
-    // Its header section goes into the notice; a bigger message's is left out rather than read whole.
-    const raw = blobs.raw.size <= NOTICE_ORIGINAL_MAX ? await store.blobs.get(blobs.raw.sha256) : null;
-    if (raw && isAutomatic(raw)) return skip('the mail is itself automatic');
+    const skip = (why: string): void => log.info({ tx: tx.id, mailFrom: tx.mailFrom, spf: facts.spf }, `no success notice sent: ${why}`);
+    if (facts.spf !== 'pass') return skip('SPF does not vouch for the sender');
+    if (facts.automatic) return skip('the mail is itself automatic');
     if (!noticeRate.hit(domainOf(tx.mailFrom))) return skip('too many notices to this domain this hour');
     const owner = asked[0]!.mailbox;
     // Keyed by the copy of the mailbox it is filed under: the same message received again is answered once.
     const keyedBy = planned.find((p) => p.event.type === 'MailReceived' && p.event.data.mailboxId === owner.id)?.mailId ?? planned[0]!.mailId;
     try {
+      // Its header section goes into the notice; a bigger message's is left out rather than read whole.
+      const raw = blobs.raw.size <= NOTICE_ORIGINAL_MAX ? await store.blobs.get(blobs.raw.sha256) : null;
       await sendNotice(store, {
         action: 'delivered',
         entry: { id: keyedBy, messageId: message.messageId ?? '', mailboxId: owner.id, userId: owner.userId, mailFrom: tx.mailFrom, sentAt: new Date(tx.startedAt).toISOString() },
