@@ -289,3 +289,22 @@ test('automatic mail, by its header section (RFC 3834): never answered with a su
     assert.equal(isAutomatic(head(field)), false, field);
   }
 });
+
+test('success notices to one sender domain: at most 60 an hour', async () => {
+  const spf = fakeResolver({ 'busy.example': { TXT: [['v=spf1 ip4:127.0.0.1 -all']] } });
+  const mx = await startTestServer({ RELAY_ENABLED: 'false' }, spf);
+  try {
+    await addUser(mx, `bob@${DOMAIN}`);
+    const { talk } = await SmtpTalk.open(mx.port);
+    await talk.cmd('EHLO mta.busy.example');
+    for (let i = 0; i < 62; i++) {
+      assert.equal((await talk.cmd('MAIL FROM:<news@busy.example>')).code, 250);
+      assert.equal((await talk.cmd(`RCPT TO:<bob@${DOMAIN}> NOTIFY=SUCCESS`)).code, 250);
+      assert.equal((await talk.data(rawMessage({ from: 'news@busy.example', subject: `n${i}`, messageId: `<n${i}@busy.example>` }))).code, 250, `message ${i} is stored whatever happens to its notice`);
+    }
+    await talk.quit();
+    assert.equal((await sent(mx.store)).filter((e) => e.data.notice === true).length, 60);
+  } finally {
+    await mx.stop();
+  }
+});

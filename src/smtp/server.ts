@@ -12,10 +12,11 @@ import { domainOf } from '../accounts/domains.js';
 import type { Config } from '../config.js';
 import type { Meta } from '../events/envelope.js';
 import type { DsnRequest, MessageSummary } from '../events/types.js';
-import { noticeLocalDelivered, noticeRequested, sendNotice } from '../relay/dsn.js';
+import { noticeLocalDelivered, noticeMailId, noticeRequested, sendNotice } from '../relay/dsn.js';
 import type { Logger } from '../log.js';
 import { appendMails, messageSummary, planInbound, planSent, submissionBcc, type LocalDelivery, type LocalMailbox, type PlannedAppend } from '../mail/commands.js';
 import { headerFacts, rewriteHeaderSection, rfc5322Date } from '../mail/headers.js';
+import { mailStream } from '../mail/ids.js';
 import { receiveMessage, type StoredBlobs } from '../mail/intake.js';
 import type { Store } from '../store/port.js';
 import { startAuthCheck, type AuthCheckOutcome } from './auth-check.js';
@@ -671,11 +672,13 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
     const skip = (why: string): void => log.info({ tx: tx.id, mailFrom: tx.mailFrom, spf: facts.spf }, `no success notice sent: ${why}`);
     if (facts.spf !== 'pass') return skip('SPF does not vouch for the sender');
     if (facts.automatic) return skip('the mail is itself automatic');
-    if (!noticeRate.hit(domainOf(tx.mailFrom))) return skip('too many notices to this domain this hour');
     const owner = asked[0]!.mailbox;
     // Keyed by the copy of the mailbox it is filed under: the same message received again is answered once.
     const keyedBy = planned.find((p) => p.event.type === 'MailReceived' && p.event.data.mailboxId === owner.id)?.mailId ?? planned[0]!.mailId;
     try {
+      // A retry that was answered already costs the sender's domain nothing.
+      if ((await store.events.readStream(mailStream(noticeMailId(keyedBy, 'delivered', 0)))).length > 0) return;
+      if (!noticeRate.hit(domainOf(tx.mailFrom))) return skip('too many notices to this domain this hour');
       // Its header section goes into the notice; a bigger message's is left out rather than read whole.
       const raw = blobs.raw.size <= NOTICE_ORIGINAL_MAX ? await store.blobs.get(blobs.raw.sha256) : null;
       await sendNotice(store, {
