@@ -48,8 +48,8 @@ async function waitUntil(what: string, check: () => Promise<boolean> | boolean, 
 }
 
 /** A message as `mails.send` builds it, appended as MailSent with its raw blob. */
-async function sendMail(store: Store, from: Account, rcptTo: string[], subject = 'hello', messageId = `<${uuidv7()}@sender.test>`, requireTls = false): Promise<{ mailId: string; messageId: string; raw: Buffer }> {
-  const raw = await new MailComposer({ from: from.address, to: rcptTo, subject, text: `${subject}\r\n.\r\n..dots\r\nbody`, messageId, date: new Date() }).compile().build();
+async function sendMail(store: Store, from: Account, rcptTo: string[], subject = 'hello', messageId = `<${uuidv7()}@sender.test>`, requireTls = false, headers: Record<string, string> = {}): Promise<{ mailId: string; messageId: string; raw: Buffer }> {
+  const raw = await new MailComposer({ from: from.address, to: rcptTo, subject, text: `${subject}\r\n.\r\n..dots\r\nbody`, messageId, date: new Date(), headers }).compile().build();
   const ref = await store.blobs.put(raw);
   const mailId = uuidv7();
   await store.events.append(
@@ -496,6 +496,17 @@ describe('relay: sqlite only', () => {
         assert.equal(trusted.sink.deliveries[0]!.requireTls, true);
         assert.equal(trusted.sink.deliveries[0]!.secure, true);
       });
+    });
+
+    test('TLS-Required: No (RFC 8689 5): the policy is not applied, so an MX host it does not name gets the message over opportunistic TLS; REQUIRETLS wins over it', async () => {
+      const { store, sink, alice } = await setup((sink) => direct(sink), deps(policy('enforce', '*.mx.secure.test')));
+      const { mailId } = await sendMail(store, alice, ['carol@secure.test'], 'tls not required', undefined, false, { 'TLS-Required': 'No' });
+      await waitUntil('mail sent', async () => (await mailDoc(store, mailId))?.status === 'sent');
+      assert.equal(sink.deliveries.length, 1);
+      const both = await sendMail(store, alice, ['carol@secure.test'], 'both', undefined, true, { 'TLS-Required': 'No' });
+      const failed = await failedWith(store, both.mailId);
+      assert.match(failed.data.response, /^451 4\.7\.5 MTA-STS: no MX host of secure\.test/, 'REQUIRETLS: the policy holds');
+      assert.equal(sink.deliveries.length, 1);
     });
 
     test('RELAY_MTA_STS=false: no policy is looked at', async () => {

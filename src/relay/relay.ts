@@ -3,6 +3,7 @@ import { v7 as uuidv7 } from 'uuid';
 import type { Logger } from 'pino';
 import { outbox, outboxFromStream, pendingRecipients, type OutboxDoc } from '../../projections/outbox.js';
 import type { EventOf, Meta, NewEvent } from '../events/envelope.js';
+import { headerField, headerSectionEnd } from '../mail/headers.js';
 import { mailStream } from '../mail/ids.js';
 import { WrongExpectedVersionError, type Lease, type Store } from '../store/port.js';
 import { sleep, waitForWakeUp } from '../store/wait.js';
@@ -281,7 +282,9 @@ export class Relay {
     if (raw) {
       const signal = AbortSignal.any([this.abortAttempts.signal, AbortSignal.timeout(this.options.RELAY_SMTP_TIMEOUT_MS)]);
       try {
-        outcomes = await this.deliverer.deliver({ raw, mailFrom: doc.mailFrom, recipients, dsn: sent.data.dsn, requireTls: sent.data.requireTls, signal });
+        const end = headerSectionEnd(raw);
+        const ignoreTlsPolicy = /^no$/i.test(headerField(raw.subarray(0, end < 0 ? raw.length : end), 'tls-required') ?? '');
+        outcomes = await this.deliverer.deliver({ raw, mailFrom: doc.mailFrom, recipients, dsn: sent.data.dsn, requireTls: sent.data.requireTls, ignoreTlsPolicy, signal });
       } catch (error) {
         if (error instanceof RelayStoppedError) {
           // Abandoned on shutdown: record nothing, the next claimant tries again (possible duplicate).

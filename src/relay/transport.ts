@@ -39,6 +39,12 @@ export interface DeliveryRequest {
   dsn?: DsnRequest | undefined;
   /** REQUIRETLS (RFC 8689): only over verified TLS to a next hop that offers REQUIRETLS, which gets it too. */
   requireTls?: boolean | undefined;
+  /**
+   * The message says `TLS-Required: No` (RFC 8689 5), its sender's wish that the recipient
+   * domains' TLS policies not stop it (to reach a domain whose TLS is broken): MTA-STS is not
+   * applied, TLS stays opportunistic. REQUIRETLS, when asked too, wins.
+   */
+  ignoreTlsPolicy?: boolean | undefined;
   /** Aborts the attempt: a timeout is reported as a temporary failure, a stop is rethrown. */
   signal: AbortSignal;
 }
@@ -344,8 +350,10 @@ export function createDeliverer(options: RelayOptions, deps: DelivererDeps): Del
     if ('failure' in route) return all(route.failure.response, route.failure.kind);
     let policy: MtaStsPolicy | null = null;
     let known = true;
+    const lookUp = policies && !(group[0]!.ignoreTlsPolicy && !requireTls);
+    if (policies && !lookUp) deps.logger.info({ domain }, 'relay: the message says TLS-Required: No; the MTA-STS policy of this domain is not applied');
     try {
-      ({ policy, known } = policies ? await policies.lookup(domain, signal) : { policy: null, known: true });
+      ({ policy, known } = lookUp ? await policies.lookup(domain, signal) : { policy: null, known: true });
     } catch (error) {
       // Only the attempt's signal ends a policy lookup early: a stop is rethrown, a timeout defers.
       if (signal.reason instanceof RelayStoppedError) throw signal.reason;

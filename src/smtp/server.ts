@@ -15,7 +15,7 @@ import type { DsnRequest, MessageSummary } from '../events/types.js';
 import { noticeLocalDelivered, noticeMailId, noticeRequested, sendNotice } from '../relay/dsn.js';
 import type { Logger } from '../log.js';
 import { appendMails, messageSummary, planInbound, planSent, submissionBcc, type LocalDelivery, type LocalMailbox, type PlannedAppend } from '../mail/commands.js';
-import { headerFacts, rewriteHeaderSection, rfc5322Date } from '../mail/headers.js';
+import { headerFacts, headerField, headerFields, rewriteHeaderSection, rfc5322Date } from '../mail/headers.js';
 import { mailStream } from '../mail/ids.js';
 import { receiveMessage, type StoredBlobs } from '../mail/intake.js';
 import type { Store } from '../store/port.js';
@@ -136,8 +136,9 @@ const NOTICE_ORIGINAL_MAX = 1024 * 1024;
 
 /** Mail a machine sent (RFC 3834 Auto-Submitted other than "no", a delivery or disposition report), by its header section: never answered with a notice. */
 export function isAutomatic(head: Buffer): boolean {
-  const text = head.toString('latin1').replace(/\r?\n[ \t]+/g, ' ');
-  return /^auto-submitted[ \t]*:[ \t]*(?!no(?![\w-]))\S/im.test(text) || /^content-type[ \t]*:[ \t]*multipart\/report\b/im.test(text);
+  const fields = headerFields(head);
+  const submitted = headerField(fields, 'auto-submitted');
+  return (submitted !== null && !/^no(?![\w-])/i.test(submitted)) || /^multipart\/report\b/i.test(headerField(fields, 'content-type') ?? '');
 }
 
 /** How long a local-domain or mailbox answer is reused. */
