@@ -1,5 +1,5 @@
 /**
- * npm run blobs:gc [-- --dry-run true] [-- --vacuum true]
+ * npm run blobs:gc [-- [--dry-run true] [--vacuum true]]
  * Frees the disk space of mail deleted for good: the blobs (raw message, bodies, attachments) that
  * only deleted mails and drafts name. Runs with the server stopped; embedded store only.
  */
@@ -8,7 +8,7 @@ import { parseFlags, runWithoutStore, UsageError } from '../src/cli/run.js';
 import { requireEventLog } from '../src/ops/paths.js';
 import { collectBlobs } from '../src/store/sqlite/blob-gc.js';
 
-const USAGE = 'npm run blobs:gc [-- --dry-run true] [-- --vacuum true]';
+const USAGE = 'npm run blobs:gc [-- [--dry-run true] [--vacuum true]]';
 const MiB = (bytes: number): string => `${(bytes / 1024 ** 2).toFixed(1)} MiB`;
 
 function yes(flags: Record<string, string>, name: string): boolean {
@@ -40,7 +40,7 @@ await runWithoutStore('blobs:gc', async ({ config, args }) => {
   });
   for (const bar of bars.values()) bar.done();
   const verb = dryRun ? 'would free' : 'freed';
-  console.log(`deleted:  ${result.deletedMails} mails and drafts${result.pendingDeliveries ? ` (${result.pendingDeliveries} more kept: the relay has still to deliver them)` : ''}`);
+  console.log(`deleted:  ${result.deletedMails} mails and drafts${result.pendingDeliveries ? ` (${result.pendingDeliveries} more kept: still to be delivered, by the relay or as local copies)` : ''}`);
   console.log(`blobs:    ${verb} ${result.blobs} (${MiB(result.inlineBytes)} in the database, ${MiB(result.packBytes)} in packs)`);
   if (!dryRun) console.log(`packs:    ${result.packsBefore.files} (${MiB(result.packsBefore.bytes)}) -> ${result.packsAfter.files} (${MiB(result.packsAfter.bytes)})`);
   console.log(`database: ${MiB(result.freeBytes)} of free pages${vacuum ? '' : ', reused by new mail (--vacuum true gives them back to the file system)'}`);

@@ -498,7 +498,7 @@ describe('relay: sqlite only', () => {
       });
     });
 
-    test('TLS-Required: No (RFC 8689 5): the policy is not applied, so an MX host it does not name gets the message over opportunistic TLS; REQUIRETLS wins over it', async () => {
+    test('TLS-Required: No (RFC 8689 3): the policy is not applied, so an MX host it does not name gets the message over opportunistic TLS; REQUIRETLS wins over it', async () => {
       const { store, sink, alice } = await setup((sink) => direct(sink), deps(policy('enforce', '*.mx.secure.test')));
       const { mailId } = await sendMail(store, alice, ['carol@secure.test'], 'tls not required', undefined, false, { 'TLS-Required': 'No' });
       await waitUntil('mail sent', async () => (await mailDoc(store, mailId))?.status === 'sent');

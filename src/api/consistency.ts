@@ -2,8 +2,9 @@ import type { Context } from './trpc.js';
 
 /**
  * Read-your-writes: before a query reads `views`, wait (bounded) until their projectors have
- * applied every event that was in the log when the query arrived, and the position the caller
- * says it has seen. A mail delivered over SMTP or sent a moment ago is then in the listing.
+ * applied every event that was in the log when the query arrived and, on MongoDB, the position
+ * the caller says it has seen (on the embedded store the head already covers any real one). A
+ * mail delivered over SMTP or sent a moment ago is then in the listing.
  * After the bound the query answers from the views as they are.
  */
 export async function awaitViews(ctx: Context, views: string[]): Promise<void> {

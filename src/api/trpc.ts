@@ -47,7 +47,7 @@ export interface Context {
   user: AuthUser | null;
   ip: string;
   correlationId: string;
-  /** A position the caller has seen (X-Mailtrail-Position): queries wait for the views to reach it. */
+  /** A position the caller has seen (X-Mailtrail-Position): on MongoDB queries wait for the views to reach it (the embedded store waits for its head). */
   seenPosition: number;
 }
 

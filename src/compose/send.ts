@@ -56,8 +56,9 @@ const receiptRequest = (recipients: string[]): DsnRequest => ({ ret: null, envid
 
 /**
  * mails.send: the draft becomes a `MailSent` (appended with the draft's version expected, so it is
- * sent once however often send is called), then every local recipient gets a `MailReceived` copy;
- * the relay delivers the external recipients from `MailSent`.
+ * sent once however often send is called), then every local recipient gets a `MailReceived` copy
+ * and, with `deliveryReceipt`, the sender a `delivered` notice for them; the relay delivers the
+ * external recipients from `MailSent`.
  */
 export async function sendDraft(
   store: Store,

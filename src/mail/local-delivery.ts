@@ -34,8 +34,8 @@ const SEND_GRACE_MS = 3000;
  * between the two appends would leave the mail sent and the recipients without it. A copy that
  * exists is left alone, and one appended by both the API and this follower is stored once (its
  * stream is appended with "no stream" expected). The checkpoint moves only after a batch's copies
- * are in. It runs in the projectors' thread and reads the batches they read; /health and the
- * metrics show it with them.
+ * are in, and with them the delivery receipt the send asked for, if it is missing too. It runs in
+ * the projectors' thread and reads the batches they read; /health and the metrics show it with them.
  */
 export class LocalDelivery implements Projector {
   readonly name = LEASE;

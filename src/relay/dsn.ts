@@ -28,7 +28,7 @@ const BOUNCE_NAMESPACE = '3d6f2b8e-9c41-4a7e-b5d0-8e1f4c2a7b63';
  */
 export const bounceMailId = (sentMailId: string, attempt: number): string => noticeMailId(sentMailId, 'failed', attempt);
 const NOTICE_KEY: Record<NoticeAction, string> = { failed: 'bounce', relayed: 'success', delivered: 'success', delayed: 'delay' };
-/** Likewise for every notice: one per sent mail, attempt (0: the local recipients, at submission) and kind. */
+/** Likewise for every notice: one per sent mail (or, for a notice to a sender elsewhere, received mail), attempt (0: the local recipients, at submission) and kind. */
 export const noticeMailId = (sentMailId: string, action: NoticeAction, attempt: number): string => uuidv5(`${sentMailId}\n${NOTICE_KEY[action]}\n${attempt}`, BOUNCE_NAMESPACE);
 
 /**

@@ -40,7 +40,7 @@ export interface DeliveryRequest {
   /** REQUIRETLS (RFC 8689): only over verified TLS to a next hop that offers REQUIRETLS, which gets it too. */
   requireTls?: boolean | undefined;
   /**
-   * The message says `TLS-Required: No` (RFC 8689 5), its sender's wish that the recipient
+   * The message says `TLS-Required: No` (RFC 8689 3, 4.2.2), its sender's wish that the recipient
    * domains' TLS policies not stop it (to reach a domain whose TLS is broken): MTA-STS is not
    * applied, TLS stays opportunistic. REQUIRETLS, when asked too, wins.
    */

@@ -129,7 +129,7 @@ function unknownParameters(address: SMTPServerAddress, known: Set<string>): stri
   return given.find((name) => !known.has(name.toUpperCase())) ?? null;
 }
 
-/** Success notices to one sender domain per hour, at most (per process). */
+/** Success notices per sender domain: a burst of this many, refilled over an hour (per process). */
 const NOTICES_PER_HOUR = 60;
 /** The largest original whose header section a success notice carries. */
 const NOTICE_ORIGINAL_MAX = 1024 * 1024;

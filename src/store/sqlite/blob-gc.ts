@@ -12,14 +12,15 @@ import { LOG_FILE, RESTORE_STAGING_PREFIX } from './index.js';
  * Reclaims the blobs of mail deleted for good (`npm run blobs:gc`): the raw message, bodies and
  * attachments that only deleted mails and drafts name. Blobs are shared by content, so a blob that
  * any other mail or draft names stays; so do the blobs of a deleted sent mail the relay has still
- * to deliver, and blobs no event names at all (an upload not yet in a draft). The events stay:
+ * to deliver or whose local copies are not stored yet, and blobs no event names at all (an upload not yet in a draft). The events stay:
  * they are the audit trail, and their summaries (subject, addresses, snippet) are not blobs.
  *
  * It runs alone: the log's file is opened in SQLite's exclusive locking mode, refused while any
  * other connection is open (the server, its SMTP workers, a backup, another command) and keeping
  * every other one out until it ends. So no put can find a blob in the index that is about to go,
  * no pack is read while it is rewritten, and locations can change. Freed index rows are zeroed
- * (secure_delete); packs that held freed blobs are copied without them and then deleted.
+ * (secure_delete); packs that held freed blobs are copied without them, then deleted (the
+ * highest emptied instead, so that its number is never used again).
  */
 
 export interface BlobGcOptions {
@@ -33,7 +34,7 @@ export interface BlobGcOptions {
 export interface BlobGcResult {
   /** Mails and drafts deleted for good. */
   deletedMails: number;
-  /** Deleted sent mails whose blobs stay because the relay has not finished with them. */
+  /** Deleted sent mails whose blobs stay: the relay has not finished with them, or their local copies are not stored yet. */
   pendingDeliveries: number;
   blobs: number;
   inlineBytes: number;
