@@ -519,11 +519,12 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
     });
     const added: { messageId?: string; date?: string; from?: string } = {};
     let fromFields = 0;
-    let automatic = false;
+    // Kept for a success notice, which looks at it only if one is asked for (not on every message).
+    let inboundHead: Buffer | null = null;
     const rewriteHeader = (head: Buffer): Buffer => {
       const prepend = [trace];
       if (!user || !tx.sender) {
-        automatic = isAutomatic(head);
+        inboundHead = head;
         return rewriteHeaderSection(head, { prepend, dropBcc: false });
       }
       const facts = headerFacts(head);
@@ -622,7 +623,7 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
     try {
       const stored = await appendMails(store, planned, meta);
       if (user && tx.sender) await noticeLocalDeliveries(tx, tx.sender, planned[0]!.mailId, deliveries, summary, blobs, meta);
-      else if (!user && deliveries.length > 0) await answerSuccessRequests(tx, planned, deliveries, summary, blobs, { spf: auth?.results?.spf ?? null, automatic }, meta);
+      else if (!user && deliveries.length > 0) await answerSuccessRequests(tx, planned, deliveries, summary, blobs, { spf: auth?.results?.spf ?? null, head: inboundHead }, meta);
       const fresh = stored.filter((s) => s.stored === 'new');
       const queueId = fresh.length > 0 ? tx.id : stored[0]?.stored === 'duplicate' ? stored[0].correlationId : tx.id;
       const text = `Ok: queued as ${queueId}`;
@@ -664,7 +665,7 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
     deliveries: LocalDelivery[],
     message: MessageSummary,
     blobs: StoredBlobs,
-    facts: { spf: string | null; automatic: boolean },
+    facts: { spf: string | null; head: Buffer | null },
     meta: Meta,
   ): Promise<void> {
     const dsn = dsnRequest(tx.dsn, deliveries.map((d) => d.recipient));
@@ -672,7 +673,7 @@ export async function startSmtpServer(deps: SmtpDeps): Promise<SmtpService> {
     if (asked.length === 0 || !tx.mailFrom) return;
     const skip = (why: string): void => log.info({ tx: tx.id, mailFrom: tx.mailFrom, spf: facts.spf }, `no success notice sent: ${why}`);
     if (facts.spf !== 'pass') return skip('SPF does not vouch for the sender');
-    if (facts.automatic) return skip('the mail is itself automatic');
+    if (facts.head && isAutomatic(facts.head)) return skip('the mail is itself automatic');
     const owner = asked[0]!.mailbox;
     // Keyed by the copy of the mailbox it is filed under: the same message received again is answered once.
     const keyedBy = planned.find((p) => p.event.type === 'MailReceived' && p.event.data.mailboxId === owner.id)?.mailId ?? planned[0]!.mailId;
