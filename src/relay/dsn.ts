@@ -255,6 +255,9 @@ export async function noticeLocalDelivered(
 ): Promise<string | null> {
   const recipients = input.recipients.filter((r) => noticeRequested(input.sent.dsn, r, 'SUCCESS')).map((recipient) => ({ recipient, response: '2.0.0 delivered to the mailbox' }));
   if (recipients.length === 0) return null;
+  // Stored already (nearly always, when the local delivery follower goes over the send): no blob read.
+  const mailId = noticeMailId(input.entry.id, 'delivered', 0);
+  if ((await store.events.readStream(mailStream(mailId))).length > 0) return mailId;
   // Without the original (freed by blobs:gc after the mail was deleted) the notice goes without its header section.
   const raw = await store.blobs.get(input.raw.sha256).catch(() => null);
   return deliverNotice(store, { ...input, action: 'delivered', recipients, attempt: 0, raw, now: new Date() });
